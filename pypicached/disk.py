@@ -1,0 +1,62 @@
+"""Durable writes: nothing appears under a final name until it is whole and on disk."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+
+#: Runs a blocking callable off the event loop and reports back as a Deferred.
+RunInThread = Callable[..., Deferred]
+
+
+def thread_runner(reactor) -> RunInThread:  # type: ignore[no-untyped-def]
+    """The reactor's thread pool as a ``RunInThread``."""
+    return lambda f, *a, **kw: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **kw)
+
+
+def run_inline(f: Callable, *args: object, **kwargs: object) -> Deferred:
+    """A ``RunInThread`` that runs in the caller's thread (tests, tools)."""
+    try:
+        return succeed(f(*args, **kwargs))
+    except BaseException:
+        from twisted.internet.defer import fail
+
+        return fail()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Move a complete, fsynced temporary file into place, durably."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def atomic_write(final: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``final`` so that readers see the old or the new file, whole."""
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        commit(Path(name), final)
+    except BaseException:
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,103 @@
+"""
+File links: where a package file really lives upstream, the path the proxy
+serves it under, and the digests it must match before it is stored.
+
+The proxy only ever fetches a file it has seen linked from an index page, so
+the page is the authority for every link and a crafted path cannot turn the
+proxy into an open one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Mapping
+from urllib.parse import quote, unquote, urldefrag, urlsplit
+
+import attrs
+
+#: The public index's content-addressed layout: /packages/b2[0:2]/b2[2:4]/b2[4:]/name
+_PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+$")
+_SAFE = "!$&'()*+,;=:@-._~"
+
+#: Hash names installers accept in links, strongest first.
+KNOWN_HASHES = ("sha512", "sha384", "sha256", "sha224", "blake2b", "md5")
+
+
+@attrs.frozen
+class FileLink:
+    """One downloadable file as an index page described it."""
+
+    url: str
+    filename: str
+    hashes: tuple[tuple[str, str], ...] = ()
+
+    def expected_digests(self) -> dict[str, str]:
+        """
+        Every digest the bytes must match: the ones the page published and, for
+        the public index's layout, the blake2b-256 the path spells.
+        """
+        digests = {name: value.lower() for name, value in self.hashes if name in KNOWN_HASHES}
+        match = _PYPI_LAYOUT.match(urlsplit(self.url).path)
+        if match:
+            digests["blake2b_256"] = "".join(match.groups())
+        return digests
+
+
+def new_hasher(name: str) -> "hashlib._Hash":
+    """A hashlib object for a digest name used by ``expected_digests``."""
+    if name == "blake2b_256":
+        return hashlib.blake2b(digest_size=32)
+    return hashlib.new(name)
+
+
+def hashes_of(mapping: object) -> tuple[tuple[str, str], ...]:
+    """The ``hashes`` of a PEP 691 file entry as a sorted tuple, dropping junk."""
+    if not isinstance(mapping, Mapping):
+        return ()
+    return tuple(
+        sorted((str(k), str(v)) for k, v in mapping.items() if isinstance(v, str))
+    )
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """An absolute link without its fragment, and the ``name=digest`` the fragment held."""
+    bare, fragment = urldefrag(url)
+    name, sep, value = fragment.partition("=")
+    return bare, ({name: value} if sep and name and value else {})
+
+
+def proxy_path(url: str) -> tuple[str, ...]:
+    """
+    The path segments the proxy serves an upstream file under.
+
+    Files whose path starts with ``/packages/`` (the public index, and another
+    pypicached) keep that path, so links and logs look the same at every tier.
+    Anything else goes to ``/packages/+f/<digest of its URL>/<filename>``: stable
+    across restarts, collision-free, and still ending in the real filename,
+    which is where installers read it from.
+    """
+    path = urlsplit(url).path
+    segments = tuple(unquote(s) for s in path.split("/")[1:])
+    if (
+        len(segments) >= 2
+        and segments[0] == "packages"
+        and segments[1] != "+f"
+        and all(_plain(s) for s in segments)
+    ):
+        return segments
+    filename = segments[-1] if segments and _plain(segments[-1]) else "file"
+    key = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+    return ("packages", "+f", key, filename)
+
+
+def _plain(segment: str) -> bool:
+    return segment not in ("", ".", "..") and not any(
+        c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
+    )
+
+
+def relative_href(depth: int, segments: tuple[str, ...], fragment: str = "") -> str:
+    """A link to ``segments`` from a page ``depth`` directories below the root."""
+    href = "../" * depth + "/".join(quote(s, safe=_SAFE) for s in segments)
+    return href + ("#" + fragment if fragment else "")

@@ -1,0 +1,52 @@
+"""Project names and file names: PEP 503 normalization and what a name may be."""
+
+from __future__ import annotations
+
+import re
+
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_VALID_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.!+_-]{0,127}$")
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` is a legal project name (PEP 508's rule)."""
+    return len(name) <= 200 and _VALID_NAME.match(name) is not None
+
+
+def normalize(name: str) -> str:
+    """The PEP 503 normal form: lower case, runs of ``-_.`` folded to ``-``."""
+    return canonicalize_name(name)
+
+
+def is_valid_version(version: str) -> bool:
+    """Loose check that a version segment is safe to use as a cache key."""
+    return _VALID_VERSION.match(version) is not None
+
+
+def projects_for_filename(filename: str) -> list[str]:
+    """
+    The normalized project names a distribution file name may belong to, most
+    likely first.
+
+    Wheels name their project unambiguously; sdists and legacy formats do not
+    (``python-dateutil-2.8.2.tar.gz``), so every split before a part that starts
+    with a digit is a candidate, longest first.
+    """
+    if filename.endswith(".metadata"):
+        filename = filename[: -len(".metadata")]
+    if filename.endswith(".whl"):
+        try:
+            return [parse_wheel_filename(filename)[0]]
+        except InvalidWheelFilename:
+            pass
+    parts = filename.split("-")
+    candidates = [
+        "-".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if parts[i][:1].isdigit()
+    ]
+    names = []
+    for candidate in candidates:
+        if is_valid_name(candidate) and normalize(candidate) not in names:
+            names.append(normalize(candidate))
+    return names

@@ -1,0 +1,305 @@
+"""
+Index pages in the cache: kept on disk, fresh for a TTL, then revalidated
+upstream, one revalidation per page however many clients ask.
+
+The stored project pages are also the authority on file links: a file request
+is resolved to its upstream URL and digests through its project's page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, ensureDeferred, fail, succeed
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import ResponseFailed
+
+from pypicached import pypijson, simple
+from pypicached.disk import RunInThread, atomic_write
+from pypicached.inflight import Inflight
+from pypicached.links import FileLink, proxy_path
+from pypicached.names import projects_for_filename
+from pypicached.negotiation import UPSTREAM_ACCEPT
+from pypicached.status import CacheStatus
+from pypicached.upstream import UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body
+
+log = Logger()
+
+#: How long an upstream 404 is believed before asking again.
+NEGATIVE_TTL = 60.0
+MEMORY_PAGES = 256
+
+
+class NotFound(Exception):
+    """The upstream says there is no such page, or no page links this file."""
+
+
+@attrs.frozen
+class PageKey:
+    """Which page: the project list, a project, or a project's JSON API document."""
+
+    kind: str  # "index" | "project" | "json"
+    project: str = ""
+    version: str = ""
+
+    def relpath(self) -> tuple[str, ...]:
+        if self.kind == "index":
+            return ("index.json",)
+        if self.kind == "project":
+            return ("simple", self.project + ".json")
+        if self.version:
+            return ("json", self.project, self.version + ".json")
+        return ("json", self.project + ".json")
+
+
+@attrs.define(eq=False)
+class StoredPage:
+    """A page as last validated upstream, in the one form ``simple`` reads and writes."""
+
+    key: PageKey
+    url: str
+    fetched: float
+    etag: str | None
+    last_modified: str | None
+    page: dict[str, Any]
+    #: Renderings and the link table, derived from ``page`` and kept while it is in memory.
+    memo: dict[Any, Any] = attrs.field(factory=dict, repr=False)
+
+    def links(self) -> dict[tuple[str, ...], FileLink]:
+        """Every file (and advertised metadata file) of a project page, by proxy path."""
+        if "links" not in self.memo:
+            table: dict[tuple[str, ...], FileLink] = {}
+            for link, meta in simple.file_links(self.page).values():
+                path = proxy_path(link.url)
+                table[path] = link
+                if meta is not None:
+                    table[path[:-1] + (path[-1] + ".metadata",)] = meta
+            self.memo["links"] = table
+        return self.memo["links"]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": 1,
+                "url": self.url,
+                "fetched": self.fetched,
+                "etag": self.etag,
+                "last_modified": self.last_modified,
+                "page": self.page,
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, key: PageKey, data: bytes) -> "StoredPage":
+        record = json.loads(data)
+        if record.get("format") != 1 or not isinstance(record.get("page"), dict):
+            raise ValueError("not a page record of this version")
+        return cls(
+            key,
+            str(record["url"]),
+            float(record["fetched"]),
+            record.get("etag"),
+            record.get("last_modified"),
+            record["page"],
+        )
+
+
+@attrs.frozen
+class PageResult:
+    page: StoredPage
+    status: CacheStatus
+    upstream_seconds: float | None = None
+
+
+class PageCache:
+    """Fresh pages from memory or disk; expired ones revalidated, missing ones fetched."""
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        index: UpstreamIndex,
+        client: UpstreamClient,
+        root: Path,
+        ttl: float,
+        run_in_thread: RunInThread,
+    ) -> None:
+        self._clock = clock
+        self.index = index
+        self._client = client
+        self._root = root / "pages" / index.key
+        self._tmp = root / "tmp"
+        self.ttl = ttl
+        self._run_in_thread = run_in_thread
+        self._memory: OrderedDict[PageKey, StoredPage] = OrderedDict()
+        self._missing: dict[PageKey, float] = {}
+        self._inflight: Inflight[PageKey, PageResult] = Inflight()
+
+    # --- lookup --------------------------------------------------------------------
+
+    def get(self, key: PageKey) -> "Deferred[PageResult]":
+        """The page, fetched or revalidated upstream only when it is not fresh."""
+        stored = self.cached(key)
+        now = self._clock.seconds()
+        if stored is not None and now - stored.fetched < self.ttl:
+            return succeed(PageResult(stored, CacheStatus.HIT))
+        missing_until = self._missing.get(key)
+        if stored is None and missing_until is not None and now < missing_until:
+            return fail(NotFound("no such page upstream (remembered)"))
+        return self._inflight.run(key, lambda: ensureDeferred(self._fetch(key, stored)))
+
+    def cached(self, key: PageKey) -> StoredPage | None:
+        """The last validated copy, whatever its age, from memory or disk."""
+        page = self._memory.get(key)
+        if page is not None:
+            self._memory.move_to_end(key)
+            return page
+        path = self._root.joinpath(*key.relpath())
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            page = StoredPage.from_json(key, data)
+        except (ValueError, KeyError, TypeError) as e:
+            log.warn("Ignoring damaged page record {path}: {e}", path=str(path), e=e)
+            return None
+        self._remember(page)
+        return page
+
+    def find_link(self, segments: tuple[str, ...]) -> "Deferred[FileLink]":
+        """The upstream location of the file the proxy serves at ``segments``."""
+        return ensureDeferred(self._find_link(segments))
+
+    async def _find_link(self, segments: tuple[str, ...]) -> FileLink:
+        keys = [PageKey("project", p) for p in projects_for_filename(segments[-1])]
+        for key in keys:
+            page = self.cached(key)
+            if page is not None and segments in page.links():
+                return page.links()[segments]
+        for key in keys:
+            try:
+                result = await self.get(key)
+            except NotFound:
+                continue
+            link = result.page.links().get(segments)
+            if link is not None:
+                return link
+        raise NotFound("no index page links to this file")
+
+    # --- upstream ------------------------------------------------------------------
+
+    def _url(self, key: PageKey) -> str:
+        if key.kind == "index":
+            return self.index.simple_url
+        if key.kind == "project":
+            return self.index.project_url(key.project)
+        url = self.index.json_url(key.project, key.version or None)
+        if url is None:
+            raise NotFound("the upstream index has no JSON API")
+        return url
+
+    async def _fetch(self, key: PageKey, stored: StoredPage | None) -> PageResult:
+        url = self._url(key)
+        headers = {"Accept": "application/json" if key.kind == "json" else UPSTREAM_ACCEPT}
+        if stored is not None and stored.etag:
+            headers["If-None-Match"] = stored.etag
+        if stored is not None and stored.last_modified:
+            headers["If-Modified-Since"] = stored.last_modified
+        started = self._clock.seconds()
+        try:
+            response = await self._client.get(url, headers)
+            if response.code == 304 and stored is not None:
+                discard_body(response)
+                fresh = attrs.evolve(stored, fetched=self._clock.seconds())
+                status = CacheStatus.REVALIDATED
+            elif response.code == 200:
+                body = await read_body(response)
+                fresh = self._parse(key, response, body, url)
+                status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
+            elif response.code in (404, 410):
+                discard_body(response)
+                self._forget(key)
+                raise NotFound(f"upstream answered {response.code} for {url}")
+            else:
+                discard_body(response)
+                raise UpstreamError(f"upstream answered {response.code} {response.phrase.decode('latin-1', 'replace')} for {url}")
+        except (DeferredTimeout, ConnectTimeout) as e:
+            raise UpstreamError(f"upstream timed out fetching {url}: {e}", 504) from None
+        except (ConnectError, DNSLookupError, ResponseFailed) as e:
+            raise UpstreamError(f"upstream unreachable fetching {url}: {_reason(e)}") from None
+        except simple.BadPage as e:
+            raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
+        elapsed = self._clock.seconds() - started
+        self._remember(fresh)
+        self._store(fresh)
+        return PageResult(fresh, status, elapsed)
+
+    def _parse(self, key: PageKey, response: Any, body: bytes, url: str) -> StoredPage:
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
+        if key.kind == "json":
+            page = pypijson.parse(body)
+        else:
+            page = simple.parse(body, content_type, url, index=key.kind == "index")
+        etag = response.headers.getRawHeaders(b"etag")
+        modified = response.headers.getRawHeaders(b"last-modified")
+        return StoredPage(
+            key,
+            url,
+            self._clock.seconds(),
+            etag[0].decode("latin-1") if etag else None,
+            modified[0].decode("latin-1") if modified else None,
+            page,
+        )
+
+    # --- memory and disk -----------------------------------------------------------
+
+    def _remember(self, page: StoredPage) -> None:
+        self._missing.pop(page.key, None)
+        self._memory[page.key] = page
+        self._memory.move_to_end(page.key)
+        while len(self._memory) > MEMORY_PAGES:
+            self._memory.popitem(last=False)
+
+    def _forget(self, key: PageKey) -> None:
+        self._memory.pop(key, None)
+        self._missing[key] = self._clock.seconds() + NEGATIVE_TTL
+        path = self._root.joinpath(*key.relpath())
+        self._run_in_thread(_unlink, path).addErrback(
+            lambda f: log.failure("Could not remove {path}", f, path=str(path))
+        )
+
+    def _store(self, page: StoredPage) -> None:
+        path = self._root.joinpath(*page.key.relpath())
+        data = page.to_json()
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data, self._tmp)
+
+        self._run_in_thread(write).addErrback(
+            lambda f: log.error(
+                "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
+            )
+        )
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ResponseFailed):
+        return "; ".join(r.getErrorMessage() for r in e.reasons)
+    return str(e)

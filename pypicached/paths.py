@@ -1,0 +1,65 @@
+"""Request paths, checked once at the door, and where cached things live on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import attrs
+
+MAX_PATH = 2048
+
+
+class BadPath(ValueError):
+    """The request path is not one this proxy could ever serve."""
+
+
+@attrs.frozen
+class RequestPath:
+    """
+    A request path split into decoded segments.
+
+    ``trailing_slash`` is kept apart because it is meaningful to the simple API.
+    Every segment is a plain name: never empty, ``.``, ``..``, and never holding
+    a slash, backslash or control character once decoded, so a segment can be
+    joined under a directory without escaping it.
+    """
+
+    segments: tuple[str, ...]
+    trailing_slash: bool
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "RequestPath":
+        if len(raw) > MAX_PATH:
+            raise BadPath("path too long")
+        path = raw.split(b"?", 1)[0]
+        if not path.startswith(b"/"):
+            raise BadPath("path must start with /")
+        pieces = path[1:].split(b"/")
+        trailing = len(pieces) > 1 and pieces[-1] == b""
+        if trailing or pieces == [b""]:
+            pieces = pieces[:-1]
+        segments = []
+        for piece in pieces:
+            try:
+                segment = unquote_to_bytes(piece).decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadPath("path is not UTF-8") from None
+            if segment in ("", ".", "..") or any(
+                c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
+            ):
+                raise BadPath(f"illegal path segment {segment!r}")
+            segments.append(segment)
+        return cls(tuple(segments), trailing or not segments)
+
+    def text(self) -> str:
+        """The normalized path, for logs and for joining under the cache root."""
+        return "/" + "/".join(self.segments) + ("/" if self.trailing_slash and self.segments else "")
+
+
+def under(root: Path, segments: tuple[str, ...]) -> Path:
+    """``root`` joined with checked segments; refuses anything that would escape."""
+    target = root.joinpath(*segments)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise BadPath("path escapes the cache")
+    return target

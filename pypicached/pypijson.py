@@ -1,0 +1,40 @@
+"""The index's per-project JSON API (``/pypi/<project>/json``), with file URLs rewritten."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from pypicached.simple import BadPage, HrefFor, Page
+
+
+def parse(body: bytes) -> Page:
+    """The upstream's JSON document, checked only as far as the proxy relies on it."""
+    try:
+        page = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadPage(f"invalid JSON: {e}") from None
+    if not isinstance(page, dict) or not isinstance(page.get("info"), dict):
+        raise BadPage("JSON API document has no 'info'")
+    return page
+
+
+def _file_entries(page: Page) -> Iterator[dict[str, Any]]:
+    for entry in page.get("urls") or ():
+        if isinstance(entry, dict):
+            yield entry
+    releases = page.get("releases")
+    if isinstance(releases, dict):
+        for files in releases.values():
+            for entry in files if isinstance(files, list) else ():
+                if isinstance(entry, dict):
+                    yield entry
+
+
+def render(page: Page, href_for: HrefFor) -> bytes:
+    """The document with every file ``url`` pointing back at the proxy."""
+    out = json.loads(json.dumps(page))
+    for entry in _file_entries(out):
+        if isinstance(entry.get("url"), str):
+            entry["url"] = href_for(entry["url"], "")
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

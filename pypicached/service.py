@@ -1,0 +1,84 @@
+"""The running daemon: listeners, the upstream client and the caches, as one service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from pypicached.config import Settings
+from pypicached.disk import RunInThread, thread_runner
+from pypicached.files import FileCache
+from pypicached.pages import PageCache
+from pypicached.upstream import UpstreamClient, UpstreamIndex
+from pypicached.web import ProxyResource, ProxySite
+
+log = Logger()
+
+
+class Proxy:
+    """Everything that answers requests, wired together; no listeners yet."""
+
+    def __init__(self, settings: Settings, reactor, run_in_thread: RunInThread | None = None) -> None:  # type: ignore[no-untyped-def]
+        root = Path(settings.cache_dir)
+        run = run_in_thread or thread_runner(reactor)
+        self.settings = settings
+        self.client = UpstreamClient(reactor)
+        self.index = UpstreamIndex(settings.upstream)
+        self.pages = PageCache(
+            clock=reactor,
+            index=self.index,
+            client=self.client,
+            root=root,
+            ttl=settings.index_ttl,
+            run_in_thread=run,
+        )
+        self.files = FileCache(
+            root=root,
+            client=self.client,
+            clock=reactor,
+            run_in_thread=run,
+            find_link=self.pages.find_link,
+        )
+        self.resource = ProxyResource(pages=self.pages, files=self.files, clock=reactor)
+        self.site = ProxySite(self.resource, clock=reactor, reactor=reactor)
+
+
+class _CacheService(Service):
+    """Sweeps leftovers at start and closes upstream connections at stop."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+
+    def startService(self) -> None:
+        super().startService()
+        removed = self._proxy.files.sweep()
+        if removed:
+            log.info("Removed {n} unfinished downloads left by the last run", n=removed)
+        settings = self._proxy.settings
+        log.info(
+            "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
+            upstream=settings.upstream,
+            cache=str(Path(settings.cache_dir).resolve()),
+            listen=", ".join(settings.listen),
+            ttl=settings.index_ttl,
+        )
+
+    def stopService(self) -> "Deferred[None]":
+        super().stopService()
+        return self._proxy.client.close()
+
+
+def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]
+    """The daemon as a twistd service: one listener per endpoint, then the caches."""
+    proxy = Proxy(settings, reactor)
+    top = MultiService()
+    _CacheService(proxy).setServiceParent(top)
+    for description in settings.listen:
+        endpoint = serverFromString(reactor, description)
+        StreamServerEndpointService(endpoint, proxy.site).setServiceParent(top)
+    return top

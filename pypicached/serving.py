@@ -1,0 +1,242 @@
+"""
+Sending a cached file to a client: validators, conditional requests, single
+byte ranges, and a producer that follows the file while it grows.
+
+The same code serves a committed file and one still downloading, so HEAD,
+ranges and resumption behave identically in both cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO
+
+import attrs
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString, stringToDatetime
+from twisted.web.server import Request
+from zope.interface import implementer
+
+from pypicached.files import GrowingFile, State
+from pypicached.status import HEADER, CacheStatus
+
+CHUNK = 64 * 1024
+IMMUTABLE = b"max-age=365000000, immutable"
+
+
+@attrs.frozen
+class ByteRange:
+    start: int
+    stop: int  # exclusive
+
+    def content_range(self, size: int) -> bytes:
+        return b"bytes %d-%d/%d" % (self.start, self.stop - 1, size)
+
+
+class Unsatisfiable(Exception):
+    """A syntactically valid range that selects nothing: 416."""
+
+
+def parse_range(header: bytes, size: int) -> ByteRange | None:
+    """
+    One ``bytes=`` range against a file of ``size`` bytes; ``None`` means send the
+    whole file (a malformed header, or several ranges, which we do not split).
+    """
+    unit, _, spec = header.decode("latin-1").strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first:
+            length = int(last)
+            if length <= 0:
+                raise Unsatisfiable()
+            return ByteRange(max(0, size - length), size)
+        start = int(first)
+        stop = int(last) + 1 if last else max(size, start + 1)
+    except ValueError:
+        return None
+    if start < 0 or stop <= start:
+        return None
+    if start >= size:
+        raise Unsatisfiable()
+    return ByteRange(start, min(stop, size))
+
+
+def etag_for(segments: tuple[str, ...], size: int) -> bytes:
+    """
+    A strong validator from the file's identity. A path's content never changes
+    once committed (it must match the same digest), so path and size suffice
+    and the tag is the same while downloading and after.
+    """
+    key = ("/".join(segments) + f":{size}").encode("utf-8")
+    return b'"' + hashlib.blake2b(key, digest_size=12).hexdigest().encode() + b'"'
+
+
+def _matches(header: bytes, etag: bytes) -> bool:
+    tags = [t.strip() for t in header.split(b",")]
+    return b"*" in tags or any(t.removeprefix(b"W/") == etag for t in tags)
+
+
+def _date(header: bytes) -> int | None:
+    try:
+        return stringToDatetime(header)
+    except (ValueError, IndexError):
+        return None
+
+
+def send_file(
+    request: Request, growing: GrowingFile, segments: tuple[str, ...], status: CacheStatus
+) -> None:
+    """Answer ``request`` from ``growing``, which has started (its size is known if ever)."""
+    request.setHeader(b"Content-Type", b"application/octet-stream")
+    request.setHeader(b"Cache-Control", IMMUTABLE)
+    request.setHeader(HEADER, status.value.encode())
+    size = growing.size
+    etag = etag_for(segments, size) if size is not None else None
+    if etag is not None:
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+    if growing.modified is not None:
+        request.setHeader(b"Last-Modified", datetimeToString(int(growing.modified)))
+
+    if _not_modified(request, etag, growing.modified):
+        request.setResponseCode(304)
+        request.finish()
+        return
+
+    wanted = ByteRange(0, size) if size is not None else None
+    header = request.getHeader(b"range")
+    if header is not None and size is not None and _if_range_holds(request, etag, growing.modified):
+        try:
+            wanted = parse_range(header, size) or wanted
+        except Unsatisfiable:
+            request.setResponseCode(416)
+            request.setHeader(b"Content-Range", b"bytes */%d" % size)
+            request.setHeader(b"Content-Length", b"0")
+            request.finish()
+            return
+        if wanted is not None and (wanted.start, wanted.stop) != (0, size):
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", wanted.content_range(size))
+    if wanted is not None:
+        request.setHeader(b"Content-Length", b"%d" % (wanted.stop - wanted.start))
+    if request.method == b"HEAD":
+        request.finish()
+        return
+    FileSender(request, growing, wanted).begin()
+
+
+def _not_modified(request: Request, etag: bytes | None, modified: float | None) -> bool:
+    none_match = request.getHeader(b"if-none-match")
+    if none_match is not None:
+        return etag is not None and _matches(none_match, etag)
+    since = request.getHeader(b"if-modified-since")
+    if since is not None and modified is not None:
+        when = _date(since)
+        return when is not None and int(modified) <= when
+    return False
+
+
+def _if_range_holds(request: Request, etag: bytes | None, modified: float | None) -> bool:
+    value = request.getHeader(b"if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith(b'"'):
+        return etag is not None and value == etag
+    if value.startswith(b"W/"):
+        return False
+    when = _date(value)
+    return when is not None and modified is not None and int(modified) == when
+
+
+@implementer(IPushProducer)
+class FileSender:
+    """
+    Streams a byte range of a ``GrowingFile`` to one client.
+
+    It holds one chunk at a time, pauses when the client's socket is full and
+    waits for the download when it has caught up with it, so a slow client costs
+    one open file and one chunk, and never slows the download or anyone else.
+    """
+
+    def __init__(self, request: Request, growing: GrowingFile, wanted: ByteRange | None) -> None:
+        self._request = request
+        self._growing = growing
+        self._pos = wanted.start if wanted else 0
+        self._stop = wanted.stop if wanted else None
+        self._file: BinaryIO | None = None
+        self._paused = False
+        self._waiting = False
+        self._done = False
+
+    def begin(self) -> None:
+        self._file = open(self._growing.path, "rb")
+        self._file.seek(self._pos)
+        self._request.notifyFinish().addErrback(self._client_gone)
+        self._request.registerProducer(self, True)
+        self._pump()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._close()
+
+    def _client_gone(self, _: Failure) -> None:
+        self._close()
+
+    def _pump(self) -> None:
+        growing = self._growing
+        while not (self._done or self._paused or self._waiting):
+            stop = self._stop if self._stop is not None else growing.available()
+            if self._pos >= stop and (self._stop is not None or growing.state is State.COMPLETE):
+                self._finish()
+                return
+            ready = min(growing.available(), stop) - self._pos
+            if ready > 0:
+                assert self._file is not None
+                data = self._file.read(min(CHUNK, ready))
+                if not data:
+                    self._abort()
+                    return
+                self._pos += len(data)
+                self._request.write(data)
+            elif growing.state is State.FAILED:
+                self._abort()
+                return
+            else:
+                self._waiting = True
+                growing.changed().addCallback(self._wake)
+
+    def _wake(self, _: None) -> None:
+        self._waiting = False
+        self._pump()
+
+    def _finish(self) -> None:
+        self._close()
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _abort(self) -> None:
+        """Break the connection so the client cannot mistake what it got for the whole file."""
+        self._close()
+        self._request.unregisterProducer()
+        transport = self._request.channel.transport if self._request.channel else None
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", transport.loseConnection)
+            abort()
+
+    def _close(self) -> None:
+        self._done = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None

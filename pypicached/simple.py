@@ -1,0 +1,267 @@
+"""
+The simple repository API (PEP 503 HTML, PEP 691 JSON): read either from
+upstream into one form, and write that form back out in whichever the client
+asked for, with file links pointing at the proxy.
+
+The one form is PEP 691's JSON with absolute upstream URLs. An HTML page is
+translated into it attribute by attribute (``data-requires-python`` to
+``requires-python``, ``data-yanked`` to ``yanked``, ``#sha256=`` to ``hashes`` and
+so on); unknown JSON keys and unknown ``data-*`` attributes are carried along,
+so nothing the upstream said is lost in either direction.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from html.parser import HTMLParser
+from typing import Any, Callable
+from urllib.parse import unquote, urljoin, urlsplit
+
+from pypicached.links import FileLink, hashes_of, split_url
+from pypicached.names import normalize
+from pypicached.negotiation import Format
+
+
+class BadPage(ValueError):
+    """The upstream sent something that is not a simple-API page."""
+
+
+Page = dict[str, Any]
+#: Maps an absolute upstream file URL (with its fragment) to the href clients get.
+HrefFor = Callable[[str, str], str]
+
+_CORE_METADATA_KEYS = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
+_ATTRIBUTE_FOR_KEY = {
+    "requires-python": "data-requires-python",
+    "yanked": "data-yanked",
+    "gpg-sig": "data-gpg-sig",
+    "core-metadata": "data-core-metadata",
+    "provenance": "data-provenance",
+}
+_KEY_FOR_ATTRIBUTE = {a: k for k, a in _ATTRIBUTE_FOR_KEY.items()}
+_KEY_FOR_ATTRIBUTE["data-dist-info-metadata"] = "core-metadata"
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def parse(body: bytes, content_type: str, page_url: str, *, index: bool) -> Page:
+    """A project page (or, with ``index``, the project list) in the one form."""
+    media = content_type.split(";")[0].strip().lower()
+    if media.endswith("+json") or media == "application/json":
+        page = _parse_json(body)
+    elif media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
+        page = _parse_html(body, index=index)
+    else:
+        raise BadPage(f"unexpected content type {content_type!r}")
+    if index:
+        if not isinstance(page.get("projects"), list):
+            raise BadPage("project list has no 'projects'")
+    else:
+        files = page.get("files")
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise BadPage("project page has no 'files' list")
+        for entry in files:
+            url = entry.get("url")
+            if not isinstance(url, str):
+                raise BadPage("a file entry has no 'url'")
+            entry["url"] = urljoin(page_url, url)
+            if not isinstance(entry.get("filename"), str):
+                entry["filename"] = _filename_of(entry["url"])
+    return page
+
+
+def _parse_json(body: bytes) -> Page:
+    try:
+        page = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadPage(f"invalid JSON: {e}") from None
+    if not isinstance(page, dict):
+        raise BadPage("JSON page is not an object")
+    return page
+
+
+def _filename_of(url: str) -> str:
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+class _AnchorParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.anchors: list[tuple[dict[str, str | None], str]] = []
+        self.api_version = "1.0"
+        self._open: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._open, self._text = dict(attrs), []
+        elif tag == "meta":
+            found = dict(attrs)
+            if found.get("name") == "pypi:repository-version" and found.get("content"):
+                self.api_version = found["content"] or "1.0"
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.anchors.append((self._open, "".join(self._text).strip()))
+            self._open = None
+
+
+def _parse_html(body: bytes, *, index: bool) -> Page:
+    parser = _AnchorParser()
+    try:
+        parser.feed(body.decode("utf-8"))
+        parser.close()
+    except UnicodeDecodeError as e:
+        raise BadPage(f"HTML is not UTF-8: {e}") from None
+    meta = {"api-version": parser.api_version}
+    if index:
+        return {"meta": meta, "projects": [{"name": text} for _, text in parser.anchors if text]}
+    return {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
+
+
+def _file_from_anchor(attributes: dict[str, str | None]) -> dict[str, Any]:
+    url, hashes = split_url(attributes["href"] or "")
+    entry: dict[str, Any] = {"filename": _filename_of(url), "url": url, "hashes": hashes}
+    for name, value in attributes.items():
+        if name == "href" or not name.startswith("data-"):
+            continue
+        key = _KEY_FOR_ATTRIBUTE.get(name, name)
+        if key == "yanked":
+            entry[key] = value or True
+        elif key == "core-metadata" or key == "gpg-sig":
+            entry[key] = _metadata_value(value) if key == "core-metadata" else value == "true"
+        else:
+            entry[key] = value or ""
+    return entry
+
+
+def _metadata_value(value: str | None) -> bool | dict[str, str]:
+    if not value or value.lower() == "true":
+        return True
+    if value.lower() == "false":
+        return False
+    name, sep, digest = value.partition("=")
+    return {name: digest} if sep else True
+
+
+# --- links ---------------------------------------------------------------------------
+
+
+def file_links(page: Page) -> dict[str, tuple[FileLink, FileLink | None]]:
+    """Each file of a project page by filename: the file and, if advertised, its metadata."""
+    found: dict[str, tuple[FileLink, FileLink | None]] = {}
+    for entry in page.get("files", ()):
+        bare, fragment_hash = split_url(entry["url"])
+        hashes = hashes_of(entry.get("hashes")) or hashes_of(fragment_hash)
+        link = FileLink(url=bare, filename=entry["filename"], hashes=hashes)
+        metadata = core_metadata(entry)
+        meta_link = None
+        if metadata is not False:
+            meta_link = FileLink(
+                url=bare + ".metadata",
+                filename=entry["filename"] + ".metadata",
+                hashes=hashes_of(metadata),
+            )
+        found[link.filename] = (link, meta_link)
+    return found
+
+
+def core_metadata(entry: dict[str, Any]) -> bool | dict[str, str]:
+    """What a file entry says of its PEP 658 metadata, under any of its three names."""
+    for key in _CORE_METADATA_KEYS:
+        value = entry.get(key)
+        if value is not None and value is not False:
+            return value if isinstance(value, dict) else True
+    return False
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def render_project(page: Page, name: str, fmt: Format, href_for: HrefFor) -> bytes:
+    """A project page for a client, every file link replaced by ``href_for``."""
+    files = []
+    for entry in page.get("files", ()):
+        out = dict(entry)
+        out["url"] = href_for(entry["url"], "" if fmt.is_json else _fragment(entry))
+        metadata = core_metadata(entry)
+        for key in _CORE_METADATA_KEYS:
+            out.pop(key, None)
+        if metadata is not False:
+            out["core-metadata"] = out["data-dist-info-metadata"] = metadata
+        files.append(out)
+    if fmt.is_json:
+        body = dict(page)
+        body["files"] = files
+        body.setdefault("name", name)
+        return _json(body)
+    rows = [
+        f'    <a href="{html.escape(f["url"])}"{_anchor_attributes(f)}>{html.escape(f["filename"])}</a><br />'
+        for f in files
+    ]
+    return _html(page, f"Links for {name}", rows)
+
+
+def _fragment(entry: dict[str, Any]) -> str:
+    _, fragment_hash = split_url(entry["url"])
+    hashes = dict(hashes_of(entry.get("hashes"))) or fragment_hash
+    for name in ("sha256", *sorted(hashes)):
+        if name in hashes:
+            return f"{name}={hashes[name]}"
+    return ""
+
+
+def _anchor_attributes(entry: dict[str, Any]) -> str:
+    out = []
+    for key, value in entry.items():
+        attribute = _ATTRIBUTE_FOR_KEY.get(key, key if key.startswith("data-") else None)
+        if attribute is None or value is None or value is False:
+            continue
+        if key == "data-dist-info-metadata" or key == "core-metadata":
+            value = _metadata_attribute(value)
+        elif key == "yanked":
+            value = "" if value is True else str(value)
+        elif key == "gpg-sig":
+            value = "true" if value else "false"
+        out.append(f' {attribute}="{html.escape(str(value))}"')
+    return "".join(out)
+
+
+def _metadata_attribute(value: Any) -> str:
+    if isinstance(value, dict) and value:
+        name = "sha256" if "sha256" in value else sorted(value)[0]
+        return f"{name}={value[name]}"
+    return "true"
+
+
+def render_index(page: Page, fmt: Format) -> bytes:
+    """The project list; each project links to its normalized name."""
+    projects = [p for p in page.get("projects", ()) if isinstance(p, dict) and isinstance(p.get("name"), str)]
+    if fmt.is_json:
+        return _json(dict(page, projects=projects))
+    rows = [
+        f'    <a href="{html.escape(normalize(p["name"]))}/">{html.escape(p["name"])}</a><br />'
+        for p in projects
+    ]
+    return _html(page, "Simple index", rows)
+
+
+def _html(page: Page, title: str, rows: list[str]) -> bytes:
+    version = str((page.get("meta") or {}).get("api-version", "1.0"))
+    head = (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        f'    <meta name="pypi:repository-version" content="{html.escape(version)}">\n'
+        f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
+        f"    <h1>{html.escape(title)}</h1>\n"
+    )
+    return (head + "\n".join(rows) + "\n  </body>\n</html>\n").encode("utf-8")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

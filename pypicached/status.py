@@ -1,0 +1,20 @@
+"""The cache status every response reports in ``X-Pypi-Cache``."""
+
+from __future__ import annotations
+
+import enum
+
+
+class CacheStatus(str, enum.Enum):
+    """What the cache did for one response; the README explains each value."""
+
+    HIT = "HIT"  # served from the cache without asking upstream
+    MISS = "MISS"  # not cached: fetched from upstream for this request
+    JOINED = "JOINED"  # the file was already downloading: streamed from that download
+    REVALIDATED = "REVALIDATED"  # page had expired; upstream said it is unchanged (304)
+    EXPIRED = "EXPIRED"  # page had expired; upstream sent a new version
+    PASS = "PASS"  # nothing cacheable: a redirect, a refusal or the proxy's own page
+    ERROR = "ERROR"  # the upstream failed and nothing cached could stand in
+
+
+HEADER = b"X-Pypi-Cache"

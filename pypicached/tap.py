@@ -1,0 +1,68 @@
+"""``twistd pypicached``: the command line, read into ``Settings``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from pypicached.config import SETTINGS, ConfigError, Settings, build_settings, check_cache_dir, read_toml
+from pypicached.service import make_service
+
+
+class Options(usage.Options):
+    """Flags mirror the config file's keys; a flag given wins over the file."""
+
+    synopsis = "[--config FILE] [--listen ENDPOINT]... [--upstream URL] [--cache-dir DIR] [--index-ttl SECONDS]"
+    optParameters = [
+        ["config", None, None, "TOML file with any of the settings below (flags win)."],
+        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        self["listen"].append(endpoint)
+
+    opt_listen.__doc__ = next(s.help for s in SETTINGS if s.name == "listen")
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings given on the command line, as the config file would spell them."""
+        given: dict[str, Any] = {}
+        for s in SETTINGS:
+            value = self.get(s.flag)
+            if s.name == "listen":
+                if value:
+                    given["listen"] = list(value)
+            elif value is not None:
+                given[s.name] = s.from_flag(value)
+        return given
+
+
+def load_settings(options: Options, reactor: Any) -> Settings:
+    """Settings from the config file and flags, every one checked before anything starts."""
+    file_values = read_toml(options["config"]) if options["config"] else {}
+    settings = build_settings(file_values, options.overrides(), source=options["config"] or "config")
+    for description in settings.listen:
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            raise ConfigError(f"listen: cannot use endpoint {description!r}: {e}") from None
+    check_cache_dir(settings.cache_dir)
+    return settings
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    try:
+        settings = load_settings(options, reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"pypicached: {e}\n")
+        raise SystemExit(2)
+    return make_service(settings, reactor)

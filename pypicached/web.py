@@ -1,0 +1,253 @@
+"""
+The HTTP face of the proxy: one leaf resource that checks the path once and
+routes it to an index page or a package file, and the site that logs each
+request in one line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from pypicached import pypijson, simple
+from pypicached.files import DownloadFailed, FileCache
+from pypicached.links import proxy_path, relative_href, split_url
+from pypicached.names import is_valid_name, is_valid_version, normalize
+from pypicached.negotiation import Format, choose_format
+from pypicached.pages import NotFound, PageCache, PageKey, PageResult
+from pypicached.paths import BadPath, RequestPath
+from pypicached.serving import send_file
+from pypicached.status import HEADER, CacheStatus
+from pypicached.upstream import UpstreamError
+
+log = Logger(namespace="pypicached.access")
+errors = Logger(namespace="pypicached")
+
+MAX_URI = 8192
+GZIP_MIN = 1024
+
+
+class HTTPError(Exception):
+    """Answer with ``status`` and a one-line plain-text ``reason``."""
+
+    def __init__(self, status: int, reason: str, cache: CacheStatus = CacheStatus.PASS) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.cache = cache
+
+
+class ProxyRequest(server.Request):
+    """A request that knows when it started and how long it waited on upstream."""
+
+    started: float = 0.0
+    upstream_seconds: float | None = None
+
+
+class ProxySite(server.Site):
+    """A ``Site`` whose access log covers every request, also those the client abandoned."""
+
+    requestFactory = ProxyRequest
+
+    def __init__(self, resource: "ProxyResource", clock: IReactorTime, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.clock = clock
+
+    def log(self, request: Any) -> None:
+        """Replaced by ``ProxyResource._log_when_done``, which also sees aborted requests."""
+
+
+class ProxyResource(Resource):
+    isLeaf = True
+
+    def __init__(self, *, pages: PageCache, files: FileCache, clock: IReactorTime) -> None:
+        super().__init__()
+        self._pages = pages
+        self._files = files
+        self._clock = clock
+
+    def render(self, request: ProxyRequest) -> int:  # type: ignore[override]
+        request.started = self._clock.seconds()
+        request.notifyFinish().addBoth(lambda _: self._log(request))
+        ensureDeferred(self._answer(request))
+        return server.NOT_DONE_YET
+
+    async def _answer(self, request: ProxyRequest) -> None:
+        try:
+            if request.method not in (b"GET", b"HEAD"):
+                request.setHeader(b"Allow", b"GET, HEAD")
+                raise HTTPError(405, "only GET and HEAD are supported")
+            if len(request.uri) > MAX_URI:
+                raise HTTPError(414, "request URI too long")
+            try:
+                path = RequestPath.parse(request.path)
+            except BadPath as e:
+                raise HTTPError(400, f"bad path: {e}") from None
+            await self._route(request, path)
+        except HTTPError as e:
+            self._error(request, e)
+        except NotFound as e:
+            self._error(request, HTTPError(404, str(e)))
+        except (UpstreamError, DownloadFailed) as e:
+            self._error(request, HTTPError(e.status, str(e), CacheStatus.ERROR))
+        except Exception:
+            errors.failure("Unexpected error answering {path!r}", path=request.path)
+            self._error(request, HTTPError(500, "internal error; see the proxy's log"))
+
+    async def _route(self, request: ProxyRequest, path: RequestPath) -> None:
+        s = path.segments
+        if not s:
+            return self._send(request, 200, b"pypicached: point your installer at /simple/\n", "text/plain; charset=utf-8")
+        if s[0] == "simple" and len(s) == 1:
+            if not path.trailing_slash:
+                return self._redirect(request, "/simple/")
+            return await self._page(request, PageKey("index"), 1)
+        if s[0] == "simple" and len(s) == 2:
+            name = self._project(s[1])
+            if name != s[1] or not path.trailing_slash:
+                return self._redirect(request, f"/simple/{name}/")
+            return await self._page(request, PageKey("project", name), 2)
+        if s[0] == "pypi" and len(s) in (3, 4) and s[-1] == "json" and not path.trailing_slash:
+            name = self._project(s[1])
+            version = s[2] if len(s) == 4 else ""
+            if version and not is_valid_version(version):
+                raise HTTPError(404, "invalid version")
+            if name != s[1]:
+                return self._redirect(request, "/".join(("", "pypi", name, *s[2:])))
+            return await self._page(request, PageKey("json", name, version), len(s) - 1)
+        if s[0] == "packages" and len(s) >= 2 and not path.trailing_slash:
+            return await self._file(request, s)
+        raise HTTPError(404, "not found")
+
+    @staticmethod
+    def _project(name: str) -> str:
+        if not is_valid_name(name):
+            raise HTTPError(404, "invalid project name")
+        return normalize(name)
+
+    # --- index pages ---------------------------------------------------------------
+
+    async def _page(self, request: ProxyRequest, key: PageKey, depth: int) -> None:
+        result = await self._pages.get(key)
+        request.upstream_seconds = result.upstream_seconds
+        fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
+        compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
+        body, etag = self._rendered(result, fmt, depth, compress)
+        request.setHeader(b"Vary", b"Accept, Accept-Encoding")
+        request.setHeader(b"ETag", etag)
+        remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))
+        request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
+        if compress and body[:2] == b"\x1f\x8b":
+            request.setHeader(b"Content-Encoding", b"gzip")
+        none_match = request.getHeader(b"if-none-match")
+        if none_match is not None and etag in [t.strip() for t in none_match.split(b",")]:
+            request.setHeader(HEADER, result.status.value.encode())
+            request.setResponseCode(304)
+            request.finish()
+            return
+        self._send(request, 200, body, fmt.value, result.status)
+
+    def _rendered(self, result: PageResult, fmt: Format, depth: int, compress: bool) -> tuple[bytes, bytes]:
+        """The page's body for this format (and encoding), rendered once per page version."""
+        memo = result.page.memo
+        plain_key = ("body", fmt, depth)
+        if plain_key not in memo:
+            body = self._render(result, fmt, depth)
+            etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+            memo[plain_key] = (body, etag)
+        body, etag = memo[plain_key]
+        if not compress or len(body) < GZIP_MIN:
+            return body, etag
+        gzip_key = ("gzip", fmt, depth)
+        if gzip_key not in memo:
+            memo[gzip_key] = gzip.compress(body, compresslevel=6, mtime=0)
+        return memo[gzip_key], etag[:-1] + b'-gz"'
+
+    @staticmethod
+    def _render(result: PageResult, fmt: Format, depth: int) -> bytes:
+        page = result.page
+
+        def href_for(url: str, fragment: str) -> str:
+            return relative_href(depth, proxy_path(split_url(url)[0]), fragment)
+
+        if page.key.kind == "index":
+            return simple.render_index(page.page, fmt)
+        if page.key.kind == "project":
+            return simple.render_project(page.page, page.key.project, fmt, href_for)
+        return pypijson.render(page.page, href_for)
+
+    # --- files ---------------------------------------------------------------------
+
+    async def _file(self, request: ProxyRequest, segments: tuple[str, ...]) -> None:
+        growing, status = await self._files.open(segments)
+        await growing.started()
+        request.upstream_seconds = growing.upstream_seconds if status is CacheStatus.MISS else None
+        if request.channel is None:
+            return
+        send_file(request, growing, segments, status)
+
+    # --- plain responses -----------------------------------------------------------
+
+    def _send(
+        self,
+        request: ProxyRequest,
+        code: int,
+        body: bytes,
+        content_type: str,
+        cache: CacheStatus = CacheStatus.PASS,
+    ) -> None:
+        if request.channel is None:
+            return
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", content_type.encode())
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.setHeader(HEADER, cache.value.encode())
+        if request.method != b"HEAD":
+            request.write(body)
+        request.finish()
+
+    def _redirect(self, request: ProxyRequest, location: str) -> None:
+        """A 301 to a path on this proxy, never built from the ``Host`` header."""
+        request.setHeader(b"Location", location.encode("utf-8"))
+        self._send(request, 301, b"moved to " + location.encode("utf-8") + b"\n", "text/plain; charset=utf-8")
+
+    def _error(self, request: ProxyRequest, e: HTTPError) -> None:
+        if request.channel is None or request.finished:
+            return
+        if request.startedWriting:
+            request.channel.transport.abortConnection()
+            return
+        for name in (b"ETag", b"Cache-Control", b"Content-Encoding", b"Vary", b"Accept-Ranges"):
+            request.responseHeaders.removeHeader(name)
+        self._send(request, e.status, e.reason.encode("utf-8", "replace") + b"\n", "text/plain; charset=utf-8", e.cache)
+
+    # --- access log ----------------------------------------------------------------
+
+    def _log(self, request: ProxyRequest) -> None:
+        total = self._clock.seconds() - request.started
+        upstream = "-" if request.upstream_seconds is None else f"{request.upstream_seconds:.3f}s"
+        cache = (request.responseHeaders.getRawHeaders(HEADER) or [b"-"])[0].decode()
+        client = request.getClientAddress()
+        log.info(
+            '{client} "{method} {path}" {status} {bytes} {cache} {total:.3f}s upstream={upstream}',
+            client=getattr(client, "host", "-"),
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1")[:512],
+            status=request.code if request.finished else "aborted",
+            bytes=request.sentLength,
+            cache=cache,
+            total=total,
+            upstream=upstream,
+        )
+
+
+def _header(request: server.Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
