@@ -19,6 +19,38 @@ def thread_runner(reactor) -> RunInThread:  # type: ignore[no-untyped-def]
     return lambda f, *a, **kw: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **kw)
 
 
+class ThreadWork:
+    """
+    Runs blocking disk work off the event loop and keeps count of what is
+    unfinished, so that stopping the daemon can wait for every write to land.
+    """
+
+    def __init__(self, run: RunInThread) -> None:
+        self._run = run
+        self._pending: set[Deferred] = set()
+
+    def __call__(self, f: Callable, *args: object, **kwargs: object) -> Deferred:
+        d = self._run(f, *args, **kwargs)
+        self._pending.add(d)
+
+        def settled(result: object) -> object:
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(settled)
+
+    def idle(self) -> Deferred:
+        """Fires once all work started so far has finished, however it ended."""
+        from twisted.internet.defer import DeferredList
+
+        waiting = []
+        for d in list(self._pending):
+            mine: Deferred = Deferred()
+            d.addBoth(lambda r, mine=mine: (mine.callback(None), r)[1])
+            waiting.append(mine)
+        return DeferredList(waiting)
+
+
 def run_inline(f: Callable, *args: object, **kwargs: object) -> Deferred:
     """A ``RunInThread`` that runs in the caller's thread (tests, tools)."""
     try:

@@ -92,6 +92,11 @@ class GrowingFile:
         if self.state is State.FAILED:
             raise DownloadFailed(self.error or "download failed", self.error_status)
 
+    async def finished(self) -> None:
+        """Wait until the file is committed or abandoned."""
+        while self.state not in (State.COMPLETE, State.FAILED):
+            await self.changed()
+
     def _notify(self) -> None:
         waiters, self._waiters = self._waiters, []
         for d in waiters:
@@ -125,6 +130,10 @@ class FileCache:
         self._run_in_thread = run_in_thread
         self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
+
+    def downloading(self, segments: tuple[str, ...]) -> GrowingFile | None:
+        """The download in flight for this path, if any."""
+        return self._downloads.get(segments)
 
     def sweep(self) -> int:
         """Remove temporaries left by a previous run; returns how many."""

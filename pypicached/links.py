@@ -17,7 +17,8 @@ from urllib.parse import quote, unquote, urldefrag, urlsplit
 import attrs
 
 #: The public index's content-addressed layout: /packages/b2[0:2]/b2[2:4]/b2[4:]/name
-_PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+$")
+#: (a ``.metadata`` file beside it shares the path but not the digest).
+_PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+(?<!\.metadata)$")
 _SAFE = "!$&'()*+,;=:@-._~"
 
 #: Hash names installers accept in links, strongest first.

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from pypicached.config import Settings
-from pypicached.disk import RunInThread, thread_runner
+from pypicached.disk import RunInThread, ThreadWork, thread_runner
 from pypicached.files import FileCache
 from pypicached.pages import PageCache
 from pypicached.upstream import UpstreamClient, UpstreamIndex
@@ -25,7 +25,7 @@ class Proxy:
 
     def __init__(self, settings: Settings, reactor, run_in_thread: RunInThread | None = None) -> None:  # type: ignore[no-untyped-def]
         root = Path(settings.cache_dir)
-        run = run_in_thread or thread_runner(reactor)
+        run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor))
         self.settings = settings
         self.client = UpstreamClient(reactor)
         self.index = UpstreamIndex(settings.upstream)
@@ -47,6 +47,16 @@ class Proxy:
         self.resource = ProxyResource(pages=self.pages, files=self.files, clock=reactor)
         self.site = ProxySite(self.resource, clock=reactor, reactor=reactor)
 
+    def start(self) -> None:
+        removed = self.files.sweep()
+        if removed:
+            log.info("Removed {n} unfinished downloads left by the last run", n=removed)
+
+    async def stop(self) -> None:
+        """Let pending disk writes land and close upstream connections."""
+        await self.disk_work.idle()
+        await self.client.close()
+
 
 class _CacheService(Service):
     """Sweeps leftovers at start and closes upstream connections at stop."""
@@ -56,9 +66,7 @@ class _CacheService(Service):
 
     def startService(self) -> None:
         super().startService()
-        removed = self._proxy.files.sweep()
-        if removed:
-            log.info("Removed {n} unfinished downloads left by the last run", n=removed)
+        self._proxy.start()
         settings = self._proxy.settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
@@ -70,7 +78,7 @@ class _CacheService(Service):
 
     def stopService(self) -> "Deferred[None]":
         super().stopService()
-        return self._proxy.client.close()
+        return ensureDeferred(self._proxy.stop())
 
 
 def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]

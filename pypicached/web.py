@@ -138,6 +138,7 @@ class ProxyResource(Resource):
         result = await self._pages.get(key)
         request.upstream_seconds = result.upstream_seconds
         fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
+        content_type = "application/json" if key.kind == "json" else fmt.value
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
         body, etag = self._rendered(result, fmt, depth, compress)
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
@@ -152,7 +153,7 @@ class ProxyResource(Resource):
             request.setResponseCode(304)
             request.finish()
             return
-        self._send(request, 200, body, fmt.value, result.status)
+        self._send(request, 200, body, content_type, result.status)
 
     def _rendered(self, result: PageResult, fmt: Format, depth: int, compress: bool) -> tuple[bytes, bytes]:
         """The page's body for this format (and encoding), rendered once per page version."""

@@ -1,0 +1,70 @@
+"""Shared fixtures.  The fake-upstream fixtures below come from tests/fake_upstream.py."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import inlineCallbacks
+
+from .fake_upstream import FakeUpstream, start_fake_upstream
+from .wheels import Dist, sample_dists
+
+
+@pytest.fixture(scope="session")
+def dists() -> dict[str, list[Dist]]:
+    """The sample projects (immutable values, so one build serves the whole session)."""
+    return sample_dists()
+
+
+def _serve(dists: dict[str, list[Dist]], flavour: str) -> Iterator[FakeUpstream]:
+    upstream = FakeUpstream(dists, flavour)  # type: ignore[arg-type]
+    listening = start_fake_upstream(upstream)
+    try:
+        yield upstream
+    finally:
+        pytest_twisted.blockon(listening.stop())
+
+
+@pytest.fixture
+def fake_upstream_html(dists: dict[str, list[Dist]]) -> Iterator[FakeUpstream]:
+    """A plain PEP 503 index (relative links, no PEP 658), listening on 127.0.0.1."""
+    yield from _serve(dists, "html")
+
+
+@pytest.fixture
+def fake_upstream_json(dists: dict[str, list[Dist]]) -> Iterator[FakeUpstream]:
+    """A PyPI-like index (PEP 691 JSON, PEP 658, /pypi/<p>/json), listening on 127.0.0.1."""
+    yield from _serve(dists, "json")
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    """Start proxies on 127.0.0.1 (``yield start_proxy(upstream_url, **settings)``); all stopped after."""
+    from .proxy_rig import start_proxy as start
+
+    running = []
+
+    @inlineCallbacks
+    def starter(upstream_url: str, cache_dir=None, **settings):
+        proxy = yield start(upstream_url, cache_dir or tmp_path / f"cache{len(running)}", **settings)
+        running.append(proxy)
+        return proxy
+
+    yield starter
+    for proxy in running:
+        pytest_twisted.blockon(proxy.stop())
+
+
+@pytest.fixture(autouse=True)
+def twisted_log_to_stdout():
+    """Show the daemon's log lines (access log, errors) in a failing test's captured output."""
+    import sys
+
+    from twisted.logger import globalLogPublisher, textFileLogObserver
+
+    observer = textFileLogObserver(sys.stdout)
+    globalLogPublisher.addObserver(observer)
+    yield
+    globalLogPublisher.removeObserver(observer)

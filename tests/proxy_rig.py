@@ -1,0 +1,110 @@
+"""A real pypicached listening on 127.0.0.1, wired as the daemon wires it, and a plain client for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
+
+from pypicached.config import Settings
+from pypicached.service import Proxy
+
+
+@attrs.define
+class Reply:
+    """A response as the proxy sent it: no content decoding, no redirect following."""
+
+    response: IResponse
+    _body: "Deferred[bytes] | None" = None
+
+    @property
+    def code(self) -> int:
+        return self.response.code
+
+    @property
+    def headers(self) -> Headers:
+        return self.response.headers
+
+    @property
+    def length(self) -> int:
+        return self.response.length
+
+    def header(self, name: str) -> str | None:
+        values = self.response.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    def content(self) -> "Deferred[bytes]":
+        if self._body is None:
+            self._body = readBody(self.response)
+        body: Deferred[bytes] = Deferred()
+        self._body.addBoth(lambda r: (body.callback(r) if not isinstance(r, Exception) else body.errback(r), r)[1])
+        return body
+
+    async def text(self) -> str:
+        return (await self.content()).decode("utf-8", "replace")
+
+
+class _RawClient(Protocol):
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self._chunks: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self._request)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(b"".join(self._chunks))
+
+
+@attrs.define
+class RunningProxy:
+    proxy: Proxy
+    port: Any
+    base_url: str
+    pool: HTTPConnectionPool = attrs.field(factory=lambda: HTTPConnectionPool(reactor, persistent=False))
+
+    @property
+    def index_url(self) -> str:
+        return self.base_url + "/simple/"
+
+    @property
+    def port_number(self) -> int:
+        return self.port.getHost().port
+
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Deferred[Reply]":
+        """The response to ``method path`` (``path`` may also be a full URL), body unread."""
+        url = path if "://" in path else self.base_url + path
+        sent = Headers({k: [v] for k, v in (headers or {}).items()})
+        return Agent(reactor, pool=self.pool).request(method.encode(), url.encode(), sent).addCallback(Reply)
+
+    async def raw(self, request: bytes) -> bytes:
+        """Send bytes as they are and read until the proxy closes the connection."""
+        client = _RawClient(request)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port_number), client)
+        return await client.done
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        yield self.port.stopListening()
+        yield ensureDeferred(self.proxy.stop())
+
+
+@inlineCallbacks
+def start_proxy(upstream_url: str, cache_dir: Path, **settings: Any) -> Any:
+    """Start a proxy on a random loopback port; returns a ``RunningProxy``."""
+    proxy = Proxy(Settings(upstream=upstream_url, cache_dir=cache_dir, **settings), reactor)
+    proxy.start()
+    port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy.site)
+    return RunningProxy(proxy, port, f"http://127.0.0.1:{port.getHost().port}")

@@ -1,0 +1,123 @@
+"""Reading upstream pages into one form and writing them back out for clients."""
+
+from __future__ import annotations
+
+import json
+
+from pypicached import pypijson, simple
+from pypicached.negotiation import Format
+
+PAGE_URL = "http://up.test/simple/foo/"
+HTML_PAGE = b"""<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1"></head><body>
+<a href="../../files/foo-1.0-py3-none-any.whl#sha256=aa11" data-requires-python="&gt;=3.8"
+   data-dist-info-metadata="sha256=bb22" data-core-metadata="sha256=bb22">foo-1.0-py3-none-any.whl</a><br/>
+<a href="http://elsewhere.test/x/foo-0.9.tar.gz#sha256=cc33" data-yanked="">foo-0.9.tar.gz</a>
+<a href="foo-0.8.tar.gz" data-yanked="broken build" data-custom="kept">foo-0.8.tar.gz</a>
+</body></html>"""
+
+
+def href(url: str, fragment: str) -> str:
+    return "PROXY:" + url + ("#" + fragment if fragment else "")
+
+
+def test_html_is_read_attribute_by_attribute():
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    first, second, third = page["files"]
+    assert first["url"] == "http://up.test/files/foo-1.0-py3-none-any.whl"
+    assert first["hashes"] == {"sha256": "aa11"}
+    assert first["requires-python"] == ">=3.8"
+    assert first["core-metadata"] == {"sha256": "bb22"}
+    assert second["yanked"] is True and second["filename"] == "foo-0.9.tar.gz"
+    assert third["yanked"] == "broken build"
+    assert third["data-custom"] == "kept"
+    assert page["meta"]["api-version"] == "1.1"
+
+
+def test_html_round_trip_keeps_what_installers_read():
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    out = simple.render_project(page, "foo", Format.HTML, href).decode()
+    assert 'href="PROXY:http://up.test/files/foo-1.0-py3-none-any.whl#sha256=aa11"' in out
+    assert 'data-requires-python="&gt;=3.8"' in out
+    assert 'data-core-metadata="sha256=bb22"' in out and 'data-dist-info-metadata="sha256=bb22"' in out
+    assert 'data-yanked=""' in out
+    assert 'data-yanked="broken build"' in out
+    assert 'data-custom="kept"' in out
+    assert '<meta name="pypi:repository-version" content="1.1">' in out
+
+
+def test_html_to_json():
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
+    assert out["name"] == "foo"
+    assert out["meta"]["api-version"] == "1.1"
+    first = out["files"][0]
+    assert first["url"] == "PROXY:http://up.test/files/foo-1.0-py3-none-any.whl"
+    assert first["hashes"] == {"sha256": "aa11"}
+    assert first["core-metadata"] == first["data-dist-info-metadata"] == {"sha256": "bb22"}
+    assert out["files"][1]["yanked"] is True
+
+
+def test_json_survives_with_unknown_keys():
+    upstream = {
+        "meta": {"api-version": "1.1", "_last-serial": 7},
+        "name": "foo",
+        "versions": ["1.0"],
+        "x-extra": {"kept": True},
+        "files": [
+            {
+                "filename": "foo-1.0-py3-none-any.whl",
+                "url": "https://files.test/packages/foo-1.0-py3-none-any.whl",
+                "hashes": {"sha256": "aa11"},
+                "requires-python": ">=3.8",
+                "core-metadata": {"sha256": "bb22"},
+                "size": 123,
+                "upload-time": "2024-01-01T00:00:00.000000Z",
+                "yanked": False,
+                "x-file": 1,
+            }
+        ],
+    }
+    page = simple.parse(json.dumps(upstream).encode(), "application/vnd.pypi.simple.v1+json", PAGE_URL, index=False)
+    out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
+    assert out["x-extra"] == {"kept": True} and out["versions"] == ["1.0"]
+    assert out["meta"] == {"api-version": "1.1", "_last-serial": 7}
+    f = out["files"][0]
+    assert f["url"] == "PROXY:https://files.test/packages/foo-1.0-py3-none-any.whl"
+    for key in ("hashes", "requires-python", "size", "upload-time", "yanked", "x-file"):
+        assert f[key] == upstream["files"][0][key]
+    assert f["core-metadata"] == {"sha256": "bb22"}
+    html_out = simple.render_project(page, "foo", Format.HTML, href).decode()
+    assert "#sha256=aa11" in html_out and 'data-requires-python="&gt;=3.8"' in html_out
+    assert "data-yanked" not in html_out
+
+
+def test_links_table_includes_metadata_only_when_advertised():
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    links = simple.file_links(page)
+    link, meta = links["foo-1.0-py3-none-any.whl"]
+    assert link.hashes == (("sha256", "aa11"),)
+    assert meta is not None and meta.url == link.url + ".metadata" and meta.hashes == (("sha256", "bb22"),)
+    assert links["foo-0.9.tar.gz"][1] is None
+
+
+def test_index_page_both_ways():
+    page = simple.parse(b'<a href="/simple/foo-bar/">Foo.Bar</a><a href="baz/">baz</a>', "text/html", "http://u/simple/", index=True)
+    assert [p["name"] for p in page["projects"]] == ["Foo.Bar", "baz"]
+    assert b'<a href="foo-bar/">Foo.Bar</a>' in simple.render_index(page, Format.HTML)
+    assert json.loads(simple.render_index(page, Format.JSON))["projects"][0] == {"name": "Foo.Bar"}
+
+
+def test_bad_pages_are_refused():
+    import pytest
+
+    for body, ctype in [(b"{", "application/vnd.pypi.simple.v1+json"), (b"[]", "application/vnd.pypi.simple.v1+json"), (b"x", "image/png")]:
+        with pytest.raises(simple.BadPage):
+            simple.parse(body, ctype, PAGE_URL, index=False)
+
+
+def test_pypi_json_urls_rewritten():
+    doc = {"info": {"name": "foo"}, "urls": [{"url": "https://f/packages/a.whl"}], "releases": {"1.0": [{"url": "https://f/packages/a.whl", "digests": {"sha256": "x"}}]}}
+    out = json.loads(pypijson.render(pypijson.parse(json.dumps(doc).encode()), href))
+    assert out["urls"][0]["url"] == "PROXY:https://f/packages/a.whl"
+    assert out["releases"]["1.0"][0]["url"] == "PROXY:https://f/packages/a.whl"
+    assert out["releases"]["1.0"][0]["digests"] == {"sha256": "x"}
