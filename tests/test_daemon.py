@@ -1,0 +1,113 @@
+"""The real ``twistd pypicached`` command: plugin discovery, flags, config file, start-up errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from pytest_twisted import ensureDeferred
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+
+from .installers import clean_env, run_process
+from .proxy_rig import RunningProxy
+
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+class Daemon(ProcessProtocol):
+    """A twistd child whose log we read to learn its port, without sleeping."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: Deferred[int] = Deferred()
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"ProxySite starting on (\d+)", self.output)
+        if match and not self.port.called:
+            self.port.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
+        if not self.port.called:
+            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
+        self.ended.callback((reason.value.exitCode, getattr(reason.value, "signal", None)))
+
+
+def twistd_args(*args: str) -> list[str]:
+    return [TWISTD, "--nodaemon", "--pidfile=", "pypicached", *args]
+
+
+@ensureDeferred
+async def test_twistd_runs_the_plugin_with_config_and_flags(fake_upstream_json, tmp_path):
+    config = tmp_path / "pypicached.toml"
+    config.write_text(
+        f'upstream = "{fake_upstream_json.simple_url}"\n'
+        f'cache_dir = "{tmp_path / "from-config"}"\n'
+        "index_ttl = 30\n"
+        'listen = ["tcp:1:interface=127.0.0.1"]\n'
+    )
+    cache = tmp_path / "from-flag"
+    daemon = Daemon()
+    argv = twistd_args("--config", str(config), "--listen", "tcp:0:interface=127.0.0.1", "--cache-dir", str(cache))
+    process = reactor.spawnProcess(daemon, argv[0], argv, env=clean_env(tmp_path), path=str(tmp_path))
+    try:
+        port = await daemon.port
+        client = RunningProxy(None, None, f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
+        response = await client.get("/simple/pcx-alpha/")
+        assert response.code == 200
+        assert b"pcx_alpha-2.0-py3-none-any.whl" in await response.content()
+        assert response.header("X-Pypi-Cache") == "MISS"
+    finally:
+        process.signalProcess(signal.SIGTERM)
+        code = await daemon.ended
+    # a clean stop: exit 0, or (Twisted >= 24) the SIGTERM re-raised after shutting down
+    assert code in ((0, None), (None, signal.SIGTERM)), daemon.output.decode()
+    assert "Server Shut Down." in daemon.output.decode()
+    assert (cache / "pages").is_dir()  # the flag won over the file
+    assert not (tmp_path / "from-config").exists()
+    log = daemon.output.decode()
+    assert "index pages fresh for 30s" in log  # the file's other settings applied
+    assert re.search(r'127\.0\.0\.1 "GET /simple/pcx-alpha/" 200 \d+ MISS [\d.]+s upstream=[\d.]+s', log)
+
+
+@pytest.mark.parametrize(
+    "args, toml, message",
+    [
+        (["--listen", "nonsense:1"], None, "listen: cannot use endpoint 'nonsense:1'"),
+        (["--index-ttl", "soon"], None, "index_ttl (command line): expected a number of seconds"),
+        ([], 'index_ttl = "soon"', "index_ttl (CONFIG): expected a number of seconds"),
+        ([], "colour = 1", "unknown setting 'colour'"),
+        ([], "this is not toml", "is not valid TOML"),
+        (["--cache-dir", "/proc/no/such"], None, "cache_dir: '/proc/no/such' is not a writable directory"),
+        (["--upstream", "ftp://x/"], None, "upstream (command line)"),
+    ],
+)
+@ensureDeferred
+async def test_bad_settings_stop_startup_with_one_line(tmp_path, args, toml, message):
+    if toml is not None:
+        config = tmp_path / "bad.toml"
+        config.write_text(toml + "\n")
+        args = ["--config", str(config), *args]
+        message = message.replace("CONFIG", str(config))
+    result = await run_process(twistd_args(*args), env=clean_env(tmp_path), cwd=str(tmp_path), timeout=60)
+    assert result.code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("pypicached: ") and message in lines[0]
+
+
+@ensureDeferred
+async def test_help_explains_every_flag(tmp_path):
+    result = await run_process(twistd_args("--help"), env=clean_env(tmp_path), cwd=str(tmp_path), timeout=60)
+    for flag in ("--config", "--listen", "--upstream", "--cache-dir", "--index-ttl"):
+        assert flag in result.output
+    assert os.path.basename(TWISTD) == "twistd"
