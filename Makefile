@@ -31,7 +31,7 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	touch $@
 
 $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tests/bookworm-pins.txt
-	$(BOOKWORM)/bin/pip install --quiet -c tests/bookworm-pins.txt -e '.[test]' --config-settings editable_mode=compat
+	$(BOOKWORM)/bin/pip install --quiet -r tests/bookworm-pins.txt -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 clean:
