@@ -32,6 +32,17 @@ class Settings:
     upstream: str = DEFAULT_UPSTREAM
     cache_dir: Path = Path("cache")
     index_ttl: float = 600.0
+    offline: bool = False
+    stale_if_error: float | None = None
+    stale_while_revalidate: float = 0.0
+    connect_timeout: float = 10.0
+    response_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    client_timeout: float = 60.0
+    header_timeout: float = 30.0
+    max_size: int = 50 * 1024**3
+    min_free: int = 5 * 1024**3
+    inactive: float = 180 * 86400.0
 
 
 def _listen(value: Any) -> tuple[str, ...]:
@@ -67,19 +78,56 @@ def _cache_dir(value: Any) -> Path:
     return Path(value)
 
 
-def _number(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+
+
+def _with_unit(value: Any, units: dict[str, int], what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        if unit not in units:
+            raise ValueError(f"expected {what}, not {value!r}")
+        try:
+            number = float(digits) * units[unit]
+        except ValueError:
+            raise ValueError(f"expected {what}, not {value!r}") from None
+    else:
+        raise ValueError(f"expected {what}")
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
 
 
 def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("expected a number of seconds")
-    if value < 0:
-        raise ValueError("must not be negative")
-    return float(value)
+    return _with_unit(value, _DURATION_UNITS, "a number of seconds (or a string like '90s', '10m', '12h', '180d')")
+
+
+def _seconds_or_forever(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("forever", "unlimited"):
+        return None
+    return _seconds(value)
+
+
+def _size(value: Any) -> int:
+    return int(_with_unit(value, _SIZE_UNITS, "a size in bytes (or a string like '50GiB', '500MB')"))
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
 
 
 @attrs.frozen
@@ -89,8 +137,8 @@ class Setting:
     name: str
     parse: Callable[[Any], Any]
     help: str
-    #: Turns a flag's text into what TOML would have given; left as text if it cannot.
-    from_flag: Callable[[str], Any] = str
+    #: A switch (``--offline``) rather than a flag with a value.
+    switch: bool = False
 
     @property
     def flag(self) -> str:
@@ -116,7 +164,52 @@ SETTINGS: tuple[Setting, ...] = (
         _seconds,
         "Seconds an index page stays fresh before it is revalidated upstream. "
         "[default: 600]",
-        from_flag=_number,
+    ),
+    Setting(
+        "offline",
+        _bool,
+        "Never contact the upstream: serve what is cached, answer 503 for anything else.",
+        switch=True,
+    ),
+    Setting(
+        "stale_if_error",
+        _seconds_or_forever,
+        "How long past its TTL an index page may still be served when the upstream fails "
+        "(seconds, or 'forever'). [default: forever]",
+    ),
+    Setting(
+        "stale_while_revalidate",
+        _seconds,
+        "Serve an expired index page at once for this long past its TTL while one "
+        "background request refreshes it; 0 turns it off. [default: 0]",
+    ),
+    Setting("connect_timeout", _seconds, "Seconds to connect to the upstream. [default: 10]"),
+    Setting("response_timeout", _seconds, "Seconds to wait for the upstream's response headers. [default: 30]"),
+    Setting(
+        "idle_timeout",
+        _seconds,
+        "Seconds an upstream body may stall (no byte at all) before the download is abandoned. [default: 60]",
+    ),
+    Setting(
+        "client_timeout",
+        _seconds,
+        "Seconds a client connection may sit idle, or not read what it is sent, before it is dropped. [default: 60]",
+    ),
+    Setting("header_timeout", _seconds, "Seconds a client has to send its request headers. [default: 30]"),
+    Setting(
+        "max_size",
+        _size,
+        "Most the cached files may take on disk; least recently used go first. [default: 50GiB]",
+    ),
+    Setting(
+        "min_free",
+        _size,
+        "Free space to keep on the cache's filesystem; files are evicted to keep it. [default: 5GiB]",
+    ),
+    Setting(
+        "inactive",
+        _seconds,
+        "Drop cached files unused for this long. [default: 180d]",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -13,29 +13,37 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from pypicached.disk import RunInThread, fsync_dir
 from pypicached.links import FileLink, new_hasher
+from pypicached.pages import Offline
 from pypicached.paths import under
 from pypicached.status import CacheStatus
-from pypicached.upstream import UpstreamClient, discard_body
+from pypicached.upstream import BodyReader, UpstreamClient, discard_body
 
 log = Logger()
 
+#: Larger than any file the index accepts; a bigger Content-Length is a lying upstream.
+MAX_FILE_BYTES = 64 * 1024**3
+#: When the disk fails mid-download, how much of the rest may wait in memory for clients.
+MAX_MEMORY_TAIL = 512 * 1024**2
+
 FindLink = Callable[[tuple[str, ...]], "Deferred[FileLink]"]
+
+
+#: Refresh a file's access time (its "last used") at most this often.
+TOUCH_EVERY = 3600.0
 
 
 class State(enum.Enum):
@@ -62,6 +70,9 @@ class GrowingFile:
     error: str | None = None
     error_status: int = 502
     upstream_seconds: float | None = None
+    #: Bytes from ``tail_start`` on, held in memory because the disk refused them.
+    tail: bytearray | None = None
+    tail_start: int | None = None
     _waiters: list[Deferred[None]] = attrs.field(factory=list, repr=False)
 
     @classmethod
@@ -75,6 +86,24 @@ class GrowingFile:
         if self.size is not None:
             return min(self.written, self.size - 1)
         return self.written
+
+    def open(self) -> BinaryIO | None:
+        """A reader's own handle on the bytes on disk (None if none reached the disk)."""
+        if self.tail_start == 0:
+            return None
+        return open(self.path, "rb")
+
+    def read(self, handle: BinaryIO | None, pos: int, n: int) -> bytes:
+        """Up to ``n`` bytes at ``pos``, from the disk or from the in-memory tail."""
+        if self.tail_start is not None and pos >= self.tail_start:
+            assert self.tail is not None
+            start = pos - self.tail_start
+            return bytes(self.tail[start : start + n])
+        assert handle is not None
+        if self.tail_start is not None:
+            n = min(n, self.tail_start - pos)
+        handle.seek(pos)
+        return handle.read(n)
 
     def changed(self) -> "Deferred[None]":
         """Fires at the next change of ``written`` or ``state``."""
@@ -122,6 +151,7 @@ class FileCache:
         clock: IReactorTime,
         run_in_thread: RunInThread,
         find_link: FindLink,
+        offline: bool = False,
     ) -> None:
         self._files = root / "files"
         self._tmp = root / "tmp"
@@ -130,6 +160,11 @@ class FileCache:
         self._run_in_thread = run_in_thread
         self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
+        self._offline = offline
+        self._disk_trouble: str | None = None
+        self.digest_mismatches = 0
+        #: Called with (path, size) after each commit; housekeeping listens here.
+        self.on_commit: Callable[[Path, int], None] = lambda path, size: None
 
     def downloading(self, segments: tuple[str, ...]) -> GrowingFile | None:
         """The download in flight for this path, if any."""
@@ -153,6 +188,8 @@ class FileCache:
         found = self._existing(segments)
         if found is not None:
             return found
+        if self._offline:
+            raise Offline("offline mode: this file is not in the cache")
         link = await self._find_link(segments)
         found = self._existing(segments)
         if found is not None:
@@ -171,20 +208,45 @@ class FileCache:
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             return None
+        now = self._clock.seconds()
+        if st.st_atime < now - TOUCH_EVERY:
+            try:  # the access time is the eviction order's "last used"; mtime stays Last-Modified
+                os.utime(path, ns=(int(now * 1e9), st.st_mtime_ns))
+            except OSError:
+                pass
         return GrowingFile.committed(path, st), CacheStatus.HIT
 
     def _finished(self, segments: tuple[str, ...]) -> None:
         self._downloads.pop(segments, None)
 
+    def _committed(self, path: Path, size: int) -> None:
+        if self._disk_trouble is not None:
+            log.info("Disk writes work again (last error: {e})", e=self._disk_trouble)
+            self._disk_trouble = None
+        self.on_commit(path, size)
 
-class _Download(Protocol):
-    """One upstream fetch feeding one ``GrowingFile``."""
+    def _disk_failed(self, reason: str) -> None:
+        """Log a disk problem once, not once per download, until a write succeeds again."""
+        if self._disk_trouble is None:
+            log.error("Cannot write the cache, serving files without storing them: {reason}", reason=reason)
+        self._disk_trouble = reason
+
+
+class _Download(BodyReader):
+    """
+    One upstream fetch feeding one ``GrowingFile``.
+
+    If the disk refuses a write (full, read-only, I/O error) the download goes
+    on with the rest of the file held in memory, so attached clients still get
+    the whole file; it is just not cached.
+    """
 
     def __init__(
         self, cache: FileCache, segments: tuple[str, ...], link: FileLink, growing: GrowingFile
     ) -> None:
+        super().__init__(cache._client.clock, cache._client.idle_timeout)
         self._cache = cache
         self._segments = segments
         self._link = link
@@ -198,40 +260,62 @@ class _Download(Protocol):
         self._cache._client.get(self._link.url).addCallbacks(self._response, self._fetch_failed)
 
     def _fetch_failed(self, failure: Failure) -> None:
-        self._fail(f"upstream fetch of {self._link.url} failed: {failure.getErrorMessage()}")
+        error = failure.value
+        self._fail(str(error), getattr(error, "status", 502))
 
     def _response(self, response: IResponse) -> None:
-        self._growing.upstream_seconds = self._cache._clock.seconds() - self._started
+        growing = self._growing
+        growing.upstream_seconds = self._cache._clock.seconds() - self._started
         if response.code != 200:
-            discard_body(response)
+            discard_body(self._cache._client, response)
             status = 404 if response.code in (404, 410) else 502
             self._fail(f"upstream answered {response.code} for {self._link.url}", status)
+            return
+        growing.size = response.length if response.length is not UNKNOWN_LENGTH else None
+        if growing.size is not None and growing.size > MAX_FILE_BYTES:
+            discard_body(self._cache._client, response)
+            self._fail(f"upstream file of {growing.size} bytes is over the {MAX_FILE_BYTES} byte limit")
             return
         try:
             fd, name = tempfile.mkstemp(dir=self._cache._tmp, prefix="dl-")
         except OSError as e:
-            discard_body(response)
-            self._fail(f"cannot create a temporary file: {e.strerror}")
-            return
-        self._out = os.fdopen(fd, "wb", buffering=0)  # type: ignore[assignment]
-        self._growing.path = Path(name)
-        self._growing.size = response.length if response.length is not UNKNOWN_LENGTH else None
-        self._growing.state = State.STREAMING
-        self._growing._notify()
+            self._cache._disk_failed(f"cannot create a temporary file: {e.strerror}")
+            growing.tail = bytearray()
+            growing.tail_start = 0
+        else:
+            self._out = os.fdopen(fd, "wb", buffering=0)  # type: ignore[assignment]
+            growing.path = Path(name)
+        growing.state = State.STREAMING
+        growing._notify()
         response.deliverBody(self)
 
-    def dataReceived(self, data: bytes) -> None:
-        assert self._out is not None
-        self._out.write(data)
+    def received(self, data: bytes) -> None:
+        growing = self._growing
         for hasher in self._hashers.values():
             hasher.update(data)
-        self._growing.written += len(data)
-        self._growing._notify()
+        if growing.tail is None:
+            assert self._out is not None
+            try:
+                self._out.write(data)
+            except OSError as e:
+                self._cache._disk_failed(f"cannot write {growing.path}: {e.strerror}")
+                growing.tail = bytearray(data)
+                growing.tail_start = growing.written
+        else:
+            if len(growing.tail) + len(data) > MAX_MEMORY_TAIL:
+                self._fail("the disk failed and the rest of the file is too large to hold in memory")
+                self.abandon()
+                return
+            growing.tail += data
+        growing.written += len(data)
+        growing._notify()
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+    def ended(self, error: str | None) -> None:
         growing = self._growing
-        if not reason.check(ResponseDone, PotentialDataLoss):
-            self._fail(f"upstream body broken off after {growing.written} bytes: {reason.getErrorMessage()}")
+        if growing.state is State.FAILED:
+            return
+        if error is not None:
+            self._fail(f"{error} after {growing.written} bytes of {self._link.url}", 504 if "stalled" in error else 502)
             return
         if growing.size is not None and growing.written != growing.size:
             self._fail(f"upstream sent {growing.written} of {growing.size} bytes")
@@ -239,16 +323,21 @@ class _Download(Protocol):
         for name, want in self._expected.items():
             got = self._hashers[name].hexdigest()
             if got != want:
+                self._cache.digest_mismatches += 1
                 log.error(
                     "Digest mismatch for {url}: {name} expected {want}, got {got}; discarded",
                     url=self._link.url, name=name, want=want, got=got,
                 )
                 self._fail(f"{name} mismatch: expected {want}, got {got}")
                 return
+        if growing.tail is not None:
+            self._served_uncached()
+            return
         out = self._out
         assert out is not None
         self._cache._run_in_thread(_sync_and_close, out).addCallbacks(
-            lambda _: self._commit(), lambda f: self._fail(f"cannot write the cache: {f.getErrorMessage()}")
+            lambda _: self._commit(),
+            lambda f: self._served_uncached(f"cannot write {growing.path}: {f.getErrorMessage()}"),
         )
 
     def _commit(self) -> None:
@@ -256,37 +345,57 @@ class _Download(Protocol):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self._growing.path, final)
+            modified = final.stat().st_mtime
         except OSError as e:
-            self._fail(f"cannot commit {final}: {e.strerror}")
+            self._served_uncached(f"cannot commit {final}: {e.strerror}")
             return
         growing = self._growing
         growing.path = final
-        growing.size = growing.written
-        growing.modified = final.stat().st_mtime
-        growing.state = State.COMPLETE
-        self._cache._finished(self._segments)
-        growing._notify()
+        growing.modified = modified
+        self._complete()
+        self._cache._committed(final, growing.written)
         self._cache._run_in_thread(fsync_dir, final.parent).addErrback(
             lambda f: log.error("fsync of {dir} failed: {e}", dir=str(final.parent), e=f.getErrorMessage())
         )
 
+    def _served_uncached(self, disk_error: str | None = None) -> None:
+        """The bytes are good but could not be stored: finish the clients, keep nothing."""
+        if disk_error:
+            self._cache._disk_failed(disk_error)
+        self._complete()
+        self._remove_temporary()
+
+    def _complete(self) -> None:
+        growing = self._growing
+        growing.size = growing.written
+        growing.state = State.COMPLETE
+        self._cache._finished(self._segments)
+        growing._notify()
+
     def _fail(self, reason: str, status: int = 502) -> None:
+        growing = self._growing
+        if growing.state in (State.FAILED, State.COMPLETE):
+            return
         log.warn("Download of {url} abandoned: {reason}", url=self._link.url, reason=reason)
+        growing.error = reason
+        growing.error_status = status
+        growing.state = State.FAILED
+        self._cache._finished(self._segments)
+        growing._notify()
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
+        """Readers keep their open handles; the name goes at once."""
         if self._out is not None:
             try:
                 self._out.close()
             except OSError:
                 pass
-        if self._growing.state is not State.STARTING:
+        if self._out is not None or self._growing.path.name.startswith("dl-"):
             try:
                 os.unlink(self._growing.path)
             except OSError:
                 pass
-        self._growing.error = reason
-        self._growing.error_status = status
-        self._growing.state = State.FAILED
-        self._cache._finished(self._segments)
-        self._growing._notify()
 
 
 def _sync_and_close(out: "os.FileIO") -> None:

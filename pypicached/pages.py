@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, ensureDeferred, fail, succeed
-from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError as ConnectTimeout
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import ResponseFailed
 
 from pypicached import pypijson, simple
 from pypicached.disk import RunInThread, atomic_write
@@ -37,8 +35,21 @@ NEGATIVE_TTL = 60.0
 MEMORY_PAGES = 256
 
 
+#: After a failed revalidation, how long a page is served stale before asking again,
+#: so that during an outage requests do not each wait for the upstream to time out.
+RETRY_AFTER = 30.0
+STALE_WARNING = '110 pypicached "Response is Stale"'
+FAILED_WARNING = '111 pypicached "Revalidation Failed"'
+
+
 class NotFound(Exception):
     """The upstream says there is no such page, or no page links this file."""
+
+
+class Offline(Exception):
+    """Offline mode, and the cache cannot answer: 503."""
+
+    status = 503
 
 
 @attrs.frozen
@@ -117,6 +128,8 @@ class PageResult:
     page: StoredPage
     status: CacheStatus
     upstream_seconds: float | None = None
+    #: A ``Warning`` header for a stale answer.
+    warning: str | None = None
 
 
 class PageCache:
@@ -131,6 +144,9 @@ class PageCache:
         root: Path,
         ttl: float,
         run_in_thread: RunInThread,
+        offline: bool = False,
+        stale_if_error: float | None = None,
+        stale_while_revalidate: float = 0.0,
     ) -> None:
         self._clock = clock
         self.index = index
@@ -142,19 +158,57 @@ class PageCache:
         self._memory: OrderedDict[PageKey, StoredPage] = OrderedDict()
         self._missing: dict[PageKey, float] = {}
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
+        self._failed_until: dict[PageKey, float] = {}
+        self._offline = offline
+        self._stale_if_error = stale_if_error
+        self._stale_while_revalidate = stale_while_revalidate
 
     # --- lookup --------------------------------------------------------------------
 
     def get(self, key: PageKey) -> "Deferred[PageResult]":
-        """The page, fetched or revalidated upstream only when it is not fresh."""
+        """
+        The page: fresh from the cache, or revalidated upstream by one request that
+        everyone asking meanwhile waits for; a stale copy when the upstream fails.
+        """
         stored = self.cached(key)
         now = self._clock.seconds()
-        if stored is not None and now - stored.fetched < self.ttl:
+        age = now - stored.fetched if stored is not None else None
+        if stored is not None and age < self.ttl:  # type: ignore[operator]
             return succeed(PageResult(stored, CacheStatus.HIT))
+        if self._offline:
+            if stored is None:
+                return fail(Offline("offline mode: this page is not in the cache"))
+            return succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING))
         missing_until = self._missing.get(key)
         if stored is None and missing_until is not None and now < missing_until:
             return fail(NotFound("no such page upstream (remembered)"))
-        return self._inflight.run(key, lambda: ensureDeferred(self._fetch(key, stored)))
+        if stored is not None and now < self._failed_until.get(key, 0.0) and self._may_serve_stale(stored):
+            return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
+        shared = self._inflight.run(key, lambda: ensureDeferred(self._revalidate(key, stored)))
+        if stored is not None and age < self.ttl + self._stale_while_revalidate:  # type: ignore[operator]
+            shared.addErrback(lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage()))
+            return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
+        return shared
+
+    def _may_serve_stale(self, stored: StoredPage) -> bool:
+        if self._stale_if_error is None:
+            return True
+        return self._clock.seconds() - stored.fetched < self.ttl + self._stale_if_error
+
+    async def _revalidate(self, key: PageKey, stored: StoredPage | None) -> PageResult:
+        try:
+            result = await self._fetch(key, stored)
+        except UpstreamError as e:
+            if stored is None or not self._may_serve_stale(stored):
+                raise
+            self._failed_until[key] = self._clock.seconds() + RETRY_AFTER
+            log.warn(
+                "Upstream failed for {url} ({reason}); serving the copy validated {age:.0f}s ago",
+                url=stored.url, reason=e.reason, age=self._clock.seconds() - stored.fetched,
+            )
+            return PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)
+        self._failed_until.pop(key, None)
+        return result
 
     def cached(self, key: PageKey) -> StoredPage | None:
         """The last validated copy, whatever its age, from memory or disk."""
@@ -215,29 +269,26 @@ class PageCache:
         if stored is not None and stored.last_modified:
             headers["If-Modified-Since"] = stored.last_modified
         started = self._clock.seconds()
-        try:
-            response = await self._client.get(url, headers)
-            if response.code == 304 and stored is not None:
-                discard_body(response)
-                fresh = attrs.evolve(stored, fetched=self._clock.seconds())
-                status = CacheStatus.REVALIDATED
-            elif response.code == 200:
-                body = await read_body(response)
+        response = await self._client.get(url, headers)
+        if response.code == 304 and stored is not None:
+            discard_body(self._client, response)
+            fresh = attrs.evolve(stored, fetched=self._clock.seconds())
+            status = CacheStatus.REVALIDATED
+        elif response.code == 200:
+            body = await read_body(self._client, response)
+            try:
                 fresh = self._parse(key, response, body, url)
-                status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
-            elif response.code in (404, 410):
-                discard_body(response)
-                self._forget(key)
-                raise NotFound(f"upstream answered {response.code} for {url}")
-            else:
-                discard_body(response)
-                raise UpstreamError(f"upstream answered {response.code} {response.phrase.decode('latin-1', 'replace')} for {url}")
-        except (DeferredTimeout, ConnectTimeout) as e:
-            raise UpstreamError(f"upstream timed out fetching {url}: {e}", 504) from None
-        except (ConnectError, DNSLookupError, ResponseFailed) as e:
-            raise UpstreamError(f"upstream unreachable fetching {url}: {_reason(e)}") from None
-        except simple.BadPage as e:
-            raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
+            except simple.BadPage as e:
+                raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
+            status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
+        elif response.code in (404, 410):
+            discard_body(self._client, response)
+            self._forget(key)
+            raise NotFound(f"upstream answered {response.code} for {url}")
+        else:
+            discard_body(self._client, response)
+            phrase = response.phrase.decode("latin-1", "replace")
+            raise UpstreamError(f"upstream answered {response.code} {phrase} for {url}")
         elapsed = self._clock.seconds() - started
         self._remember(fresh)
         self._store(fresh)
@@ -299,7 +350,3 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _reason(e: Exception) -> str:
-    if isinstance(e, ResponseFailed):
-        return "; ".join(r.getErrorMessage() for r in e.reasons)
-    return str(e)

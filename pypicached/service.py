@@ -8,6 +8,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicached.config import Settings
@@ -23,29 +24,52 @@ log = Logger()
 class Proxy:
     """Everything that answers requests, wired together; no listeners yet."""
 
-    def __init__(self, settings: Settings, reactor, run_in_thread: RunInThread | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        settings: Settings,
+        reactor,  # type: ignore[no-untyped-def]
+        *,
+        clock: IReactorTime | None = None,
+        run_in_thread: RunInThread | None = None,
+    ) -> None:
+        clock = clock or reactor
         root = Path(settings.cache_dir)
         run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor))
         self.settings = settings
-        self.client = UpstreamClient(reactor)
+        self.client = UpstreamClient(
+            reactor,
+            clock=clock,
+            connect_timeout=settings.connect_timeout,
+            response_timeout=settings.response_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
         self.index = UpstreamIndex(settings.upstream)
         self.pages = PageCache(
-            clock=reactor,
+            clock=clock,
             index=self.index,
             client=self.client,
             root=root,
             ttl=settings.index_ttl,
             run_in_thread=run,
+            offline=settings.offline,
+            stale_if_error=settings.stale_if_error,
+            stale_while_revalidate=settings.stale_while_revalidate,
         )
         self.files = FileCache(
             root=root,
             client=self.client,
-            clock=reactor,
+            clock=clock,
             run_in_thread=run,
             find_link=self.pages.find_link,
+            offline=settings.offline,
         )
-        self.resource = ProxyResource(pages=self.pages, files=self.files, clock=reactor)
-        self.site = ProxySite(self.resource, clock=reactor, reactor=reactor)
+        self.resource = ProxyResource(pages=self.pages, files=self.files, clock=clock)
+        self.site = ProxySite(
+            self.resource,
+            clock=clock,
+            client_timeout=settings.client_timeout,
+            header_timeout=settings.header_timeout,
+        )
 
     def start(self) -> None:
         removed = self.files.sweep()

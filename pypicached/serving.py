@@ -175,8 +175,7 @@ class FileSender:
         self._done = False
 
     def begin(self) -> None:
-        self._file = open(self._growing.path, "rb")
-        self._file.seek(self._pos)
+        self._file = self._growing.open()
         self._request.notifyFinish().addErrback(self._client_gone)
         self._request.registerProducer(self, True)
         self._pump()
@@ -203,8 +202,7 @@ class FileSender:
                 return
             ready = min(growing.available(), stop) - self._pos
             if ready > 0:
-                assert self._file is not None
-                data = self._file.read(min(CHUNK, ready))
+                data = self._growing.read(self._file, self._pos, min(CHUNK, ready))
                 if not data:
                     self._abort()
                     return

@@ -13,6 +13,8 @@ class CacheStatus(str, enum.Enum):
     JOINED = "JOINED"  # the file was already downloading: streamed from that download
     REVALIDATED = "REVALIDATED"  # page had expired; upstream said it is unchanged (304)
     EXPIRED = "EXPIRED"  # page had expired; upstream sent a new version
+    STALE = "STALE"  # page past its TTL, served because the upstream failed or the proxy is offline
+    UPDATING = "UPDATING"  # page past its TTL, served at once while a background request refreshes it
     PASS = "PASS"  # nothing cacheable: a redirect, a refusal or the proxy's own page
     ERROR = "ERROR"  # the upstream failed and nothing cached could stand in
 

@@ -16,11 +16,15 @@ from pypicached.service import make_service
 class Options(usage.Options):
     """Flags mirror the config file's keys; a flag given wins over the file."""
 
-    synopsis = "[--config FILE] [--listen ENDPOINT]... [--upstream URL] [--cache-dir DIR] [--index-ttl SECONDS]"
+    synopsis = (
+        "[--config FILE] [--listen ENDPOINT]... [--upstream INDEX_URL] [--cache-dir DIR] "
+        "[--index-ttl SECONDS] [--offline] [...]"
+    )
     optParameters = [
         ["config", None, None, "TOML file with any of the settings below (flags win)."],
-        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen"],
+        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen" and not s.switch],
     ]
+    optFlags = [[s.flag, None, s.help] for s in SETTINGS if s.switch]
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,9 +43,20 @@ class Options(usage.Options):
             if s.name == "listen":
                 if value:
                     given["listen"] = list(value)
+            elif s.switch:
+                if value:
+                    given[s.name] = True
             elif value is not None:
-                given[s.name] = s.from_flag(value)
+                given[s.name] = _number(value)
         return given
+
+
+def _number(text: str) -> Any:
+    """A flag's text as TOML would have typed it: numbers as numbers."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def load_settings(options: Options, reactor: Any) -> Settings:

@@ -13,10 +13,12 @@ from typing import Mapping
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -60,10 +62,26 @@ class UpstreamIndex:
 
 
 class UpstreamClient:
-    """Fetches from upstream over one persistent connection pool, which it owns."""
+    """
+    Fetches from upstream over one persistent connection pool, which it owns.
 
-    def __init__(self, reactor, *, connect_timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-        self._reactor = reactor
+    Connecting and waiting for response headers are bounded here; a body that
+    stalls is bounded by ``BodyReader``. Timers run on ``clock`` so that tests
+    can drive them.
+    """
+
+    def __init__(
+        self,
+        reactor,  # type: ignore[no-untyped-def]
+        *,
+        clock: IReactorTime | None = None,
+        connect_timeout: float = 10.0,
+        response_timeout: float = 30.0,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.clock = clock or reactor
+        self.idle_timeout = idle_timeout
+        self._response_timeout = response_timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
         self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=connect_timeout))
@@ -73,48 +91,112 @@ class UpstreamClient:
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
-        return self._http.get(url, headers=sent, unbuffered=True, reactor=self._reactor).addCallback(
-            lambda r: r.original
+        d = self._http.get(
+            url, headers=sent, unbuffered=True, reactor=self.clock, timeout=self._response_timeout or None
         )
+        return d.addCallbacks(lambda r: r.original, lambda f: _as_upstream_error(f, url))
 
     def close(self) -> "Deferred[None]":
         return self._pool.closeCachedConnections()
 
 
-class _Collector(Protocol):
-    def __init__(self, done: "Deferred[bytes]", limit: int) -> None:
-        self._done = done
+def _as_upstream_error(failure: Failure, url: str) -> Failure:
+    """Any way a request can fail, as one ``UpstreamError`` naming what went wrong."""
+    if failure.check(CancelledError, TimeoutError, DeferredTimeout):
+        return Failure(UpstreamError(f"upstream timed out: no response from {url}", 504))
+    if failure.check(ResponseFailed, ResponseNeverReceived):
+        reasons = "; ".join(r.getErrorMessage() for r in failure.value.reasons)
+        return Failure(UpstreamError(f"upstream connection failed for {url}: {reasons}"))
+    return Failure(UpstreamError(f"upstream unreachable for {url}: {failure.getErrorMessage()}"))
+
+
+class BodyReader(Protocol):
+    """
+    Consumes an upstream body, abandoning it when no byte arrives for
+    ``idle_timeout`` seconds, and tells a complete body from a cut-short one
+    (which ``treq.collect`` does not).
+    """
+
+    def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
+        self._clock = clock
+        self._idle = idle_timeout
+        self._timer: IDelayedCall | None = None
+        self._stalled = False
+
+    def connectionMade(self) -> None:
+        if self._idle:
+            self._timer = self._clock.callLater(self._idle, self._stall)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle)
+        self.received(data)
+
+    def _stall(self) -> None:
+        self._stalled = True
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self._stalled:
+            self.ended(f"upstream body stalled: no data for {self._idle:g}s")
+        elif reason.check(ResponseDone, PotentialDataLoss):
+            self.ended(None)
+        else:
+            self.ended(f"upstream body broken off: {_reason(reason)}")
+
+    def abandon(self) -> None:
+        """Stop reading; the connection is closed rather than returned to the pool."""
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def ended(self, error: str | None) -> None:
+        """The body is over: complete if ``error`` is None."""
+        raise NotImplementedError
+
+
+def _reason(failure: Failure) -> str:
+    if failure.check(ResponseFailed):
+        return "; ".join(r.getErrorMessage() for r in failure.value.reasons)
+    return failure.getErrorMessage()
+
+
+class _Collector(BodyReader):
+    def __init__(self, clock: IReactorTime, idle_timeout: float, limit: int) -> None:
+        super().__init__(clock, idle_timeout)
+        self.done: Deferred[bytes] = Deferred()
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def dataReceived(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._limit:
-            self.transport.stopProducing()  # type: ignore[union-attr]
-            if not self._done.called:
-                self._done.errback(UpstreamError(f"upstream page larger than {self._limit} bytes"))
+            if not self.done.called:
+                self.done.errback(UpstreamError(f"upstream page larger than {self._limit} bytes"))
+            self.abandon()
             return
         self._chunks.append(data)
 
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
-        if self._done.called:
+    def ended(self, error: str | None) -> None:
+        if self.done.called:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._done.callback(b"".join(self._chunks))
+        if error is None:
+            self.done.callback(b"".join(self._chunks))
         else:
-            self._done.errback(
-                UpstreamError(f"upstream body broken off: {reason.getErrorMessage()}")
-            )
+            self.done.errback(UpstreamError(error))
 
 
-def read_body(response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
-    """The whole body, or an ``UpstreamError`` if it was cut short or too large."""
-    done: Deferred[bytes] = Deferred()
-    response.deliverBody(_Collector(done, limit))
-    return done
+def read_body(client: UpstreamClient, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
+    """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
+    collector = _Collector(client.clock, client.idle_timeout, limit)
+    response.deliverBody(collector)
+    return collector.done
 
 
-def discard_body(response: IResponse) -> None:
+def discard_body(client: UpstreamClient, response: IResponse) -> None:
     """Read and drop a body so its pooled connection is released, not paused forever."""
-    read_body(response, limit=1 << 20).addErrback(lambda _: None)
+    read_body(client, response, limit=1 << 20).addErrback(lambda _: None)

@@ -14,6 +14,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached import pypijson, simple
@@ -21,7 +22,7 @@ from pypicached.files import DownloadFailed, FileCache
 from pypicached.links import proxy_path, relative_href, split_url
 from pypicached.names import is_valid_name, is_valid_version, normalize
 from pypicached.negotiation import Format, choose_format
-from pypicached.pages import NotFound, PageCache, PageKey, PageResult
+from pypicached.pages import NotFound, Offline, PageCache, PageKey, PageResult
 from pypicached.paths import BadPath, RequestPath
 from pypicached.serving import send_file
 from pypicached.status import HEADER, CacheStatus
@@ -31,6 +32,8 @@ log = Logger(namespace="pypicached.access")
 errors = Logger(namespace="pypicached")
 
 MAX_URI = 8192
+MAX_REQUEST_LINE = MAX_URI + 64
+MAX_HEADER_BYTES = 16 * 1024
 GZIP_MIN = 1024
 
 
@@ -51,14 +54,102 @@ class ProxyRequest(server.Request):
     upstream_seconds: float | None = None
 
 
+class ProxyChannel(HTTPChannel):
+    """
+    An HTTP connection that gives a client ``header_timeout`` seconds to send
+    each request's headers (so a trickle of header bytes cannot hold a
+    connection forever) and answers an over-long request line with 414 and
+    over-long headers with 431, where Twisted would send a bare 400.
+    """
+
+    header_timeout: float = 30.0
+    _header_bytes = 0
+    _line_count = 0
+    _header_timer: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._expect_request()
+
+    def _expect_request(self) -> None:
+        self._header_bytes = self._line_count = 0
+        if self.header_timeout:
+            self._header_timer = self.callLater(self.header_timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        self._refuse(408, b"Request Timeout", b"request headers not received in time")
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._line_count == 0 and not line:
+            return super().lineReceived(line)  # blank lines between requests are allowed
+        self._line_count += 1
+        self._header_bytes += len(line)
+        if self._line_count == 1 and len(line) > MAX_REQUEST_LINE:
+            return self._refuse(414, b"URI Too Long", b"request URI too long")
+        if self._header_bytes > MAX_HEADER_BYTES:
+            return self._refuse(431, b"Request Header Fields Too Large", b"request headers too large")
+        return super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._line_count == 0:
+            self._refuse(414, b"URI Too Long", b"request URI too long")
+        else:
+            self._refuse(431, b"Request Header Fields Too Large", b"request headers too large")
+
+    def allHeadersReceived(self) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        self._header_timer = None
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.transport is not None and not self._disconnecting_or_gone():
+            self._expect_request()
+
+    def _disconnecting_or_gone(self) -> bool:
+        return bool(getattr(self.transport, "disconnecting", False)) or not self.connected
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._header_timer is not None and self._header_timer.active():
+            self._header_timer.cancel()
+        super().connectionLost(reason)
+
+    def _refuse(self, code: int, phrase: bytes, reason: bytes) -> None:
+        body = reason + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"X-Pypi-Cache: PASS\r\nConnection: close\r\n\r\n%s" % (code, phrase, len(body), body)
+        )
+        errors.info("Refused a client request: {code} {reason}", code=code, reason=reason.decode())
+        self.transport.loseConnection()
+        self.setRawMode()  # ignore whatever else the client sends
+
+
 class ProxySite(server.Site):
     """A ``Site`` whose access log covers every request, also those the client abandoned."""
 
     requestFactory = ProxyRequest
+    protocol = ProxyChannel
 
-    def __init__(self, resource: "ProxyResource", clock: IReactorTime, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    def __init__(
+        self,
+        resource: "ProxyResource",
+        clock: IReactorTime,
+        *,
+        client_timeout: float = 60.0,
+        header_timeout: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, timeout=client_timeout or None, reactor=clock, **kwargs)
         self.clock = clock
+        self._header_timeout = header_timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self._header_timeout
+        return channel
 
     def log(self, request: Any) -> None:
         """Replaced by ``ProxyResource._log_when_done``, which also sees aborted requests."""
@@ -95,7 +186,7 @@ class ProxyResource(Resource):
             self._error(request, e)
         except NotFound as e:
             self._error(request, HTTPError(404, str(e)))
-        except (UpstreamError, DownloadFailed) as e:
+        except (UpstreamError, DownloadFailed, Offline) as e:
             self._error(request, HTTPError(e.status, str(e), CacheStatus.ERROR))
         except Exception:
             errors.failure("Unexpected error answering {path!r}", path=request.path)
@@ -147,6 +238,8 @@ class ProxyResource(Resource):
         request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
         if compress and body[:2] == b"\x1f\x8b":
             request.setHeader(b"Content-Encoding", b"gzip")
+        if result.warning:
+            request.setHeader(b"Warning", result.warning.encode())
         none_match = request.getHeader(b"if-none-match")
         if none_match is not None and etag in [t.strip() for t in none_match.split(b",")]:
             request.setHeader(HEADER, result.status.value.encode())
@@ -225,7 +318,7 @@ class ProxyResource(Resource):
         if request.startedWriting:
             request.channel.transport.abortConnection()
             return
-        for name in (b"ETag", b"Cache-Control", b"Content-Encoding", b"Vary", b"Accept-Ranges"):
+        for name in (b"ETag", b"Cache-Control", b"Content-Encoding", b"Vary", b"Accept-Ranges", b"Warning"):
             request.responseHeaders.removeHeader(name)
         self._send(request, e.status, e.reason.encode("utf-8", "replace") + b"\n", "text/plain; charset=utf-8", e.cache)
 
