@@ -30,7 +30,7 @@ from pypicached.links import FileLink, new_hasher
 from pypicached.pages import Offline
 from pypicached.paths import under
 from pypicached.status import CacheStatus
-from pypicached.upstream import BodyReader, UpstreamClient, discard_body
+from pypicached.upstream import BodyReader, UpstreamClient, UpstreamError, discard_body
 
 log = Logger()
 
@@ -152,6 +152,7 @@ class FileCache:
         run_in_thread: RunInThread,
         find_link: FindLink,
         offline: bool = False,
+        open_temporary: "Callable[[Path], tuple[BinaryIO, Path]] | None" = None,
     ) -> None:
         self._files = root / "files"
         self._tmp = root / "tmp"
@@ -161,6 +162,7 @@ class FileCache:
         self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
         self._offline = offline
+        self._open_temporary = open_temporary or open_temporary_file
         self._disk_trouble: str | None = None
         self.digest_mismatches = 0
         #: Called with (path, size) after each commit; housekeeping listens here.
@@ -253,7 +255,7 @@ class _Download(BodyReader):
         self._growing = growing
         self._expected = link.expected_digests()
         self._hashers = {name: new_hasher(name) for name in self._expected}
-        self._out: "os.FileIO | None" = None
+        self._out: BinaryIO | None = None
         self._started = cache._clock.seconds()
 
     def start(self) -> None:
@@ -277,14 +279,11 @@ class _Download(BodyReader):
             self._fail(f"upstream file of {growing.size} bytes is over the {MAX_FILE_BYTES} byte limit")
             return
         try:
-            fd, name = tempfile.mkstemp(dir=self._cache._tmp, prefix="dl-")
+            self._out, growing.path = self._cache._open_temporary(self._cache._tmp)
         except OSError as e:
             self._cache._disk_failed(f"cannot create a temporary file: {e.strerror}")
             growing.tail = bytearray()
             growing.tail_start = 0
-        else:
-            self._out = os.fdopen(fd, "wb", buffering=0)  # type: ignore[assignment]
-            growing.path = Path(name)
         growing.state = State.STREAMING
         growing._notify()
         response.deliverBody(self)
@@ -310,12 +309,12 @@ class _Download(BodyReader):
         growing.written += len(data)
         growing._notify()
 
-    def ended(self, error: str | None) -> None:
+    def ended(self, error: UpstreamError | None) -> None:
         growing = self._growing
         if growing.state is State.FAILED:
             return
         if error is not None:
-            self._fail(f"{error} after {growing.written} bytes of {self._link.url}", 504 if "stalled" in error else 502)
+            self._fail(f"{error.reason} after {growing.written} bytes of {self._link.url}", error.status)
             return
         if growing.size is not None and growing.written != growing.size:
             self._fail(f"upstream sent {growing.written} of {growing.size} bytes")
@@ -398,7 +397,13 @@ class _Download(BodyReader):
                 pass
 
 
-def _sync_and_close(out: "os.FileIO") -> None:
+def open_temporary_file(directory: Path) -> "tuple[BinaryIO, Path]":
+    """An unbuffered new file in ``directory``: every write reaches the OS, where readers see it."""
+    fd, name = tempfile.mkstemp(dir=directory, prefix="dl-")
+    return os.fdopen(fd, "wb", buffering=0), Path(name)
+
+
+def _sync_and_close(out: BinaryIO) -> None:
     try:
         os.fsync(out.fileno())
     finally:

@@ -25,6 +25,14 @@ class Inflight(Generic[K, V]):
     def __contains__(self, key: K) -> bool:
         return key in self._waiting
 
+    def join(self, key: K) -> "Deferred[V] | None":
+        """A share of the operation running for ``key``, if one is."""
+        if key not in self._waiting:
+            return None
+        mine: Deferred[V] = Deferred()
+        self._waiting[key].append(mine)
+        return mine
+
     def run(self, key: K, start: Callable[[], "Deferred[V] | V"]) -> "Deferred[V]":
         mine: Deferred[V] = Deferred()
         if key in self._waiting:

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from pypicached.config import Settings
 from pypicached.disk import RunInThread, ThreadWork, thread_runner
 from pypicached.files import FileCache
+from pypicached.housekeeping import Budget, Housekeeper
 from pypicached.pages import PageCache
 from pypicached.upstream import UpstreamClient, UpstreamIndex
 from pypicached.web import ProxyResource, ProxySite
@@ -63,6 +64,13 @@ class Proxy:
             find_link=self.pages.find_link,
             offline=settings.offline,
         )
+        self.housekeeper = Housekeeper(
+            root=root / "files",
+            budget=Budget(settings.max_size, settings.min_free, settings.inactive),
+            clock=clock,
+            run_in_thread=run,
+        )
+        self.files.on_commit = self.housekeeper.committed
         self.resource = ProxyResource(pages=self.pages, files=self.files, clock=clock)
         self.site = ProxySite(
             self.resource,
@@ -75,9 +83,11 @@ class Proxy:
         removed = self.files.sweep()
         if removed:
             log.info("Removed {n} unfinished downloads left by the last run", n=removed)
+        self.housekeeper.start()
 
     async def stop(self) -> None:
         """Let pending disk writes land and close upstream connections."""
+        self.housekeeper.stop()
         await self.disk_work.idle()
         await self.client.close()
 

@@ -102,7 +102,8 @@ class UpstreamClient:
 
 def _as_upstream_error(failure: Failure, url: str) -> Failure:
     """Any way a request can fail, as one ``UpstreamError`` naming what went wrong."""
-    if failure.check(CancelledError, TimeoutError, DeferredTimeout):
+    inner = failure.value.reasons if failure.check(ResponseFailed, ResponseNeverReceived) else [failure]
+    if any(f.check(CancelledError, TimeoutError, DeferredTimeout) for f in inner):
         return Failure(UpstreamError(f"upstream timed out: no response from {url}", 504))
     if failure.check(ResponseFailed, ResponseNeverReceived):
         reasons = "; ".join(r.getErrorMessage() for r in failure.value.reasons)
@@ -140,11 +141,11 @@ class BodyReader(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._stalled:
-            self.ended(f"upstream body stalled: no data for {self._idle:g}s")
+            self.ended(UpstreamError(f"upstream body stalled: no data for {self._idle:g}s", 504))
         elif reason.check(ResponseDone, PotentialDataLoss):
             self.ended(None)
         else:
-            self.ended(f"upstream body broken off: {_reason(reason)}")
+            self.ended(UpstreamError(f"upstream body broken off: {_reason(reason)}"))
 
     def abandon(self) -> None:
         """Stop reading; the connection is closed rather than returned to the pool."""
@@ -153,7 +154,7 @@ class BodyReader(Protocol):
     def received(self, data: bytes) -> None:
         raise NotImplementedError
 
-    def ended(self, error: str | None) -> None:
+    def ended(self, error: UpstreamError | None) -> None:
         """The body is over: complete if ``error`` is None."""
         raise NotImplementedError
 
@@ -181,13 +182,13 @@ class _Collector(BodyReader):
             return
         self._chunks.append(data)
 
-    def ended(self, error: str | None) -> None:
+    def ended(self, error: UpstreamError | None) -> None:
         if self.done.called:
             return
         if error is None:
             self.done.callback(b"".join(self._chunks))
         else:
-            self.done.errback(UpstreamError(error))
+            self.done.errback(error)
 
 
 def read_body(client: UpstreamClient, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":

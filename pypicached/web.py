@@ -280,12 +280,17 @@ class ProxyResource(Resource):
     # --- files ---------------------------------------------------------------------
 
     async def _file(self, request: ProxyRequest, segments: tuple[str, ...]) -> None:
-        growing, status = await self._files.open(segments)
-        await growing.started()
-        request.upstream_seconds = growing.upstream_seconds if status is CacheStatus.MISS else None
-        if request.channel is None:
-            return
-        send_file(request, growing, segments, status)
+        for attempt in (1, 2):
+            growing, status = await self._files.open(segments)
+            await growing.started()
+            request.upstream_seconds = growing.upstream_seconds if status is CacheStatus.MISS else None
+            if request.channel is None:
+                return
+            try:
+                return send_file(request, growing, segments, status)
+            except FileNotFoundError:
+                if attempt == 2:  # evicted between the lookup and the open: look again
+                    raise
 
     # --- plain responses -----------------------------------------------------------
 

@@ -1,0 +1,198 @@
+"""
+Keeping the cache inside its disk budget: files unused for ``inactive`` go,
+then the least recently used until the cache is under ``max_size`` and the
+filesystem has ``min_free`` bytes free.
+
+A pass walks the cache in a worker thread, so the event loop only shares the
+interpreter with it and never waits on the disk. Deleting a file never breaks
+a response in progress: a reader's open handle keeps the bytes until it is done,
+and downloads in progress live in ``tmp/``, which a pass never touches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from pypicached.disk import RunInThread
+
+log = Logger()
+
+#: How often a pass runs even when nothing asks for one.
+INTERVAL = 600.0
+
+
+@attrs.frozen
+class Budget:
+    max_size: int
+    min_free: int
+    inactive: float
+
+
+@attrs.frozen
+class Entry:
+    path: str
+    size: int
+    last_used: float
+
+
+@attrs.frozen
+class Pass:
+    """What one housekeeping pass found and did."""
+
+    files: int
+    size: int
+    evicted: int
+    evicted_bytes: int
+    seconds: float
+
+
+def free_space(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every cached file with its size and last use (its access time)."""
+    found: list[Entry] = []
+    stack = [str(root)]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                found.append(Entry(entry.path, st.st_size, max(st.st_atime, st.st_mtime)))
+    return found
+
+
+def choose_victims(entries: list[Entry], budget: Budget, now: float, free: int) -> list[Entry]:
+    """The files to delete: the inactive ones, then oldest first until within budget."""
+    entries = sorted(entries, key=lambda e: e.last_used)
+    total = sum(e.size for e in entries)
+    victims = []
+    for entry in entries:
+        inactive = now - entry.last_used > budget.inactive
+        if not (inactive or total > budget.max_size or free < budget.min_free):
+            break
+        victims.append(entry)
+        total -= entry.size
+        free += entry.size
+    return victims
+
+
+def run_pass(root: Path, budget: Budget, now: float, free: Callable[[Path], int] = free_space) -> Pass:
+    """One whole pass; blocking, so it runs in a worker thread."""
+    started = time.monotonic()
+    entries = scan(root)
+    victims = choose_victims(entries, budget, now, free(root))
+    evicted_bytes = 0
+    for victim in victims:
+        try:
+            os.unlink(victim.path)
+        except FileNotFoundError:
+            continue
+        evicted_bytes += victim.size
+        _remove_empty_parents(Path(victim.path).parent, root)
+    return Pass(
+        files=len(entries) - len(victims),
+        size=sum(e.size for e in entries) - evicted_bytes,
+        evicted=len(victims),
+        evicted_bytes=evicted_bytes,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _remove_empty_parents(directory: Path, root: Path) -> None:
+    while directory != root and root in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
+
+
+class Housekeeper:
+    """Runs passes every ``INTERVAL`` and whenever a commit may have broken the budget."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        budget: Budget,
+        clock: IReactorTime,
+        run_in_thread: RunInThread,
+        free: Callable[[Path], int] = free_space,
+    ) -> None:
+        self._root = root
+        self._budget = budget
+        self._clock = clock
+        self._run_in_thread = run_in_thread
+        self._free = free
+        self._running: Deferred[Pass] | None = None
+        self._loop = LoopingCall(self.run)
+        self._loop.clock = clock
+        #: The cache's size as of the last pass plus what was committed since.
+        self.size = 0
+        self.files = 0
+        self.evictions = 0
+        self.last: Pass | None = None
+
+    def start(self) -> None:
+        self._loop.start(INTERVAL, now=True).addErrback(
+            lambda f: log.failure("Housekeeping stopped", f)
+        )
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def committed(self, path: Path, size: int) -> None:
+        """A file was added: run a pass now if that may have broken the budget."""
+        self.size += size
+        self.files += 1
+        if self.size > self._budget.max_size or self._free(self._root) < self._budget.min_free:
+            self.run()
+
+    def run(self) -> "Deferred[Pass] | None":
+        """Start a pass unless one is running; the LoopingCall waits for it."""
+        if self._running is not None:
+            return None
+        self._running = self._run_in_thread(run_pass, self._root, self._budget, self._clock.seconds(), self._free)
+
+        def done(result: Pass) -> Pass:
+            self.size, self.files, self.last = result.size, result.files, result
+            self.evictions += result.evicted
+            if result.evicted:
+                log.info(
+                    "Evicted {n} files ({mb:.1f} MiB); cache holds {files} files, {size:.1f} MiB",
+                    n=result.evicted, mb=result.evicted_bytes / 2**20, files=result.files, size=result.size / 2**20,
+                )
+            return result
+
+        def failed(failure):  # type: ignore[no-untyped-def]
+            log.error("Housekeeping pass failed: {e}", e=failure.getErrorMessage())
+
+        def finished(result):  # type: ignore[no-untyped-def]
+            self._running = None
+            return result
+
+        d = self._running
+        d.addCallbacks(done, failed).addBoth(finished)
+        return d

@@ -1,0 +1,375 @@
+"""Upstream outages, lying upstreams, stalled bodies and a failing disk: each provoked, each answered."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from pytest_twisted import ensureDeferred
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from pypicached.pages import PageKey
+
+from .proxy_rig import start_proxy as start_rig
+
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+
+
+def files_in(cache: Path) -> list[Path]:
+    return sorted(p for p in (cache / "files").rglob("*") if p.is_file())
+
+
+def tmp_in(cache: Path) -> list[Path]:
+    return sorted((cache / "tmp").iterdir())
+
+
+async def page(proxy, project: str = "pcx-alpha"):
+    response = await proxy.get(f"/simple/{project}/", {"Accept": PIP_ACCEPT})
+    return response, await response.content()
+
+
+async def settled(proxy, path: str) -> None:
+    growing = proxy.proxy.files.downloading(tuple(path.strip("/").split("/")))
+    if growing is not None:
+        await growing.finished()
+
+
+class Liar(Resource):
+    """An upstream that answers with whatever broken thing a test names in ``mode``."""
+
+    isLeaf = True
+    mode = "malformed-json"
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        if self.mode == "malformed-json":
+            request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+            return b'{"files": [ {"url": '
+        if self.mode == "not-a-page":
+            request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+            return b'["files"]'
+        if self.mode == "redirect-loop":
+            request.setResponseCode(302)
+            request.setHeader(b"Location", request.path)
+            return b""
+        if self.mode == "chunked-cut":
+            request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+            request.write(b'{"meta": {"api-version": "1.1"}, "files": [')  # chunked: no length
+            request.transport.abortConnection()
+            return NOT_DONE_YET
+        raise AssertionError(self.mode)
+
+
+@pytest.fixture
+def liar():
+    resource = Liar()
+    port = pytest_twisted_blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource)))
+    resource.url = f"http://127.0.0.1:{port.getHost().port}/simple/"
+    yield resource
+    pytest_twisted_blockon(port.stopListening())
+
+
+def pytest_twisted_blockon(d):
+    import pytest_twisted
+
+    return pytest_twisted.blockon(d)
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    running = []
+
+    async def starter(upstream_url: str, **settings):
+        proxy = await start_rig(upstream_url, tmp_path / f"cache{len(running)}", **settings)
+        running.append(proxy)
+        return proxy
+
+    yield starter
+    for proxy in running:
+        pytest_twisted_blockon(proxy.stop())
+
+
+# --- index pages ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["malformed-json", "not-a-page", "redirect-loop", "chunked-cut"])
+@ensureDeferred
+async def test_a_lying_upstream_is_a_502_never_a_404(liar, mode, start_proxy):
+    liar.mode = mode
+    proxy = await start_proxy(liar.url)
+    response, body = await page(proxy)
+    assert response.code == 502, body
+    assert response.header("Content-Type") == "text/plain; charset=utf-8"
+    assert response.header("X-Pypi-Cache") == "ERROR"
+    assert body.count(b"\n") == 1 and b"upstream" in body
+
+
+@ensureDeferred
+async def test_connection_refused_and_5xx_are_502(fake_upstream_json, start_proxy):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    proxy = await start_proxy(f"http://127.0.0.1:{closed_port}/simple/")
+    response, body = await page(proxy)
+    assert response.code == 502 and b"refused" in body.lower()
+
+    proxy = await start_proxy(fake_upstream_json.simple_url)
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "status:503"
+    response, body = await page(proxy)
+    assert response.code == 502 and b"503" in body
+
+
+@ensureDeferred
+async def test_no_response_headers_is_a_504_after_the_timeout(fake_upstream_json, start_proxy):
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, response_timeout=30)
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "hang"
+    pending = proxy.get("/simple/pcx-alpha/")
+    answered = []
+    pending.addBoth(lambda r: answered.append(r) or r)
+    await fake_upstream_json.wait_for_requests("/simple/pcx-alpha/")
+    clock.advance(29)
+    assert answered == []
+    clock.advance(2)
+    response = await pending
+    assert response.code == 504
+    assert b"timed out" in await response.content()
+
+
+@ensureDeferred
+async def test_a_stalled_page_body_is_abandoned(fake_upstream_json, start_proxy):
+    clock = Clock()
+    # no headers timeout here: advancing the clock must trip only the idle timer
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, idle_timeout=60, response_timeout=0)
+    gate = fake_upstream_json.gate("/simple/pcx-alpha/")
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "gate:10"
+    pending = proxy.get("/simple/pcx-alpha/")
+    await gate.reached(1)
+    clock.advance(61)
+    response = await pending
+    assert response.code == 504 and b"stalled" in await response.content()
+
+
+@ensureDeferred
+async def test_stale_copy_served_when_revalidation_fails(fake_upstream_json, start_proxy):
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, index_ttl=600)
+    response, good = await page(proxy)
+    assert response.header("X-Pypi-Cache") == "MISS"
+
+    clock.advance(601)
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "status:500"
+    response, body = await page(proxy)
+    assert response.code == 200 and body == good
+    assert response.header("X-Pypi-Cache") == "STALE"
+    assert response.header("Warning") == '111 pypicached "Revalidation Failed"'
+    # during the outage the next requests do not each wait on the upstream again
+    asked = fake_upstream_json.count("/simple/pcx-alpha/")
+    response, _ = await page(proxy)
+    assert response.header("X-Pypi-Cache") == "STALE"
+    assert fake_upstream_json.count("/simple/pcx-alpha/") == asked
+
+    # a week later, still served: stale_if_error defaults to no limit
+    clock.advance(7 * 86400)
+    response, body = await page(proxy)
+    assert response.code == 200 and body == good and response.header("X-Pypi-Cache") == "STALE"
+
+    # the upstream is back: fresh again
+    del fake_upstream_json.behaviour["/simple/pcx-alpha/"]
+    clock.advance(60)
+    response, _ = await page(proxy)
+    assert response.header("X-Pypi-Cache") == "REVALIDATED"
+
+
+@ensureDeferred
+async def test_stale_if_error_limit(fake_upstream_json, start_proxy):
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, index_ttl=600, stale_if_error=3600)
+    await page(proxy)
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "status:502"
+    clock.advance(600 + 3000)
+    response, _ = await page(proxy)
+    assert response.header("X-Pypi-Cache") == "STALE"
+    clock.advance(1000)
+    response, body = await page(proxy)
+    assert response.code == 502 and response.header("X-Pypi-Cache") == "ERROR"
+
+
+@ensureDeferred
+async def test_stale_while_revalidate(fake_upstream_json, start_proxy):
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, index_ttl=600, stale_while_revalidate=300)
+    _, before = await page(proxy)
+    fake_upstream_json.touch("pcx-alpha")
+    fake_upstream_json.behaviour["/simple/pcx-alpha/"] = ["hang"]
+    clock.advance(700)
+    responses = [await proxy.get("/simple/pcx-alpha/", {"Accept": PIP_ACCEPT}) for _ in range(3)]
+    # answered at once, although the upstream has not answered the refresh yet
+    assert [r.header("X-Pypi-Cache") for r in responses] == ["UPDATING"] * 3
+    assert [await r.content() for r in responses] == [before] * 3
+    await fake_upstream_json.wait_for_requests("/simple/pcx-alpha/", count=2)
+    assert fake_upstream_json.count("/simple/pcx-alpha/") == 2  # one background refresh
+    fake_upstream_json.release_pending("/simple/pcx-alpha/")
+    await proxy.proxy.pages.settled(PageKey("project", "pcx-alpha"))
+    response, after = await page(proxy)
+    assert response.header("X-Pypi-Cache") == "HIT" and after != before
+
+
+@ensureDeferred
+async def test_offline_serves_the_cache_and_refuses_the_rest(fake_upstream_json, dists, tmp_path, start_proxy):
+    online = await start_proxy(fake_upstream_json.simple_url)
+    wheel = next(d for d in dists["pcx-alpha"] if d.filename.endswith("2.0-py3-none-any.whl"))
+    await page(online)
+    assert await (await online.get(wheel.pypi_path)).content() == wheel.data
+    await online.stop()
+    fake_upstream_json.clear_log()
+
+    offline = await start_rig(fake_upstream_json.simple_url, online.proxy.settings.cache_dir, offline=True, index_ttl=0)
+    try:
+        response, _ = await page(offline)
+        assert response.code == 200 and response.header("X-Pypi-Cache") == "STALE"
+        response = await offline.get(wheel.pypi_path)
+        assert response.header("X-Pypi-Cache") == "HIT" and await response.content() == wheel.data
+        for path in ("/simple/pcx-beta/", "/packages/+f/00/x.whl", "/pypi/pcx-alpha/json"):
+            response = await offline.get(path)
+            assert response.code == 503, path
+            assert b"offline" in await response.content()
+    finally:
+        await offline.stop()
+    assert fake_upstream_json.log == []
+
+
+# --- files ---------------------------------------------------------------------------
+
+
+async def _start_file(proxy, fake, wheel, behaviour):
+    await page(proxy, wheel.project)
+    fake.behaviour[wheel.pypi_path] = behaviour
+    return [proxy.get(wheel.pypi_path) for _ in range(3)]
+
+
+@pytest.mark.parametrize("behaviour", ["truncate:500000", "corrupt", "status:500", "drop"])
+@ensureDeferred
+async def test_bad_file_bodies_are_never_stored_or_served_whole(fake_upstream_json, dists, behaviour, start_proxy):
+    proxy = await start_proxy(fake_upstream_json.simple_url)
+    big = dists["pcx-big"][0]
+    cache = proxy.proxy.settings.cache_dir
+    for pending in await _start_file(proxy, fake_upstream_json, big, behaviour):
+        try:
+            response = await pending
+        except Exception:
+            continue  # the connection was broken before headers: fine
+        if response.code == 200:
+            with pytest.raises(Exception):  # the body is never complete
+                await response.content()
+        else:
+            assert response.code == 502 and response.header("X-Pypi-Cache") == "ERROR"
+    await settled(proxy, big.pypi_path)
+    assert files_in(cache) == [] and tmp_in(cache) == []
+    if behaviour == "corrupt":
+        assert proxy.proxy.files.digest_mismatches == 1
+    # the next request tries again, and gets the real file
+    del fake_upstream_json.behaviour[big.pypi_path]
+    response = await proxy.get(big.pypi_path)
+    assert await response.content() == big.data
+
+
+@ensureDeferred
+async def test_a_stalled_download_is_abandoned_and_clients_broken(fake_upstream_json, dists, start_proxy):
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, idle_timeout=60)
+    big = dists["pcx-big"][0]
+    gate = fake_upstream_json.gate(big.pypi_path)
+    requests = await _start_file(proxy, fake_upstream_json, big, "gate:300000")
+    await gate.reached(1)
+    responses = [await r for r in requests]
+    assert all(r.code == 200 and r.length == big.size for r in responses)
+    clock.advance(59)
+    assert proxy.proxy.files.downloading(tuple(big.pypi_path.strip("/").split("/"))) is not None
+    clock.advance(2)
+    for response in responses:
+        with pytest.raises(Exception):
+            await response.content()
+    cache = proxy.proxy.settings.cache_dir
+    assert files_in(cache) == [] and tmp_in(cache) == []
+
+
+class FullDisk:
+    """A temporary file whose filesystem fills up after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, directory: Path):
+        from pypicached.files import open_temporary_file
+
+        out, path = open_temporary_file(directory)
+        room = self.room
+
+        class Writer:
+            def __init__(self):
+                self.written = 0
+
+            def write(self, data):
+                if self.written + len(data) > room:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                self.written += len(data)
+                return out.write(data)
+
+            def __getattr__(self, name):
+                return getattr(out, name)
+
+        return Writer(), path
+
+
+@ensureDeferred
+async def test_full_disk_still_serves_the_file_and_stores_nothing(fake_upstream_json, dists, start_proxy):
+    proxy = await start_proxy(fake_upstream_json.simple_url)
+    proxy.proxy.files._open_temporary = FullDisk(room=1_000_000)
+    big = dists["pcx-big"][0]
+    errors = []
+    from twisted.logger import globalLogPublisher
+
+    def observe(event):
+        if event.get("log_level").name == "error":
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(2):
+            await page(proxy, "pcx-big")
+            responses = [await r for r in [proxy.get(big.pypi_path) for _ in range(3)]]
+            bodies = [await r.content() for r in responses]
+            assert bodies == [big.data] * 3
+            await settled(proxy, big.pypi_path)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    cache = proxy.proxy.settings.cache_dir
+    assert files_in(cache) == [] and tmp_in(cache) == []
+    assert len(errors) == 1  # logged once, not per download
+    assert "No space left" in errors[0]["reason"]
+
+
+@ensureDeferred
+async def test_a_damaged_page_record_is_a_miss_not_a_500(fake_upstream_json, tmp_path, start_proxy):
+    proxy = await start_proxy(fake_upstream_json.simple_url)
+    await page(proxy)
+    await proxy.stop()
+    cache = proxy.proxy.settings.cache_dir
+    record = next((cache / "pages").rglob("pcx-alpha.json"))
+    record.write_bytes(b'{"format": 1, "url": ')
+    again = await start_rig(fake_upstream_json.simple_url, cache)
+    try:
+        response, body = await page(again)
+        assert response.code == 200 and response.header("X-Pypi-Cache") == "MISS"
+        assert json.loads(body)["name"] == "pcx-alpha"
+        await again.proxy.disk_work.idle()
+        assert json.loads(record.read_bytes())["format"] == 1
+    finally:
+        await again.stop()
