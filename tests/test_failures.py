@@ -75,6 +75,17 @@ def liar():
     pytest_twisted_blockon(port.stopListening())
 
 
+async def until(predicate, turns: int = 10000) -> None:
+    """Let the reactor run until ``predicate()`` holds: waits on events, never on the wall clock."""
+    from twisted.internet.task import deferLater
+
+    for _ in range(turns):
+        if predicate():
+            return
+        await deferLater(reactor, 0, lambda: None)
+    raise AssertionError("condition never held")
+
+
 def pytest_twisted_blockon(d):
     import pytest_twisted
 
@@ -151,6 +162,7 @@ async def test_a_stalled_page_body_is_abandoned(fake_upstream_json, start_proxy)
     fake_upstream_json.behaviour["/simple/pcx-alpha/"] = "gate:10"
     pending = proxy.get("/simple/pcx-alpha/")
     await gate.reached(1)
+    await until(lambda: any(c.getTime() == 60 for c in clock.getDelayedCalls()))  # the proxy reads the body
     clock.advance(61)
     response = await pending
     assert response.code == 504 and b"stalled" in await response.content()
