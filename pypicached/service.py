@@ -71,7 +71,9 @@ class Proxy:
             run_in_thread=run,
         )
         self.files.on_commit = self.housekeeper.committed
-        self.resource = ProxyResource(pages=self.pages, files=self.files, clock=clock)
+        self.resource = ProxyResource(
+            pages=self.pages, files=self.files, clock=clock, client_timeout=settings.client_timeout
+        )
         self.site = ProxySite(
             self.resource,
             clock=clock,

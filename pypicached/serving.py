@@ -12,7 +12,8 @@ import hashlib
 from typing import BinaryIO
 
 import attrs
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString, stringToDatetime
 from twisted.web.server import Request
@@ -20,6 +21,8 @@ from zope.interface import implementer
 
 from pypicached.files import GrowingFile, State
 from pypicached.status import HEADER, CacheStatus
+
+log = Logger()
 
 CHUNK = 64 * 1024
 IMMUTABLE = b"max-age=365000000, immutable"
@@ -89,7 +92,13 @@ def _date(header: bytes) -> int | None:
 
 
 def send_file(
-    request: Request, growing: GrowingFile, segments: tuple[str, ...], status: CacheStatus
+    request: Request,
+    growing: GrowingFile,
+    segments: tuple[str, ...],
+    status: CacheStatus,
+    *,
+    clock: IReactorTime,
+    stall_timeout: float = 60.0,
 ) -> None:
     """Answer ``request`` from ``growing``, which has started (its size is known if ever)."""
     request.setHeader(b"Content-Type", b"application/octet-stream")
@@ -127,7 +136,7 @@ def send_file(
     if request.method == b"HEAD":
         request.finish()
         return
-    FileSender(request, growing, wanted).begin()
+    FileSender(request, growing, wanted, clock, stall_timeout).begin()
 
 
 def _not_modified(request: Request, etag: bytes | None, modified: float | None) -> bool:
@@ -161,11 +170,22 @@ class FileSender:
 
     It holds one chunk at a time, pauses when the client's socket is full and
     waits for the download when it has caught up with it, so a slow client costs
-    one open file and one chunk, and never slows the download or anyone else.
+    one open file and one chunk, and never slows the download or anyone else. A
+    client that stops reading for ``stall_timeout`` seconds is dropped.
     """
 
-    def __init__(self, request: Request, growing: GrowingFile, wanted: ByteRange | None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        growing: GrowingFile,
+        wanted: ByteRange | None,
+        clock: IReactorTime,
+        stall_timeout: float,
+    ) -> None:
         self._request = request
+        self._clock = clock
+        self._stall_timeout = stall_timeout
+        self._stall_timer: IDelayedCall | None = None
         self._growing = growing
         self._pos = wanted.start if wanted else 0
         self._stop = wanted.stop if wanted else None
@@ -182,10 +202,23 @@ class FileSender:
 
     def pauseProducing(self) -> None:
         self._paused = True
+        if self._stall_timeout and self._stall_timer is None and not self._done:
+            self._stall_timer = self._clock.callLater(self._stall_timeout, self._client_stalled)
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._cancel_stall_timer()
         self._pump()
+
+    def _client_stalled(self) -> None:
+        self._stall_timer = None
+        log.info("Dropping a client that read nothing for {t:g}s", t=self._stall_timeout)
+        self._abort()
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
+        self._stall_timer = None
 
     def stopProducing(self) -> None:
         self._close()
@@ -235,6 +268,7 @@ class FileSender:
 
     def _close(self) -> None:
         self._done = True
+        self._cancel_stall_timer()
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -158,11 +158,14 @@ class ProxySite(server.Site):
 class ProxyResource(Resource):
     isLeaf = True
 
-    def __init__(self, *, pages: PageCache, files: FileCache, clock: IReactorTime) -> None:
+    def __init__(
+        self, *, pages: PageCache, files: FileCache, clock: IReactorTime, client_timeout: float = 60.0
+    ) -> None:
         super().__init__()
         self._pages = pages
         self._files = files
         self._clock = clock
+        self._client_timeout = client_timeout
 
     def render(self, request: ProxyRequest) -> int:  # type: ignore[override]
         request.started = self._clock.seconds()
@@ -287,7 +290,9 @@ class ProxyResource(Resource):
             if request.channel is None:
                 return
             try:
-                return send_file(request, growing, segments, status)
+                return send_file(
+                    request, growing, segments, status, clock=self._clock, stall_timeout=self._client_timeout
+                )
             except FileNotFoundError:
                 if attempt == 2:  # evicted between the lookup and the open: look again
                     raise
