@@ -385,3 +385,29 @@ async def test_a_damaged_page_record_is_a_miss_not_a_500(fake_upstream_json, tmp
         assert json.loads(record.read_bytes())["format"] == 1
     finally:
         await again.stop()
+
+
+@ensureDeferred
+async def test_connect_timeout_is_a_504(start_proxy):
+    """An upstream whose accept queue is full never completes the handshake."""
+    import select
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            select.select([], [filler], [], 0.1)  # let the kernel settle each handshake (or refuse to)
+            fillers.append(filler)
+        proxy = await start_proxy(f"http://127.0.0.1:{port}/simple/", connect_timeout=0.5)
+        response, body = await page(proxy)
+        assert response.code == 504, body
+        assert b"timed out" in body
+    finally:
+        for s in [*fillers, server]:
+            s.close()
