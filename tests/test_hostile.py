@@ -81,7 +81,7 @@ async def test_hostile_requests(fake_upstream_json, tmp_path, start_proxy):
     many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
     reply = await send(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
     assert status_of(reply) == 431
-    reply = await send(b"GET /simple/\x00 HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = await send(b"GET /simple/\x00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert status_of(reply) == 400
     reply = await send(b"GARBAGE\r\n\r\n")
     assert status_of(reply) == 400
