@@ -100,9 +100,13 @@ class _CacheService(Service):
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
 
+    def privilegedStartService(self) -> None:
+        """Before the listeners bind (they follow this service), so no request meets leftovers."""
+        super().privilegedStartService()
+        self._proxy.start()
+
     def startService(self) -> None:
         super().startService()
-        self._proxy.start()
         settings = self._proxy.settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
