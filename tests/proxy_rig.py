@@ -10,6 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -99,6 +100,39 @@ class RunningProxy:
     def stop(self) -> Any:
         yield self.port.stopListening()
         yield ensureDeferred(self.proxy.stop())
+
+
+async def until(predicate: Any, turns: int = 10000) -> None:
+    """Let the reactor run until ``predicate()`` holds: waits on events, never on the wall clock."""
+    for _ in range(turns):
+        if predicate():
+            return
+        await deferLater(reactor, 0, lambda: None)
+    raise AssertionError("condition never held")
+
+
+async def settled(running: RunningProxy, path: str) -> None:
+    """Wait for the proxy's download of ``path``, if one is in flight, to end."""
+    growing = running.proxy.files.downloading(tuple(path.strip("/").split("/")))
+    if growing is not None:
+        await growing.finished()
+
+
+async def read_until_closed(sock: Any) -> tuple[bytes, bool]:
+    """What a non-blocking socket receives, and whether the peer closed or reset it."""
+    data = b""
+    for _ in range(10000):
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            await deferLater(reactor, 0, lambda: None)
+            continue
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
 
 
 @inlineCallbacks

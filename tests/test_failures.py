@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -17,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from pypicached.pages import PageKey
 
-from .proxy_rig import start_proxy as start_rig
+from .proxy_rig import settled, start_proxy as start_rig, until
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 
@@ -33,12 +34,6 @@ def tmp_in(cache: Path) -> list[Path]:
 async def page(proxy, project: str = "pcx-alpha"):
     response = await proxy.get(f"/simple/{project}/", {"Accept": PIP_ACCEPT})
     return response, await response.content()
-
-
-async def settled(proxy, path: str) -> None:
-    growing = proxy.proxy.files.downloading(tuple(path.strip("/").split("/")))
-    if growing is not None:
-        await growing.finished()
 
 
 class Liar(Resource):
@@ -69,41 +64,12 @@ class Liar(Resource):
 @pytest.fixture
 def liar():
     resource = Liar()
-    port = pytest_twisted_blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource)))
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(resource)))
     resource.url = f"http://127.0.0.1:{port.getHost().port}/simple/"
     yield resource
-    pytest_twisted_blockon(port.stopListening())
+    pytest_twisted.blockon(port.stopListening())
 
 
-async def until(predicate, turns: int = 10000) -> None:
-    """Let the reactor run until ``predicate()`` holds: waits on events, never on the wall clock."""
-    from twisted.internet.task import deferLater
-
-    for _ in range(turns):
-        if predicate():
-            return
-        await deferLater(reactor, 0, lambda: None)
-    raise AssertionError("condition never held")
-
-
-def pytest_twisted_blockon(d):
-    import pytest_twisted
-
-    return pytest_twisted.blockon(d)
-
-
-@pytest.fixture
-def start_proxy(tmp_path):
-    running = []
-
-    async def starter(upstream_url: str, **settings):
-        proxy = await start_rig(upstream_url, tmp_path / f"cache{len(running)}", **settings)
-        running.append(proxy)
-        return proxy
-
-    yield starter
-    for proxy in running:
-        pytest_twisted_blockon(proxy.stop())
 
 
 # --- index pages ---------------------------------------------------------------------

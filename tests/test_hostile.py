@@ -7,8 +7,9 @@ import socket
 
 import pytest
 from pytest_twisted import ensureDeferred
-from twisted.internet import reactor
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
+
+from .proxy_rig import read_until_closed, until
 
 PATHS = [
     "/simple/../../etc/passwd",
@@ -99,14 +100,6 @@ async def test_hostile_requests(fake_upstream_json, tmp_path, start_proxy):
     assert all(r.path in ("/simple/", "/pypi/pcx-alpha/json") for r in fake_upstream_json.log), [r.path for r in fake_upstream_json.log]
 
 
-async def until(predicate, turns: int = 10000) -> None:
-    for _ in range(turns):
-        if predicate():
-            return
-        await deferLater(reactor, 0, lambda: None)
-    raise AssertionError("condition never held")
-
-
 def timer_pending(clock: Clock, delay: float) -> bool:
     return any(abs(c.getTime() - clock.seconds() - delay) < 1e-6 for c in clock.getDelayedCalls())
 
@@ -121,17 +114,8 @@ async def test_slow_headers_get_a_408(fake_upstream_json, start_proxy):
         client.send(b"GET /simple/ HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         await until(lambda: timer_pending(clock, 30))
         clock.advance(31)
-        reply = b""
-        for _ in range(10000):
-            try:
-                data = client.recv(65536)
-            except BlockingIOError:
-                await deferLater(reactor, 0, lambda: None)
-                continue
-            if not data:
-                break
-            reply += data
-        assert status_of(reply) == 408
+        reply, closed = await read_until_closed(client)
+        assert closed and status_of(reply) == 408
     finally:
         client.close()
 
@@ -157,20 +141,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_download_goes_on(f
         await until(lambda: stored.exists() and timer_pending(clock, 60))
         assert stored.read_bytes() == big.data
         clock.advance(61)
-        received, closed = 0, False
-        for _ in range(10000):
-            try:
-                data = client.recv(65536)
-            except BlockingIOError:
-                await deferLater(reactor, 0, lambda: None)
-                continue
-            except ConnectionResetError:
-                closed = True
-                break
-            if not data:
-                closed = True
-                break
-            received += len(data)
-        assert closed and received < big.size
+        received, closed = await read_until_closed(client)
+        assert closed and len(received) < big.size
     finally:
         client.close()

@@ -13,7 +13,7 @@ from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
-from .fake_upstream import JSON_TYPE
+from .proxy_rig import settled
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -32,13 +32,6 @@ async def json_page(proxy, project: str, accept: str = PIP_ACCEPT):
     response = await proxy.get(f"/simple/{project}/", {"Accept": accept})
     assert response.code == 200, await response.text()
     return response, json.loads(await response.content())
-
-
-async def settled(proxy, path: str) -> None:
-    """Wait for the proxy's download of ``path``, if one is in flight, to end."""
-    growing = proxy.proxy.files.downloading(tuple(path.strip("/").split("/")))
-    if growing is not None:
-        await growing.finished()
 
 
 def file_url(proxy, project: str, href: str) -> str:
