@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -19,12 +20,17 @@ from pypicached.config import Settings
 from pypicached.service import Proxy
 
 
+_PENDING = object()
+
+
 @attrs.define
 class Reply:
     """A response as the proxy sent it: no content decoding, no redirect following."""
 
     response: IResponse
     _body: "Deferred[bytes] | None" = None
+    _waiters: "list[Deferred[bytes]]" = attrs.field(factory=list)
+    _result: Any = _PENDING
 
     @property
     def code(self) -> int:
@@ -43,14 +49,31 @@ class Reply:
         return values[0] if values else None
 
     def content(self) -> "Deferred[bytes]":
+        """The body (read once, however often asked); fails if it was cut short."""
         if self._body is None:
             self._body = readBody(self.response)
-        body: Deferred[bytes] = Deferred()
-        self._body.addBoth(lambda r: (body.callback(r) if not isinstance(r, Exception) else body.errback(r), r)[1])
-        return body
+            self._body.addBoth(self._keep)
+        mine: Deferred[bytes] = Deferred()
+        if self._result is not _PENDING:
+            _fire(mine, self._result)
+        else:
+            self._waiters.append(mine)
+        return mine
+
+    def _keep(self, result: Any) -> None:
+        self._result = result
+        for waiter in self._waiters:
+            _fire(waiter, result)
 
     async def text(self) -> str:
         return (await self.content()).decode("utf-8", "replace")
+
+
+def _fire(d: Deferred, result: Any) -> None:
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(result)
 
 
 class _RawClient(Protocol):
