@@ -290,6 +290,8 @@ class _Download(BodyReader):
 
     def received(self, data: bytes) -> None:
         growing = self._growing
+        if growing.state is State.FAILED:
+            return  # abandoned; the rest of the body is being discarded
         for hasher in self._hashers.values():
             hasher.update(data)
         if growing.tail is None:
