@@ -12,6 +12,7 @@ file for a complete one.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import stat
 import tempfile
@@ -83,9 +84,7 @@ class GrowingFile:
         """How many bytes a reader may send now: all of them only once committed."""
         if self.state is State.COMPLETE:
             return self.written
-        if self.size is not None:
-            return min(self.written, self.size - 1)
-        return self.written
+        return max(0, self.written - 1)
 
     def open(self) -> BinaryIO | None:
         """A reader's own handle on the bytes on disk (None if none reached the disk)."""
@@ -208,7 +207,7 @@ class FileCache:
         path = under(self._files, segments)
         try:
             st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
@@ -255,11 +254,12 @@ class _Download(BodyReader):
         self._growing = growing
         self._expected = link.expected_digests()
         self._hashers = {name: new_hasher(name) for name in self._expected}
+        self.unframed_is_complete = bool(self._expected)
         self._out: BinaryIO | None = None
         self._started = cache._clock.seconds()
 
     def start(self) -> None:
-        self._cache._client.get(self._link.url).addCallbacks(self._response, self._fetch_failed)
+        self._cache._client.get(self._link.url, decode=False).addCallbacks(self._response, self._fetch_failed)
 
     def _fetch_failed(self, failure: Failure) -> None:
         error = failure.value
@@ -297,7 +297,7 @@ class _Download(BodyReader):
         if growing.tail is None:
             assert self._out is not None
             try:
-                self._out.write(data)
+                _write_all(self._out, data)
             except OSError as e:
                 self._cache._disk_failed(f"cannot write {growing.path}: {e.strerror}")
                 growing.tail = bytearray(data)
@@ -344,8 +344,14 @@ class _Download(BodyReader):
     def _commit(self) -> None:
         final = under(self._cache._files, self._segments)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._growing.path, final)
+            if os.stat(self._growing.path).st_size != self._growing.written:
+                raise OSError(errno.EIO, "the temporary file is not the size received")
+            try:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._growing.path, final)
+            except FileNotFoundError:  # housekeeping removed the empty directory meanwhile
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._growing.path, final)
             modified = final.stat().st_mtime
         except OSError as e:
             self._served_uncached(f"cannot commit {final}: {e.strerror}")
@@ -397,6 +403,16 @@ class _Download(BodyReader):
                 os.unlink(self._growing.path)
             except OSError:
                 pass
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    """An unbuffered write may take only part of the data (a filling disk): write the rest."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        if not n:
+            raise OSError(errno.ENOSPC, "short write")
+        view = view[n:]
 
 
 def open_temporary_file(directory: Path) -> "tuple[BinaryIO, Path]":

@@ -25,6 +25,10 @@ def is_valid_version(version: str) -> bool:
     return _VALID_VERSION.match(version) is not None
 
 
+#: A hostile name like ``a-1-1-1-…tar.gz`` must not fan out into many upstream fetches.
+MAX_CANDIDATES = 3
+
+
 def projects_for_filename(filename: str) -> list[str]:
     """
     The normalized project names a distribution file name may belong to, most
@@ -45,8 +49,8 @@ def projects_for_filename(filename: str) -> list[str]:
     candidates = [
         "-".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if parts[i][:1].isdigit()
     ]
-    names = []
+    names: list[str] = []
     for candidate in candidates:
         if is_valid_name(candidate) and normalize(candidate) not in names:
             names.append(normalize(candidate))
-    return names
+    return names[:MAX_CANDIDATES]

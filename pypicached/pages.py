@@ -38,6 +38,8 @@ MEMORY_PAGES = 256
 #: After a failed revalidation, how long a page is served stale before asking again,
 #: so that during an outage requests do not each wait for the upstream to time out.
 RETRY_AFTER = 30.0
+#: A fresh page that lacks a requested file is revalidated early, at most this often.
+MIN_REFRESH = 10.0
 STALE_WARNING = '110 pypicached "Response is Stale"'
 FAILED_WARNING = '111 pypicached "Revalidation Failed"'
 
@@ -228,11 +230,11 @@ class PageCache:
         path = self._root.joinpath(*key.relpath())
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except OSError:
             return None
         try:
             page = StoredPage.from_json(key, data)
-        except (ValueError, KeyError, TypeError) as e:
+        except Exception as e:
             log.warn("Ignoring damaged page record {path}: {e}", path=str(path), e=e)
             return None
         self._remember(page)
@@ -251,6 +253,12 @@ class PageCache:
         for key in keys:
             try:
                 result = await self.get(key)
+                if segments not in result.page.links() and result.status is CacheStatus.HIT:
+                    # a fresh page may predate a new release: ask once more, at most so often
+                    if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
+                        result = await self._inflight.run(
+                            key, lambda: ensureDeferred(self._revalidate(key, result.page))
+                        )
             except NotFound:
                 continue
             link = result.page.links().get(segments)
@@ -331,7 +339,10 @@ class PageCache:
 
     def _forget(self, key: PageKey) -> None:
         self._memory.pop(key, None)
-        self._missing[key] = self._clock.seconds() + NEGATIVE_TTL
+        now = self._clock.seconds()
+        if len(self._missing) > 10_000:
+            self._missing = {k: t for k, t in self._missing.items() if t > now}
+        self._missing[key] = now + NEGATIVE_TTL
         path = self._root.joinpath(*key.relpath())
         self._run_in_thread(_unlink, path).addErrback(
             lambda f: log.failure("Could not remove {path}", f, path=str(path))

@@ -45,6 +45,8 @@ class RequestPath:
                 segment = unquote_to_bytes(piece).decode("utf-8")
             except UnicodeDecodeError:
                 raise BadPath("path is not UTF-8") from None
+            if len(piece) > 255 * 3 or len(segment.encode("utf-8")) > 255:
+                raise BadPath("path segment longer than a file name may be")
             if segment in ("", ".", "..") or any(
                 c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
             ):

@@ -118,17 +118,19 @@ def send_file(
         return
 
     wanted = ByteRange(0, size) if size is not None else None
+    header_range: ByteRange | None = None
     header = request.getHeader(b"range")
     if header is not None and size is not None and _if_range_holds(request, etag, growing.modified):
         try:
-            wanted = parse_range(header, size) or wanted
+            header_range = parse_range(header, size)
+            wanted = header_range or wanted
         except Unsatisfiable:
             request.setResponseCode(416)
             request.setHeader(b"Content-Range", b"bytes */%d" % size)
             request.setHeader(b"Content-Length", b"0")
             request.finish()
             return
-        if wanted is not None and (wanted.start, wanted.stop) != (0, size):
+        if wanted is not None and header_range is not None:
             request.setResponseCode(206)
             request.setHeader(b"Content-Range", wanted.content_range(size))
     if wanted is not None:

@@ -18,7 +18,7 @@ from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -86,18 +86,30 @@ class UpstreamClient:
         self._pool.maxPersistentPerHost = 8
         self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=connect_timeout))
 
-    def get(self, url: str, headers: Mapping[str, str] | None = None) -> "Deferred[IResponse]":
-        """Start a GET; the body is left for the caller to consume."""
+    def get(
+        self, url: str, headers: Mapping[str, str] | None = None, *, decode: bool = True
+    ) -> "Deferred[IResponse]":
+        """
+        Start a GET; the body is left for the caller to consume. With ``decode``
+        off, a gzip ``Content-Encoding`` is not undone: a package file's digest is
+        of its bytes as served, and a ``.tar.gz`` is often (wrongly) labelled so.
+        """
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
         d = self._http.get(
             url, headers=sent, unbuffered=True, reactor=self.clock, timeout=self._response_timeout or None
         )
-        return d.addCallbacks(lambda r: r.original, lambda f: _as_upstream_error(f, url))
+        return d.addCallbacks(lambda r: _unwrap(r.original, decode), lambda f: _as_upstream_error(f, url))
 
     def close(self) -> "Deferred[None]":
         return self._pool.closeCachedConnections()
+
+
+def _unwrap(response: IResponse, decode: bool) -> IResponse:
+    if not decode and isinstance(response, GzipDecoder):
+        return response.original  # type: ignore[no-any-return]
+    return response
 
 
 def _as_upstream_error(failure: Failure, url: str) -> Failure:
@@ -117,6 +129,10 @@ class BodyReader(Protocol):
     ``idle_timeout`` seconds, and tells a complete body from a cut-short one
     (which ``treq.collect`` does not).
     """
+
+    #: Whether a body delimited only by the connection closing counts as whole;
+    #: only where a digest will check it.
+    unframed_is_complete = False
 
     def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
         self._clock = clock
@@ -142,8 +158,10 @@ class BodyReader(Protocol):
             self._timer.cancel()
         if self._stalled:
             self.ended(UpstreamError(f"upstream body stalled: no data for {self._idle:g}s", 504))
-        elif reason.check(ResponseDone, PotentialDataLoss):
+        elif reason.check(ResponseDone) or (reason.check(PotentialDataLoss) and self.unframed_is_complete):
             self.ended(None)
+        elif reason.check(PotentialDataLoss):
+            self.ended(UpstreamError("upstream closed the connection with no sign the body was complete"))
         else:
             self.ended(UpstreamError(f"upstream body broken off: {_reason(reason)}"))
 

@@ -66,15 +66,14 @@ class ProxyChannel(HTTPChannel):
     _header_bytes = 0
     _line_count = 0
     _header_timer: Any = None
+    _in_request = False
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self._expect_request()
-
-    def _expect_request(self) -> None:
-        self._header_bytes = self._line_count = 0
-        if self.header_timeout:
+    def dataReceived(self, data: bytes) -> None:
+        # The clock starts with a request's first byte; an idle keep-alive
+        # connection is the client_timeout's business, and closed silently.
+        if not self._in_request and self._header_timer is None and self.header_timeout:
             self._header_timer = self.callLater(self.header_timeout, self._headers_too_slow)
+        super().dataReceived(data)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
@@ -98,22 +97,22 @@ class ProxyChannel(HTTPChannel):
             self._refuse(431, b"Request Header Fields Too Large", b"request headers too large")
 
     def allHeadersReceived(self) -> None:
-        if self._header_timer is not None and self._header_timer.active():
-            self._header_timer.cancel()
-        self._header_timer = None
+        self._cancel_header_timer()
+        self._in_request = True
         super().allHeadersReceived()
 
     def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
-        if self.transport is not None and not self._disconnecting_or_gone():
-            self._expect_request()
+        self._in_request = False
+        self._header_bytes = self._line_count = 0
+        super().requestDone(request)  # may start a pipelined request at once
 
-    def _disconnecting_or_gone(self) -> bool:
-        return bool(getattr(self.transport, "disconnecting", False)) or not self.connected
-
-    def connectionLost(self, reason: Any) -> None:
+    def _cancel_header_timer(self) -> None:
         if self._header_timer is not None and self._header_timer.active():
             self._header_timer.cancel()
+        self._header_timer = None
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_header_timer()
         super().connectionLost(reason)
 
     def _refuse(self, code: int, phrase: bytes, reason: bytes) -> None:
@@ -243,6 +242,8 @@ class ProxyResource(Resource):
             request.setHeader(b"Content-Encoding", b"gzip")
         if result.warning:
             request.setHeader(b"Warning", result.warning.encode())
+        if request.channel is None:
+            return
         none_match = request.getHeader(b"if-none-match")
         if none_match is not None and etag in [t.strip() for t in none_match.split(b",")]:
             request.setHeader(HEADER, result.status.value.encode())

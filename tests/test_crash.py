@@ -133,7 +133,7 @@ async def test_sigkill_mid_download_restarts_into_a_consistent_cache(fake_upstre
 
     # --- first life: pages stored, one small wheel committed, the big wheel held mid-body ----
     first = Run(tmp_path, cache, upstream.simple_url)
-    watcher = BodyCounter(GATE_AT)
+    watcher = BodyCounter(GATE_AT - 1)  # the proxy holds back the last byte it has until the file verifies
     try:
         client = await first.started()
         for project in ("pcx-big", "pcx-alpha"):
@@ -159,7 +159,7 @@ async def test_sigkill_mid_download_restarts_into_a_consistent_cache(fake_upstre
         await turns_until(
             lambda: any(p.stat().st_size >= GATE_AT for p in partials(tmp)), f"{GATE_AT} bytes in tmp/dl-*"
         )
-        assert watcher.received == GATE_AT  # held at the gate: nothing beyond it reached anyone
+        assert watcher.received == GATE_AT - 1  # held at the gate, less the held-back byte
     finally:
         exit_status = await first.kill("KILL")
     assert exit_status == (None, signal.SIGKILL), first.log

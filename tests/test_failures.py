@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import gzip
+import hashlib
 import json
 import socket
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import pytest_twisted
@@ -36,6 +39,9 @@ async def page(proxy, project: str = "pcx-alpha"):
     return response, await response.content()
 
 
+GZ_SDIST = gzip.compress(b"pretend this is a tar archive" * 100, mtime=0)
+
+
 class Liar(Resource):
     """An upstream that answers with whatever broken thing a test names in ``mode``."""
 
@@ -53,6 +59,15 @@ class Liar(Resource):
             request.setResponseCode(302)
             request.setHeader(b"Location", request.path)
             return b""
+        if self.mode == "gzip-labelled":  # what static.File does for a .tar.gz
+            if request.path.endswith(b".tar.gz"):
+                request.setHeader(b"Content-Type", b"application/x-tar")
+                request.setHeader(b"Content-Encoding", b"gzip")
+                return GZ_SDIST
+            request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+            files = [{"filename": "pkg-1.0.tar.gz", "url": "/files/pkg-1.0.tar.gz",
+                      "hashes": {"sha256": hashlib.sha256(GZ_SDIST).hexdigest()}}]
+            return json.dumps({"meta": {"api-version": "1.0"}, "name": "pkg", "files": files}).encode()
         if self.mode == "chunked-cut":
             request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
             request.write(b'{"meta": {"api-version": "1.1"}, "files": [')  # chunked: no length
@@ -85,6 +100,19 @@ async def test_a_lying_upstream_is_a_502_never_a_404(liar, mode, start_proxy):
     assert response.header("Content-Type") == "text/plain; charset=utf-8"
     assert response.header("X-Pypi-Cache") == "ERROR"
     assert body.count(b"\n") == 1 and b"upstream" in body
+
+
+@ensureDeferred
+async def test_a_tar_gz_labelled_gzip_is_stored_as_served(liar, start_proxy):
+    liar.mode = "gzip-labelled"
+    proxy = await start_proxy(liar.url)
+    response, body = await page(proxy, "pkg")
+    href = json.loads(body)["files"][0]["url"]
+    for status in ("MISS", "HIT"):
+        response = await proxy.get(urljoin(proxy.base_url + "/simple/pkg/", href), {"Accept-Encoding": "gzip"})
+        assert response.code == 200 and response.header("X-Pypi-Cache") == status
+        assert response.header("Content-Encoding") is None
+        assert await response.content() == GZ_SDIST
 
 
 @ensureDeferred

@@ -185,7 +185,7 @@ async def test_ranges_head_and_conditional_requests(fake_upstream_json, dists, s
         ("bytes=0-9", 206, f"bytes 0-9/{size}", wheel.data[:10]),
         ("bytes=10-", 206, f"bytes 10-{size - 1}/{size}", wheel.data[10:]),
         ("bytes=-100", 206, f"bytes {size - 100}-{size - 1}/{size}", wheel.data[-100:]),
-        ("bytes=-10000000", 200, None, wheel.data),
+        ("bytes=-10000000", 206, f"bytes 0-{size - 1}/{size}", wheel.data),  # poetry's suffix on a small file
         ("bytes=0-1,4-5", 200, None, wheel.data),
     ]
     for spec, code, content_range, data in cases:
