@@ -9,14 +9,23 @@ from typing import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 
 #: Runs a blocking callable off the event loop and reports back as a Deferred.
 RunInThread = Callable[..., Deferred]
 
 
-def thread_runner(reactor) -> RunInThread:  # type: ignore[no-untyped-def]
-    """The reactor's thread pool as a ``RunInThread``."""
-    return lambda f, *a, **kw: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a, **kw)
+def thread_runner(reactor, pool: ThreadPool | None = None) -> RunInThread:  # type: ignore[no-untyped-def]
+    """A thread pool (the reactor's by default) as a ``RunInThread``."""
+    return lambda f, *a, **kw: deferToThreadPool(reactor, pool or reactor.getThreadPool(), f, *a, **kw)
+
+
+def disk_pool() -> ThreadPool:
+    """
+    Threads for disk work only: fsyncs and housekeeping passes must not queue
+    behind, or ahead of, the name lookups that share the reactor's own pool.
+    """
+    return ThreadPool(minthreads=1, maxthreads=4, name="pypicached-disk")
 
 
 class ThreadWork:

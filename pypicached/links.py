@@ -68,15 +68,16 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     return bare, ({name: value} if sep and name and value else {})
 
 
-def proxy_path(url: str) -> tuple[str, ...]:
+def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
     """
     The path segments the proxy serves an upstream file under.
 
     Files whose path starts with ``/packages/`` (the public index, and another
     pypicached) keep that path, so links and logs look the same at every tier.
-    Anything else goes to ``/packages/+f/<digest of its URL>/<filename>``: stable
-    across restarts, collision-free, and still ending in the real filename,
-    which is where installers read it from.
+    Anything else goes to ``/packages/+f/<key>/<filename>``, the key a digest of
+    the URL and the published sha256: stable across restarts, collision-free,
+    new when an index that allows it replaces a file under the same URL, and
+    still ending in the real filename, which is where installers read it from.
     """
     path = urlsplit(url).path
     segments = tuple(unquote(s) for s in path.split("/")[1:])
@@ -88,7 +89,7 @@ def proxy_path(url: str) -> tuple[str, ...]:
     ):
         return segments
     filename = segments[-1] if segments and _plain(segments[-1]) else "file"
-    key = hashlib.blake2b(url.encode("utf-8"), digest_size=16).hexdigest()
+    key = hashlib.blake2b(f"{url}#{sha256.lower()}".encode("utf-8"), digest_size=16).hexdigest()
     return ("packages", "+f", key, filename)
 
 

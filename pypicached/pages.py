@@ -90,7 +90,7 @@ class StoredPage:
         if "links" not in self.memo:
             table: dict[tuple[str, ...], FileLink] = {}
             for link, meta in simple.file_links(self.page).values():
-                path = proxy_path(link.url)
+                path = proxy_path(link.url, dict(link.hashes).get("sha256", ""))
                 table[path] = link
                 if meta is not None:
                     table[path[:-1] + (path[-1] + ".metadata",)] = meta

@@ -36,5 +36,7 @@ def render(page: Page, href_for: HrefFor) -> bytes:
     out = json.loads(json.dumps(page))
     for entry in _file_entries(out):
         if isinstance(entry.get("url"), str):
-            entry["url"] = href_for(entry["url"], "")
+            digests = entry.get("digests")
+            sha256 = digests.get("sha256", "") if isinstance(digests, dict) else ""
+            entry["url"] = href_for(entry["url"], str(sha256), "")
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicached.config import Settings
-from pypicached.disk import RunInThread, ThreadWork, thread_runner
+from pypicached.disk import RunInThread, ThreadWork, disk_pool, thread_runner
 from pypicached.files import FileCache
 from pypicached.housekeeping import Budget, Housekeeper
 from pypicached.pages import PageCache
@@ -35,7 +35,8 @@ class Proxy:
     ) -> None:
         clock = clock or reactor
         root = Path(settings.cache_dir)
-        run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor))
+        self._pool = None if run_in_thread else disk_pool()
+        run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor, self._pool))
         self.settings = settings
         self.client = UpstreamClient(
             reactor,
@@ -82,6 +83,8 @@ class Proxy:
         )
 
     def start(self) -> None:
+        if self._pool is not None:
+            self._pool.start()
         removed = self.files.sweep()
         if removed:
             log.info("Removed {n} unfinished downloads left by the last run", n=removed)
@@ -92,6 +95,8 @@ class Proxy:
         self.housekeeper.stop()
         await self.disk_work.idle()
         await self.client.close()
+        if self._pool is not None and self._pool.started:
+            self._pool.stop()
 
 
 class _CacheService(Service):

@@ -28,8 +28,9 @@ class BadPage(ValueError):
 
 
 Page = dict[str, Any]
-#: Maps an absolute upstream file URL (with its fragment) to the href clients get.
-HrefFor = Callable[[str, str], str]
+#: Maps an absolute upstream file URL, its sha256 ("" if unknown) and the fragment to
+#: send to the href clients get.
+HrefFor = Callable[[str, str, str], str]
 
 _CORE_METADATA_KEYS = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
 _ATTRIBUTE_FOR_KEY = {
@@ -189,7 +190,7 @@ def render_project(page: Page, name: str, fmt: Format, href_for: HrefFor) -> byt
     files = []
     for entry in page.get("files", ()):
         out = dict(entry)
-        out["url"] = href_for(entry["url"], "" if fmt.is_json else _fragment(entry))
+        out["url"] = href_for(entry["url"], _sha256(entry), "" if fmt.is_json else _fragment(entry))
         metadata = core_metadata(entry)
         for key in _CORE_METADATA_KEYS:
             out.pop(key, None)
@@ -206,6 +207,11 @@ def render_project(page: Page, name: str, fmt: Format, href_for: HrefFor) -> byt
         for f in files
     ]
     return _html(page, f"Links for {name}", rows)
+
+
+def _sha256(entry: dict[str, Any]) -> str:
+    _, fragment_hash = split_url(entry["url"])
+    return (dict(hashes_of(entry.get("hashes"))) or fragment_hash).get("sha256", "")
 
 
 def _fragment(entry: dict[str, Any]) -> str:

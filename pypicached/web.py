@@ -272,8 +272,8 @@ class ProxyResource(Resource):
     def _render(result: PageResult, fmt: Format, depth: int) -> bytes:
         page = result.page
 
-        def href_for(url: str, fragment: str) -> str:
-            return relative_href(depth, proxy_path(split_url(url)[0]), fragment)
+        def href_for(url: str, sha256: str, fragment: str) -> str:
+            return relative_href(depth, proxy_path(split_url(url)[0], sha256), fragment)
 
         if page.key.kind == "index":
             return simple.render_index(page.page, fmt)

@@ -16,7 +16,7 @@ HTML_PAGE = b"""<!DOCTYPE html><html><head><meta name="pypi:repository-version" 
 </body></html>"""
 
 
-def href(url: str, fragment: str) -> str:
+def href(url: str, sha256: str, fragment: str) -> str:
     return "PROXY:" + url + ("#" + fragment if fragment else "")
 
 

@@ -118,6 +118,9 @@ def test_proxy_path_keeps_the_public_layout_and_hides_others():
     other = proxy_path("http://host/static/../files/foo-1.0.tar.gz")
     assert other[:2] == ("packages", "+f") and other[-1] == "foo-1.0.tar.gz"
     assert proxy_path("http://a/files/x.whl") != proxy_path("http://b/files/x.whl")
+    # an index that replaces a file under the same URL gets a new path, not the old bytes
+    assert proxy_path("http://a/files/x.whl", "aa") != proxy_path("http://a/files/x.whl", "bb")
+    assert proxy_path(url, "aa") == proxy_path(url)  # the public layout is already content-addressed
     assert relative_href(2, ("packages", "a b", "x.whl"), "sha256=00") == "../../packages/a%20b/x.whl#sha256=00"
 
 
