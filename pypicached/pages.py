@@ -293,8 +293,8 @@ class PageCache:
             status = CacheStatus.REVALIDATED
         elif response.code == 200:
             body = await read_body(self._client, response)
-            try:
-                fresh = self._parse(key, response, body, url)
+            try:  # parsing a big page is seconds of CPU: not on the event loop
+                fresh = await self._run_in_thread(self._parse, key, response, body, url)
             except simple.BadPage as e:
                 raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
             status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
@@ -350,11 +350,10 @@ class PageCache:
 
     def _store(self, page: StoredPage) -> None:
         path = self._root.joinpath(*page.key.relpath())
-        data = page.to_json()
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, self._tmp)
+            atomic_write(path, page.to_json(), self._tmp)
 
         self._run_in_thread(write).addErrback(
             lambda f: log.error(

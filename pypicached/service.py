@@ -73,7 +73,11 @@ class Proxy:
         )
         self.files.on_commit = self.housekeeper.committed
         self.resource = ProxyResource(
-            pages=self.pages, files=self.files, clock=clock, client_timeout=settings.client_timeout
+            pages=self.pages,
+            files=self.files,
+            clock=clock,
+            run_in_thread=run,
+            client_timeout=settings.client_timeout,
         )
         self.site = ProxySite(
             self.resource,

@@ -18,6 +18,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached import pypijson, simple
+from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
 from pypicached.links import proxy_path, relative_href, split_url
 from pypicached.names import is_valid_name, is_valid_version, normalize
@@ -158,9 +159,16 @@ class ProxyResource(Resource):
     isLeaf = True
 
     def __init__(
-        self, *, pages: PageCache, files: FileCache, clock: IReactorTime, client_timeout: float = 60.0
+        self,
+        *,
+        pages: PageCache,
+        files: FileCache,
+        clock: IReactorTime,
+        run_in_thread: RunInThread,
+        client_timeout: float = 60.0,
     ) -> None:
         super().__init__()
+        self._run_in_thread = run_in_thread
         self._pages = pages
         self._files = files
         self._clock = clock
@@ -233,7 +241,11 @@ class ProxyResource(Resource):
         fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
         content_type = "application/json" if key.kind == "json" else fmt.value
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        body, etag = self._rendered(result, fmt, depth, compress)
+        memo_key = (fmt, depth, compress)
+        if memo_key not in result.page.memo:
+            # rendering (and compressing) a big page is seconds of CPU: not on the event loop
+            result.page.memo[memo_key] = await self._run_in_thread(self._rendered, result, fmt, depth, compress)
+        body, etag = result.page.memo[memo_key]
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", etag)
         remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))
