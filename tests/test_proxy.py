@@ -421,3 +421,24 @@ async def test_methods_and_long_uris(fake_upstream_json, start_proxy):
     assert response.code == 404
     response = await proxy.get("/")
     assert response.code == 200
+
+
+@ensureDeferred
+async def test_a_new_release_is_found_before_the_page_expires(fake_upstream_json, start_proxy):
+    from twisted.internet.task import Clock
+
+    from .wheels import build_wheel
+
+    clock = Clock()
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock, index_ttl=600)
+    await json_page(proxy, "pcx-alpha")
+    new = build_wheel("pcx-alpha", "3.0")
+    fake_upstream_json.add(new)
+    clock.advance(11)  # the page is still fresh, but older than the early-refresh floor
+    response = await proxy.get(new.pypi_path)
+    assert response.code == 200 and await response.content() == new.data
+    assert fake_upstream_json.count("/simple/pcx-alpha/") == 2
+    # a name no page will ever link costs no more than one early refresh per 10 s
+    for _ in range(3):
+        assert (await proxy.get(new.pypi_path.replace("3.0", "9.9"))).code == 404
+    assert fake_upstream_json.count("/simple/pcx-alpha/") == 2
