@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 
-import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet.task import Clock
 

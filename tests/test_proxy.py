@@ -8,9 +8,7 @@ import re
 from urllib.parse import urljoin
 
 import pytest
-import treq
 from pytest_twisted import ensureDeferred
-from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from .proxy_rig import settled
