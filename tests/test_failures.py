@@ -405,3 +405,32 @@ async def test_connect_timeout_is_a_504(start_proxy):
     finally:
         for s in [*fillers, server]:
             s.close()
+
+
+@ensureDeferred
+async def test_name_resolution_failure_is_a_502(start_proxy):
+    """Resolved by a stand-in resolver, so the test sends no DNS query anywhere."""
+    from twisted.internet.interfaces import IHostnameResolver
+    from zope.interface import implementer
+
+    @implementer(IHostnameResolver)
+    class NoSuchHost:
+        def __init__(self, real):
+            self.real = real
+
+        def resolveHostName(self, receiver, hostName, *args, **kwargs):
+            if hostName != "upstream.test":
+                return self.real.resolveHostName(receiver, hostName, *args, **kwargs)
+            receiver.resolutionBegan(None)
+            receiver.resolutionComplete()
+            return receiver
+
+    real = reactor.nameResolver
+    reactor.installNameResolver(NoSuchHost(real))
+    try:
+        proxy = await start_proxy("http://upstream.test/simple/")
+        response, body = await page(proxy)
+        assert response.code == 502 and response.header("X-Pypi-Cache") == "ERROR"
+        assert b"upstream.test" in body and body.count(b"\n") == 1
+    finally:
+        reactor.installNameResolver(real)
