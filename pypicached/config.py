@@ -43,6 +43,9 @@ class Settings:
     max_size: int = 50 * 1024**3
     min_free: int = 5 * 1024**3
     inactive: float = 180 * 86400.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_chain: Path | None = None
 
 
 def _listen(value: Any) -> tuple[str, ...]:
@@ -72,9 +75,9 @@ def _upstream(value: Any) -> str:
     return text if text.endswith("/") else text + "/"
 
 
-def _cache_dir(value: Any) -> Path:
+def _path(value: Any) -> Path:
     if not isinstance(value, str) or not value:
-        raise ValueError("expected a directory path")
+        raise ValueError("expected a file or directory path")
     return Path(value)
 
 
@@ -158,7 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
         _upstream,
         "URL of the upstream simple index (PEP 503/691). [default: the public index]",
     ),
-    Setting("cache_dir", _cache_dir, "Directory of the disk cache. [default: ./cache]"),
+    Setting("cache_dir", _path, "Directory of the disk cache. [default: ./cache]"),
     Setting(
         "index_ttl",
         _seconds,
@@ -211,6 +214,13 @@ SETTINGS: tuple[Setting, ...] = (
         _seconds,
         "Drop cached files unused for this long. [default: 180d]",
     ),
+    Setting(
+        "tls_cert",
+        _path,
+        "PEM certificate (optionally followed by its chain) for ssl:PORT listeners that name no files.",
+    ),
+    Setting("tls_key", _path, "PEM private key for tls_cert."),
+    Setting("tls_chain", _path, "PEM intermediate certificates to send after tls_cert (optional)."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -246,6 +256,8 @@ def build_settings(
                 values[key] = setting.parse(raw)
             except ValueError as e:
                 raise ConfigError(f"{key} ({origin}): {e}") from None
+    if (values.get("tls_cert") is None) != (values.get("tls_key") is None):
+        raise ConfigError("tls_cert and tls_key: give both or neither")
     return Settings(**values)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.logger import Logger
 
 from pypicached.config import Settings
@@ -16,6 +18,7 @@ from pypicached.disk import RunInThread, ThreadWork, disk_pool, thread_runner
 from pypicached.files import FileCache
 from pypicached.housekeeping import Budget, Housekeeper
 from pypicached.pages import PageCache
+from pypicached.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream import UpstreamClient, UpstreamIndex
 from pypicached.web import ProxyResource, ProxySite
 
@@ -104,10 +107,12 @@ class Proxy:
 
 
 class _CacheService(Service):
-    """Sweeps leftovers at start and closes upstream connections at stop."""
+    """Sweeps leftovers at start, reloads certificates on SIGHUP, closes upstream connections at stop."""
 
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
+        self.tls_contexts: list[ReloadableContext] = []
+        self._previous_sighup: Any = None
 
     def privilegedStartService(self) -> None:
         """Before the listeners bind (they follow this service), so no request meets leftovers."""
@@ -116,6 +121,12 @@ class _CacheService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if self.tls_contexts:
+            from twisted.internet import reactor
+
+            self._previous_sighup = signal.signal(
+                signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload_tls)
+            )
         settings = self._proxy.settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
@@ -125,17 +136,41 @@ class _CacheService(Service):
             ttl=settings.index_ttl,
         )
 
+    def reload_tls(self) -> None:
+        for context in self.tls_contexts:
+            context.reload()
+
     def stopService(self) -> "Deferred[None]":
         super().stopService()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
         return ensureDeferred(self._proxy.stop())
 
 
+def endpoint_for(
+    reactor, description: str, settings: Settings  # type: ignore[no-untyped-def]
+) -> tuple[IStreamServerEndpoint, ReloadableContext | None]:
+    """A listen string's endpoint: ours for ``ssl:`` (TLS 1.2+, reloadable), Twisted's for the rest."""
+    default_files = (
+        TLSFiles(settings.tls_cert, settings.tls_key, settings.tls_chain)
+        if settings.tls_cert is not None and settings.tls_key is not None
+        else None
+    )
+    tls = tls_endpoint(reactor, description, default_files)
+    if tls is not None:
+        return tls
+    return serverFromString(reactor, description), None
+
+
 def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]
-    """The daemon as a twistd service: one listener per endpoint, then the caches."""
+    """The daemon as a twistd service: the caches, then one listener per endpoint."""
     proxy = Proxy(settings, reactor)
     top = MultiService()
-    _CacheService(proxy).setServiceParent(top)
+    cache_service = _CacheService(proxy)
+    cache_service.setServiceParent(top)
     for description in settings.listen:
-        endpoint = serverFromString(reactor, description)
+        endpoint, context = endpoint_for(reactor, description, settings)
+        if context is not None:
+            cache_service.tls_contexts.append(context)
         StreamServerEndpointService(endpoint, proxy.site).setServiceParent(top)
     return top

@@ -6,11 +6,10 @@ import sys
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from pypicached.config import SETTINGS, ConfigError, Settings, build_settings, check_cache_dir, read_toml
-from pypicached.service import make_service
+from pypicached.service import endpoint_for, make_service
 
 
 class Options(usage.Options):
@@ -65,7 +64,7 @@ def load_settings(options: Options, reactor: Any) -> Settings:
     settings = build_settings(file_values, options.overrides(), source=options["config"] or "config")
     for description in settings.listen:
         try:
-            serverFromString(reactor, description)
+            endpoint_for(reactor, description, settings)
         except Exception as e:
             raise ConfigError(f"listen: cannot use endpoint {description!r}: {e}") from None
     check_cache_dir(settings.cache_dir)

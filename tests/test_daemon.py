@@ -30,7 +30,7 @@ class Daemon(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        match = re.search(rb"ProxySite starting on (\d+)", self.output)
+        match = re.search(rb"ProxySite (?:\(TLS\) )?starting on (\d+)", self.output)
         if match and not self.port.called:
             self.port.callback(int(match.group(1)))
 
@@ -89,6 +89,8 @@ async def test_twistd_runs_the_plugin_with_config_and_flags(fake_upstream_json, 
         ([], "this is not toml", "is not valid TOML"),
         (["--cache-dir", "/proc/no/such"], None, "cache_dir: '/proc/no/such' is not a writable directory"),
         (["--upstream", "ftp://x/"], None, "upstream (command line)"),
+        (["--listen", "ssl:443:privateKey=/no/such.key"], None, "cannot read key /no/such.key"),
+        ([], 'tls_cert = "/x.pem"', "tls_cert and tls_key: give both or neither"),
     ],
 )
 @ensureDeferred
