@@ -1,0 +1,35 @@
+"""
+Log lines for the systemd journal (``twistd --logger=pypicached.journal.observer``):
+no timestamp, since the journal adds its own, and a ``<N>`` priority prefix so
+that ``journalctl -p warning`` finds the warnings.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from twisted.logger import FileLogObserver, LogLevel, formatEvent
+
+_PRIORITY = {
+    LogLevel.critical: 2,
+    LogLevel.error: 3,
+    LogLevel.warn: 4,
+    LogLevel.info: 6,
+    LogLevel.debug: 7,
+}
+
+
+def format_line(event: dict[str, Any]) -> str:
+    text = formatEvent(event)
+    if event.get("log_failure") is not None:
+        text += "\n" + event["log_failure"].getTraceback()
+    priority = _PRIORITY.get(event.get("log_level", LogLevel.info), 6)
+    namespace = event.get("log_namespace", "-")
+    lines = text.rstrip("\n").split("\n")
+    return "".join(f"<{priority}>[{namespace}] {line}\n" for line in lines)
+
+
+def observer(out: TextIO | None = None) -> FileLogObserver:
+    """The observer factory twistd's ``--logger`` calls."""
+    return FileLogObserver(out or sys.stdout, format_line)
