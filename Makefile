@@ -4,7 +4,7 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm bench clean
+.PHONY: run test test-current test-bookworm bench deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -21,6 +21,25 @@ test-bookworm: $(BOOKWORM)/.test-installed
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/eviction_stall.py
+
+# The Debian package, built with Debian's own Python and libraries (not a venv's).
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+DEB_BUILD_DEPS := debhelper dh-python dh-sequence-python3 pybuild-plugin-pyproject python3-all \
+	python3-setuptools python3-attr python3-openssl python3-packaging python3-pytest \
+	python3-pytest-twisted python3-service-identity python3-treq python3-twisted lintian fakeroot
+
+deb-deps:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_BUILD_DEPS) || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_BUILD_DEPS); }
+
+deb: deb-deps
+	env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b
+	mkdir -p build/deb
+	mv ../pypicached_*_all.deb ../pypicached_*.buildinfo ../pypicached_*.changes build/deb/
+	env PATH=$(DEB_PATH) lintian --fail-on error,warning --pedantic build/deb/pypicached_*_all.deb
+
+deb-test: deb $(VENV)/.installed
+	env PATH=$(DEB_PATH) python3 tests/deb_check.py $(CURDIR)/$$(ls build/deb/pypicached_*_all.deb) $(CURDIR)/$(VENV)/bin/python
 
 $(VENV)/bin/python $(BOOKWORM)/bin/python:
 	$(PYTHON) -m venv $(@D)/..
@@ -39,4 +58,4 @@ $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tes
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BOOKWORM) build *.egg-info
+	rm -rf $(VENV) $(BOOKWORM) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log

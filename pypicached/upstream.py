@@ -18,7 +18,7 @@ from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import _HTTP11ClientFactory, Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
@@ -61,6 +61,10 @@ class UpstreamIndex:
         return base + (f"{version}/json" if version else "json")
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 class UpstreamClient:
     """
     Fetches from upstream over one persistent connection pool, which it owns.
@@ -84,6 +88,7 @@ class UpstreamClient:
         self._response_timeout = response_timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
+        self._pool._factory = _QuietFactory  # no "Starting factory" line per upstream connection
         self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=connect_timeout))
 
     def get(

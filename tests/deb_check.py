@@ -1,0 +1,116 @@
+"""
+`make deb-test`: install the built package with apt, start the daemon exactly as
+the unit's ExecStart does (as the pypicached user, with the packaged config), run
+pip through it against a static index on 127.0.0.1, check the cache landed in
+/var/cache/pypicached, then purge. Run as root on a Debian machine.
+
+    python3 tests/deb_check.py DEB PIP_PYTHON
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.wheels import build_wheel  # noqa: E402
+
+UNIT = Path("/lib/systemd/system/pypicached.service")
+CACHE = Path("/var/cache/pypicached")
+
+
+def sh(*argv: str) -> str:
+    print("+", " ".join(argv), flush=True)
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def static_index(root: Path) -> str:
+    """A PEP 503 directory index with relative links, as a plain web server shows it."""
+    dist = build_wheel("deb-check", "1.0")
+    (root / "simple" / "deb-check").mkdir(parents=True)
+    (root / "files").mkdir()
+    (root / "files" / dist.filename).write_bytes(dist.data)
+    (root / "simple" / "deb-check" / "index.html").write_text(
+        f'<a href="../../files/{dist.filename}#sha256={dist.sha256}">{dist.filename}</a>\n'
+    )
+    return dist.filename
+
+
+def wait_for(port: int, process: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"daemon exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("daemon did not start listening")
+
+
+def main(deb: str, pip_python: str) -> None:
+    sh("apt-get", "install", "-y", "-q", deb)
+    assert sh("getent", "passwd", "pypicached"), "no pypicached user"
+    assert Path("/etc/pypicached/pypicached.toml").is_file()
+    assert Path("/usr/lib/python3/dist-packages/twisted/plugins/pypicached_plugin.py").is_file()
+
+    exec_start = next(line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStart="))
+    user = next(line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("User="))
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        os.chmod(root, 0o755)
+        filename = static_index(root)
+        upstream_port, proxy_port = free_port(), free_port()
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", upstream_port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # exactly the unit's command line, plus the two flags that point it at this test
+        argv = ["runuser", "-u", user, "--", *shlex.split(exec_start),
+                "--upstream", f"http://127.0.0.1:{upstream_port}/simple/",
+                "--listen", f"tcp:{proxy_port}:interface=127.0.0.1"]
+        print("+", " ".join(argv), flush=True)
+        daemon = subprocess.Popen(argv, cwd=str(CACHE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(proxy_port, daemon)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+            env.update(PIP_CONFIG_FILE=os.devnull, HOME=scratch)
+            subprocess.run(
+                [pip_python, "-m", "pip", "download", "--isolated", "--no-cache-dir", "--no-deps",
+                 "-d", str(root / "out"), "--index-url", f"http://127.0.0.1:{proxy_port}/simple/", "deb-check"],
+                check=True, env=env,
+            )
+            assert (root / "out" / filename).is_file()
+            stored = list((CACHE / "files").rglob(filename))
+            assert stored and stored[0].read_bytes() == (root / "files" / filename).read_bytes(), stored
+            assert stored[0].stat().st_uid == int(sh("id", "-u", user).strip())
+        finally:
+            daemon.terminate()
+            output = daemon.communicate(timeout=30)[0]
+            server.shutdown()
+            print(output)
+        assert '"GET /simple/deb-check/" 200' in output and "MISS" in output
+        assert "<6>[pypicached.access]" in output  # the journal format, no timestamps
+    sh("apt-get", "purge", "-y", "-q", "pypicached")
+    assert not CACHE.exists(), "purge left the cache behind"
+    print("deb-test: OK")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
