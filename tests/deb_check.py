@@ -70,6 +70,10 @@ def main(deb: str, pip_python: str) -> None:
     assert sh("getent", "passwd", "pypicached"), "no pypicached user"
     assert Path("/etc/pypicached/pypicached.toml").is_file()
     assert Path("/usr/lib/python3/dist-packages/twisted/plugins/pypicached_plugin.py").is_file()
+    # every unit shipped verifies, now that Debian's twistd3 is installed beside it
+    units = [str(UNIT), str(UNIT.with_suffix(".socket"))]
+    verify = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True)
+    assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
 
     exec_start = next(line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("ExecStart="))
     user = next(line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("User="))
