@@ -186,11 +186,15 @@ class PageCache:
             return fail(NotFound("no such page upstream (remembered)"))
         if stored is not None and now < self._failed_until.get(key, 0.0) and self._may_serve_stale(stored):
             return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
-        shared = self._inflight.run(key, lambda: ensureDeferred(self._revalidate(key, stored)))
+        shared = self._refresh(key, stored)
         if stored is not None and age < self.ttl + self._stale_while_revalidate:  # type: ignore[operator]
             shared.addErrback(lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage()))
             return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
         return shared
+
+    def _refresh(self, key: PageKey, stored: StoredPage | None) -> "Deferred[PageResult]":
+        """Revalidate upstream, joining the revalidation already in flight for ``key``."""
+        return self._inflight.run(key, lambda: ensureDeferred(self._revalidate(key, stored)))
 
     def _may_serve_stale(self, stored: StoredPage) -> bool:
         if self._stale_if_error is None:
@@ -256,9 +260,7 @@ class PageCache:
                 if segments not in result.page.links() and result.status is CacheStatus.HIT:
                     # a fresh page may predate a new release: ask once more, at most so often
                     if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
-                        result = await self._inflight.run(
-                            key, lambda: ensureDeferred(self._revalidate(key, result.page))
-                        )
+                        result = await self._refresh(key, result.page)
             except NotFound:
                 continue
             link = result.page.links().get(segments)

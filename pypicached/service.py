@@ -109,8 +109,9 @@ class Proxy:
 class _CacheService(Service):
     """Sweeps leftovers at start, reloads certificates on SIGHUP, closes upstream connections at stop."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, reactor) -> None:  # type: ignore[no-untyped-def]
         self._proxy = proxy
+        self._reactor = reactor
         self.tls_contexts: list[ReloadableContext] = []
         self._previous_sighup: Any = None
 
@@ -122,10 +123,8 @@ class _CacheService(Service):
     def startService(self) -> None:
         super().startService()
         if self.tls_contexts:
-            from twisted.internet import reactor
-
             self._previous_sighup = signal.signal(
-                signal.SIGHUP, lambda *_: reactor.callFromThread(self.reload_tls)
+                signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload_tls)
             )
         settings = self._proxy.settings
         log.info(
@@ -166,7 +165,7 @@ def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[n
     """The daemon as a twistd service: the caches, then one listener per endpoint."""
     proxy = Proxy(settings, reactor)
     top = MultiService()
-    cache_service = _CacheService(proxy)
+    cache_service = _CacheService(proxy, reactor)
     cache_service.setServiceParent(top)
     for description in settings.listen:
         endpoint, context = endpoint_for(reactor, description, settings)

@@ -23,7 +23,7 @@ from pypicached.files import DownloadFailed, FileCache
 from pypicached.links import proxy_path, relative_href, split_url
 from pypicached.names import is_valid_name, is_valid_version, normalize
 from pypicached.negotiation import Format, choose_format
-from pypicached.pages import NotFound, Offline, PageCache, PageKey, PageResult
+from pypicached.pages import NotFound, Offline, PageCache, PageKey, StoredPage
 from pypicached.paths import BadPath, RequestPath
 from pypicached.serving import send_file
 from pypicached.status import HEADER, CacheStatus
@@ -241,16 +241,12 @@ class ProxyResource(Resource):
         fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
         content_type = "application/json" if key.kind == "json" else fmt.value
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        memo_key = (fmt, depth, compress)
-        if memo_key not in result.page.memo:
-            # rendering (and compressing) a big page is seconds of CPU: not on the event loop
-            result.page.memo[memo_key] = await self._run_in_thread(self._rendered, result, fmt, depth, compress)
-        body, etag = result.page.memo[memo_key]
+        body, etag, gzipped = await self._body(result.page, fmt, depth, compress)
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", etag)
         remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))
         request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
-        if compress and body[:2] == b"\x1f\x8b":
+        if gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
         if result.warning:
             request.setHeader(b"Warning", result.warning.encode())
@@ -264,26 +260,32 @@ class ProxyResource(Resource):
             return
         self._send(request, 200, body, content_type, result.status)
 
-    def _rendered(self, result: PageResult, fmt: Format, depth: int, compress: bool) -> tuple[bytes, bytes]:
-        """The page's body for this format (and encoding), rendered once per page version."""
-        memo = result.page.memo
-        plain_key = ("body", fmt, depth)
-        if plain_key not in memo:
-            body = self._render(result, fmt, depth)
-            etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
-            memo[plain_key] = (body, etag)
-        body, etag = memo[plain_key]
+    async def _body(
+        self, page: StoredPage, fmt: Format, depth: int, compress: bool
+    ) -> tuple[bytes, bytes, bool]:
+        """
+        The page's body in this format, gzipped if asked and worth it, its ETag, and
+        whether it is gzipped; each made once per page version, in a worker thread,
+        since rendering and compressing a big page is seconds of CPU.
+        """
+        plain = (fmt, depth)
+        if plain not in page.memo:
+            page.memo[plain] = await self._run_in_thread(self._render_with_etag, page, fmt, depth)
+        body, etag = page.memo[plain]
         if not compress or len(body) < GZIP_MIN:
-            return body, etag
-        gzip_key = ("gzip", fmt, depth)
-        if gzip_key not in memo:
-            memo[gzip_key] = gzip.compress(body, compresslevel=6, mtime=0)
-        return memo[gzip_key], etag[:-1] + b'-gz"'
+            return body, etag, False
+        packed = (fmt, depth, "gzip")
+        if packed not in page.memo:
+            page.memo[packed] = await self._run_in_thread(gzip.compress, body, 6, mtime=0)
+        return page.memo[packed], etag[:-1] + b'-gz"', True
+
+    @classmethod
+    def _render_with_etag(cls, page: StoredPage, fmt: Format, depth: int) -> tuple[bytes, bytes]:
+        body = cls._render(page, fmt, depth)
+        return body, b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
 
     @staticmethod
-    def _render(result: PageResult, fmt: Format, depth: int) -> bytes:
-        page = result.page
-
+    def _render(page: StoredPage, fmt: Format, depth: int) -> bytes:
         def href_for(url: str, sha256: str, fragment: str) -> str:
             return relative_href(depth, proxy_path(split_url(url)[0], sha256), fragment)
 
