@@ -4,19 +4,24 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm browser bench deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
 test: test-current test-bookworm
 
-test-current: $(VENV)/.test-installed
+test-current: $(VENV)/.test-installed browser
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on the library versions Debian bookworm packages.
-test-bookworm: $(BOOKWORM)/.test-installed
+test-bookworm: $(BOOKWORM)/.test-installed browser
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Debian's headless Chromium, for the test that renders the status page in a real browser.
+browser:
+	@command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
 
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
