@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from .fake_upstream import FakeUpstream, start_fake_upstream
 from .wheels import Dist, sample_dists
@@ -37,6 +37,48 @@ def fake_upstream_html(dists: dict[str, list[Dist]]) -> Iterator[FakeUpstream]:
 def fake_upstream_json(dists: dict[str, list[Dist]]) -> Iterator[FakeUpstream]:
     """A PyPI-like index (PEP 691 JSON, PEP 658, /pypi/<p>/json), listening on 127.0.0.1."""
     yield from _serve(dists, "json")
+
+
+@pytest.fixture
+def serve_upstream(dists: dict[str, list[Dist]]) -> Iterator[Any]:
+    """Start fake upstreams on 127.0.0.1: ``serve_upstream(flavour, dists=None, **options)``.
+
+    Returns a :class:`ServedUpstream`; its ``stop()`` (idempotent) takes the upstream away in
+    the middle of a test.  Every one still running is stopped after the test.
+    """
+    served: list[ServedUpstream] = []
+
+    def serve(flavour: str = "json", dists_: Any = None, **options: Any) -> ServedUpstream:
+        upstream = FakeUpstream(dists if dists_ is None else dists_, flavour, **options)  # type: ignore[arg-type]
+        one = ServedUpstream(upstream, start_fake_upstream(upstream))
+        served.append(one)
+        return one
+
+    yield serve
+    for one in served:
+        pytest_twisted.blockon(one.stop())
+
+
+class ServedUpstream:
+    """A listening fake upstream that a test can stop (once or more)."""
+
+    def __init__(self, upstream: FakeUpstream, listening: Any) -> None:
+        self.upstream = upstream
+        self._listening = listening
+        self._stopped: Any = None
+
+    @property
+    def simple_url(self) -> str:
+        return self.upstream.simple_url
+
+    def stop(self) -> Any:
+        """Stop listening and close every connection; fires when they are gone."""
+        if self._stopped is None:
+            self._stopped = self._listening.stop()
+            self._stopped.addCallback(lambda _: None)
+        done: Deferred[None] = Deferred()
+        self._stopped.addBoth(lambda result: (done.callback(None), result)[1])
+        return done
 
 
 @pytest.fixture

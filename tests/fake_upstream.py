@@ -15,6 +15,10 @@ Two flavours:
     Behaves like the public index: PEP 691 content negotiation, absolute file URLs under the
     content-addressed ``/packages/…`` layout, PEP 658/714 metadata, PEP 700 keys, unknown keys,
     ``Cache-Control``/``ETag``/``X-PyPI-Last-Serial``/``Vary``, and ``/pypi/<p>/json``.
+    ``core_metadata=False`` (or a predicate on the :class:`Dist`) leaves PEP 658 metadata out
+    for all (or some) wheels, as for files uploaded before the index extracted it: nothing is
+    advertised and ``<file>.metadata`` is a 404, so installers must read the wheel itself
+    (HEAD and range requests, or a whole download).
 
 Misbehaviour is configured through :attr:`FakeUpstream.behaviour`, keyed by request path; a value
 is an action string, a list of action strings consumed one per request (``None`` = behave), or a
@@ -451,12 +455,14 @@ class FakeUpstream(Resource):
         *,
         files_base: str | None = None,
         gzip_pages: bool = False,
+        core_metadata: bool | Callable[[Dist], bool] = True,
         reactor: Any = None,
     ) -> None:
         super().__init__()
         if flavour not in ("html", "json"):
             raise ValueError(f"flavour must be 'html' or 'json', not {flavour!r}")
         self.flavour: Flavour = flavour
+        self.core_metadata = core_metadata
         self.files_base = files_base
         self.gzip_pages = gzip_pages
         self.base_url: str = ""
@@ -500,6 +506,12 @@ class FakeUpstream(Resource):
 
     def metadata_path(self, dist: Dist) -> str:
         return self.file_path(dist) + ".metadata"
+
+    def has_metadata(self, dist: Dist) -> bool:
+        """Whether this index publishes PEP 658 metadata for ``dist`` (wheels of "json" only)."""
+        if self.flavour != "json" or not dist.is_wheel:
+            return False
+        return self.core_metadata(dist) if callable(self.core_metadata) else bool(self.core_metadata)
 
     def file_url(self, dist: Dist) -> str:
         if self.flavour == "html":
@@ -570,6 +582,10 @@ class FakeUpstream(Resource):
 
     def dists(self, project: str) -> list[Dist]:
         return [e.dist for e in self._files.get(normalize_project(project), [])]
+
+    def published(self) -> list[Dist]:
+        """Every file this index publishes now, of every project."""
+        return [e.dist for entries in self._files.values() for e in entries]
 
     def _entry(self, filename: str) -> FileEntry | None:
         for entries in self._files.values():
@@ -953,7 +969,7 @@ class FakeUpstream(Resource):
                 "upload-time": entry.upload_time_iso,
                 "yanked": _json_yanked(entry.yanked),
             }
-            if dist.is_wheel:
+            if self.has_metadata(dist):
                 item["core-metadata"] = {"sha256": dist.metadata_sha256}
                 item["data-dist-info-metadata"] = {"sha256": dist.metadata_sha256}
             item["x-extra"] = {"kept": True}
@@ -978,7 +994,7 @@ class FakeUpstream(Resource):
             attributes = [f'href="{html.escape(href)}"']
             if dist.requires_python is not None:
                 attributes.append(f'data-requires-python="{html.escape(dist.requires_python)}"')
-            if self.flavour == "json" and dist.is_wheel:
+            if self.has_metadata(dist):
                 attributes.append(f'data-dist-info-metadata="sha256={dist.metadata_sha256}"')
                 attributes.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
             if entry.yanked is not None:
@@ -1010,7 +1026,7 @@ class FakeUpstream(Resource):
                             last_modified=entry.upload_time,
                             ranges=True,
                         )
-                    if path == base + ".metadata" and self.flavour == "json" and dist.is_wheel:
+                    if path == base + ".metadata" and self.has_metadata(dist):
                         return _Response(
                             200,
                             (
