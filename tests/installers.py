@@ -14,6 +14,17 @@ Isolation used here (each piece is needed, see ``clean_env``):
   ``--no-input`` on the command line.
 - uv: ``--no-config`` plus no ``UV_*`` variables; a temporary ``HOME``/XDG dirs so no user
   file is found either way.
+- poetry and pdm: no ``POETRY_*`` / ``PDM_*`` variables of this machine; their config, cache and
+  data dirs set explicitly inside the temporary ``HOME``, so each run starts with an empty
+  cache (a run that should reuse a cache must share its ``home``); pdm's self-update check off
+  (it would ask the public index); no ``VIRTUAL_ENV`` (poetry would install into it).
+- Any request to a host other than loopback goes to a closed local port as an HTTP(S) proxy
+  and fails at once: a tool that ignored the index it was given cannot quietly reach the
+  internet (``NO_PROXY`` lets loopback through).
+
+The installers of the compatibility matrix live in their own virtual environments, one per
+tool, built by ``make tools`` from ``tests/installer-pins/<tool>.txt`` under ``.venv-tools/``
+(or ``$PYPICACHED_TOOLS``): see :func:`tool_venv`.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import attrs
@@ -29,10 +41,61 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["Result", "clean_env", "find_uv", "run_pip", "run_uv", "run_process"]
+__all__ = [
+    "INSTALLERS",
+    "MissingTool",
+    "Result",
+    "clean_env",
+    "find_uv",
+    "run_pdm",
+    "run_pip",
+    "run_poetry",
+    "run_process",
+    "run_uv",
+    "run_uv_project",
+    "tool_bin",
+    "tool_venv",
+    "tools_dir",
+]
 
-# Proxy variables would route loopback traffic elsewhere; tests never need a proxy.
+# This machine's proxy variables are dropped; clean_env sets its own (see BLACKHOLE_PROXY).
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
+# Variables that would point a child's Python or an installer at another environment.
+_ENVIRONMENT_VARIABLES = {"VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "PYTHONPATH", "PYTHONHOME"}
+#: Port 9 (discard) on loopback: nothing listens there, so a proxied request fails at once.
+BLACKHOLE_PROXY = "http://127.0.0.1:9"
+
+#: The installer environments ``make tools`` builds: name -> the executable tests run.
+INSTALLERS = {"pip": "pip", "pip-23": "pip", "uv": "uv", "poetry": "poetry", "pdm": "pdm"}
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class MissingTool(AssertionError):
+    """An installer environment is not built.  An AssertionError, so the test fails (not skips)."""
+
+
+def tools_dir() -> Path:
+    """Where ``make tools`` builds the installer environments (``$PYPICACHED_TOOLS`` wins)."""
+    return Path(os.environ.get("PYPICACHED_TOOLS") or _REPO / ".venv-tools")
+
+
+def tool_venv(name: str) -> Path:
+    """The virtual environment of installer ``name`` (see :data:`INSTALLERS`), checked."""
+    if name not in INSTALLERS:
+        raise ValueError(f"unknown installer {name!r}; known: {', '.join(INSTALLERS)}")
+    venv = tools_dir() / name
+    pins = _REPO / "tests" / "installer-pins" / f"{name}.txt"
+    if not (venv / ".installed").exists() or not (venv / "bin" / INSTALLERS[name]).exists():
+        raise MissingTool(
+            f"the {name} installer environment {venv} is missing or incomplete: build it with "
+            f"`make tools` (`make test` does it first), which installs {pins.relative_to(_REPO)}"
+        )
+    return venv
+
+
+def tool_bin(name: str, executable: str | None = None) -> str:
+    """An executable (default: the tool itself) of installer environment ``name``."""
+    return os.fspath(tool_venv(name) / "bin" / (executable or INSTALLERS[name]))
 
 
 @attrs.frozen
@@ -72,10 +135,13 @@ def clean_env(home: str | os.PathLike[str] | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PIP_", "UV_")) and key.lower() not in _PROXY_VARIABLES
+        if not key.startswith(("PIP_", "UV_", "POETRY_", "PDM_"))
+        and key.lower() not in _PROXY_VARIABLES
+        and key not in _ENVIRONMENT_VARIABLES
     }
     for key in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_DIRS", "PYTHONUSERBASE"):
         env.pop(key, None)
+    loopback = "127.0.0.1,localhost,::1,[::1]"
     env.update(
         {
             "HOME": home,
@@ -87,8 +153,26 @@ def clean_env(home: str | os.PathLike[str] | None = None) -> dict[str, str]:
             "PIP_CONFIG_FILE": os.devnull,
             "PIP_NO_INPUT": "1",
             "UV_NO_CONFIG": "1",
-            "NO_PROXY": "*",
-            "no_proxy": "*",
+            "POETRY_CONFIG_DIR": os.path.join(home, "poetry-config"),
+            "POETRY_CACHE_DIR": os.path.join(home, "poetry-cache"),
+            "POETRY_HOME": os.path.join(home, "poetry-data"),
+            "POETRY_VIRTUALENVS_IN_PROJECT": "true",
+            "POETRY_NO_INTERACTION": "1",
+            "PDM_CONFIG_FILE": os.path.join(home, "pdm-config.toml"),
+            "PDM_CACHE_DIR": os.path.join(home, "pdm-cache"),
+            "PDM_LOG_DIR": os.path.join(home, "pdm-logs"),
+            "PDM_CHECK_UPDATE": "false",
+            "PDM_NON_INTERACTIVE": "1",
+            # No keyring probing (poetry and pdm ask one for credentials of every index).
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+            "HTTP_PROXY": BLACKHOLE_PROXY,
+            "HTTPS_PROXY": BLACKHOLE_PROXY,
+            "ALL_PROXY": BLACKHOLE_PROXY,
+            "http_proxy": BLACKHOLE_PROXY,
+            "https_proxy": BLACKHOLE_PROXY,
+            "all_proxy": BLACKHOLE_PROXY,
+            "NO_PROXY": loopback,
+            "no_proxy": loopback,
             "NO_COLOR": "1",
             "PYTHONNOUSERSITE": "1",
         }
@@ -173,10 +257,13 @@ def _with_home(
     cwd: str | os.PathLike[str] | None,
     timeout: float | None,
     reactor: Any,
+    unset: Sequence[str] = (),
 ) -> Deferred[Result]:
     own_home = home is None
     home_dir = tempfile.mkdtemp(prefix="pypicached-home-") if own_home else os.fspath(home)
     env = clean_env(home_dir)
+    for key in unset:
+        env.pop(key, None)
     env.update(env_extra or {})
     d = run_process(argv, env=env, cwd=cwd, timeout=timeout, reactor=reactor)
     if own_home:
@@ -267,3 +354,65 @@ def run_uv(
     env = {"UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never"}
     env.update(env_extra or {})
     return _with_home(argv, home, env, cwd, timeout, reactor)
+
+
+def run_uv_project(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    uv: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+    env_extra: Mapping[str, str] | None = None,
+    timeout: float | None = 300.0,
+    reactor: Any = None,
+) -> Deferred[Result]:
+    """``uv <args>`` for project commands (``lock``, ``sync``) in the project directory ``cwd``.
+
+    Unlike :func:`run_uv`, the project's own ``pyproject.toml`` settings (``[[tool.uv.index]]``)
+    are read: ``UV_NO_CONFIG`` is lifted for this run, and only the temporary ``HOME`` / XDG
+    dirs keep user and system ``uv.toml`` files away.  No index is added here: give it in the
+    project or in ``args``.
+    """
+    binary = uv or find_uv()
+    if binary is None:
+        raise FileNotFoundError("no uv binary: pip install uv into the test environment")
+    cache = ["--cache-dir", os.fspath(cache_dir)] if cache_dir is not None else ["--no-cache"]
+    argv = [binary, *args, "--no-progress", "--color", "never", *cache]
+    env = {"UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never"}
+    env.update(env_extra or {})
+    return _with_home(argv, home, env, cwd, timeout, reactor, unset=("UV_NO_CONFIG",))
+
+
+def run_poetry(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    poetry: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    env_extra: Mapping[str, str] | None = None,
+    timeout: float | None = 300.0,
+    reactor: Any = None,
+) -> Deferred[Result]:
+    """``poetry <args> --no-interaction --no-ansi`` in the project directory ``cwd``.
+
+    Poetry's cache and config live in ``home`` (a fresh temporary one by default, so nothing
+    is taken from an earlier run); its virtualenv goes in ``cwd/.venv``.
+    """
+    argv = [poetry or tool_bin("poetry"), *args, "--no-interaction", "--no-ansi"]
+    return _with_home(argv, home, env_extra, cwd, timeout, reactor)
+
+
+def run_pdm(
+    args: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    pdm: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+    env_extra: Mapping[str, str] | None = None,
+    timeout: float | None = 300.0,
+    reactor: Any = None,
+) -> Deferred[Result]:
+    """``pdm <args>`` in the project directory ``cwd``, its cache and config in ``home``."""
+    argv = [pdm or tool_bin("pdm"), *args]
+    return _with_home(argv, home, env_extra, cwd, timeout, reactor)
