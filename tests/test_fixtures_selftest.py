@@ -16,13 +16,15 @@ import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from .fake_upstream import HTML_TYPE, JSON_TYPE, PIP_ACCEPT, UV_ACCEPT, FakeUpstream, start_fake_upstream
-from .installers import find_uv, run_pip, run_process, run_uv, clean_env
+from .installers import MissingTool, clean_env, find_uv, run_pdm, run_pip, run_poetry, run_process, run_uv, tool_bin, tool_venv
+from .observe import ClientLog, CuttingRelay
 from .wheels import Dist, build_sdist, build_wheel
 
 TIMEOUT = 30.0
@@ -357,3 +359,123 @@ async def test_stop_closes_held_connections(dists: dict[str, list[Dist]]) -> Non
         await _timeout(hung)
     with pytest.raises(ResponseFailed):
         await _timeout(body)
+
+
+# --- the compatibility matrix's support -------------------------------------------------------
+
+
+def test_clean_env_drops_poetry_pdm_and_venv_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POETRY_CACHE_DIR", "/elsewhere/poetry")
+    monkeypatch.setenv("POETRY_REPOSITORIES_X_URL", "http://elsewhere/simple/")
+    monkeypatch.setenv("PDM_PYPI_URL", "http://elsewhere/simple/")
+    monkeypatch.setenv("VIRTUAL_ENV", "/elsewhere/venv")
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere:3128")
+    env = clean_env(tmp_path)
+    assert "POETRY_REPOSITORIES_X_URL" not in env and "PDM_PYPI_URL" not in env and "VIRTUAL_ENV" not in env
+    for key in ("POETRY_CACHE_DIR", "POETRY_CONFIG_DIR", "PDM_CACHE_DIR", "PDM_CONFIG_FILE"):
+        assert env[key].startswith(str(tmp_path)), key
+    assert env["PDM_CHECK_UPDATE"] == "false"
+    assert env["HTTPS_PROXY"] == env["https_proxy"] == "http://127.0.0.1:9"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",") and "localhost" in env["NO_PROXY"].split(",")
+
+
+@pytest_twisted.ensureDeferred
+async def test_clean_env_blocks_hosts_other_than_loopback(tmp_path: Path) -> None:
+    """A request to any other host goes to the closed proxy port and is refused at once."""
+    probe = (
+        "import urllib.request, sys\n"
+        "try:\n"
+        "    urllib.request.urlopen('http://pypicached-selftest.invalid/simple/', timeout=20)\n"
+        "except Exception as e:\n"
+        "    print(repr(e))\n"
+    )
+    result = (await run_process([sys.executable, "-c", probe], env=clean_env(tmp_path), timeout=60)).check()
+    assert "Connection refused" in result.out, result.out
+
+
+@pytest_twisted.ensureDeferred
+async def test_poetry_and_pdm_see_only_the_temporary_home(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\nrequires-python = ">=3.11"\n')
+    poetry = (await run_poetry(["config", "--list"], cwd=project, home=tmp_path / "h1")).check()
+    # poetry lists a setting as `key = "default"  # value in effect` when an env var sets it
+    cache_line = next(line for line in poetry.out.splitlines() if line.startswith("cache-dir = "))
+    assert cache_line.endswith(str(tmp_path / "h1" / "poetry-cache")), cache_line
+    assert "repositories." not in poetry.out and "virtualenvs.in-project = true" in poetry.out
+    for key, value in (("cache_dir", str(tmp_path / "h2" / "pdm-cache")), ("check_update", "False")):
+        pdm = (await run_pdm(["config", key], cwd=project, home=tmp_path / "h2")).check()
+        assert pdm.out.strip() == value, (key, pdm.out)
+
+
+def test_missing_installer_environment_fails_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPICACHED_TOOLS", str(tmp_path))
+    with pytest.raises(MissingTool, match=r"make tools") as caught:
+        tool_bin("poetry")
+    assert isinstance(caught.value, AssertionError)  # a failure, never a skip
+    assert "tests/installer-pins/poetry.txt" in str(caught.value)
+    (tmp_path / "pdm" / "bin").mkdir(parents=True)
+    (tmp_path / "pdm" / "bin" / "pdm").touch()
+    with pytest.raises(MissingTool):  # not finished building: no .installed stamp
+        tool_venv("pdm")
+    (tmp_path / "pdm" / ".installed").touch()
+    assert tool_bin("pdm") == str(tmp_path / "pdm" / "bin" / "pdm")
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_without_core_metadata(dists: dict[str, list[Dist]]) -> None:
+    big = _dist(dists, "pcx_big-1.0-py3-none-any.whl")
+    alpha = _dist(dists, "pcx_alpha-2.0-py3-none-any.whl")
+    upstream = FakeUpstream(dists, "json", core_metadata=lambda d: d.filename == big.filename)
+    listening = start_fake_upstream(upstream)
+    try:
+        http = _client()
+        page = await _timeout(http.get(upstream.page_url("pcx-alpha"), headers=_headers(accept=PIP_ACCEPT)))
+        entry = next(f for f in json.loads(await page.content())["files"] if f["filename"] == alpha.filename)
+        assert "core-metadata" not in entry and "data-dist-info-metadata" not in entry
+        assert entry["upload-time"].endswith("Z")  # PEP 700 keys stay
+        html_page = await _timeout(http.get(upstream.page_url("pcx-alpha"), headers=_headers(accept="text/html")))
+        assert b"metadata" not in await html_page.content()
+        missing = await _timeout(http.get(upstream.file_url(alpha) + ".metadata"))
+        await missing.content()
+        assert missing.code == 404
+        kept = await _timeout(http.get(upstream.file_url(big) + ".metadata"))
+        assert kept.code == 200 and await kept.content() == big.metadata
+    finally:
+        await _timeout(listening.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_log_and_cutting_relay(fake_upstream_json: FakeUpstream, dists: dict[str, list[Dist]], start_proxy: Any) -> None:
+    big = _dist(dists, "pcx_big-1.0-py3-none-any.whl")
+    proxy = await start_proxy(fake_upstream_json.simple_url)
+    clients = ClientLog.attach(proxy.proxy.site)
+    relay = CuttingRelay("127.0.0.1", proxy.port_number, target=big.filename, cut_after=100_000)
+    port = relay.listen()
+    try:
+        http = _client()
+        base = f"http://127.0.0.1:{port}"
+        page = await _timeout(http.get(base + "/simple/pcx-big/", headers=_headers(accept=PIP_ACCEPT)))
+        url = urljoin(base + "/simple/pcx-big/", json.loads(await page.content())["files"][0]["url"])
+        assert url.endswith(big.filename)
+        cut = await _timeout(http.get(url, unbuffered=True))
+        received: list[bytes] = []
+        failed: list[Any] = []
+        collected = cut.collect(received.append).addErrback(failed.append)
+        line = await _timeout(relay.cut)
+        await _timeout(collected)
+        assert failed and 0 < sum(len(b) for b in received) < 100_000  # the body ended early
+        assert line.startswith(b"GET /packages/") and big.filename.encode() in line
+        await _timeout(fake_upstream_json.wait_for_requests(fake_upstream_json.file_path(big)))
+        ranged = await _timeout(http.get(url, headers=_headers(range="bytes=-10", if_range=cut.headers.getRawHeaders("etag")[0])))
+        assert ranged.code == 206 and await ranged.content() == big.data[-10:]
+        whole = await _timeout(http.get(url))
+        assert await whole.content() == big.data  # only the first response was cut
+    finally:
+        await relay.stop()
+    page_request, first, second, third = clients.requests
+    assert page_request.path == "/simple/pcx-big/" and page_request.code == 200 and page_request.cache == "MISS"
+    assert first.path.endswith(big.filename) and first.range is None and not first.finished and first.etag
+    assert second.range == "bytes=-10" and second.header("if-range") == first.etag
+    assert second.code == 206 and second.content_range == f"bytes {big.size - 10}-{big.size - 1}/{big.size}" and second.sent == 10
+    assert third.code == 200 and third.finished and third.sent == big.size and third.cache in ("HIT", "JOINED")
