@@ -4,19 +4,38 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm browser bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm tools e2e browser bench deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
 test: test-current test-bookworm
 
-test-current: $(VENV)/.test-installed browser
+test-current: $(VENV)/.test-installed browser tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on the library versions Debian bookworm packages.
-test-bookworm: $(BOOKWORM)/.test-installed browser
+test-bookworm: $(BOOKWORM)/.test-installed browser tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
+# environment, at the versions pinned in tests/installer-pins/<tool>.txt.
+TOOLS := $(CURDIR)/.venv-tools
+INSTALLERS := pip pip-23 uv poetry pdm
+export PYPICACHED_TOOLS := $(TOOLS)
+
+tools: $(INSTALLERS:%=$(TOOLS)/%/.installed)
+
+$(TOOLS)/%/.installed: tests/installer-pins/%.txt
+	rm -rf $(TOOLS)/$*
+	$(PYTHON) -m venv $(TOOLS)/$*
+	$(TOOLS)/$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
+# pip, uv, poetry and pdm through the daemon (on its defaults) against the public index, for a
+# dozen popular projects, cold then warm: needs the network, so not part of `make test`.
+e2e: $(VENV)/.installed tools
+	$(VENV)/bin/python tests/e2e.py $(E2E_ARGS)
 
 # Debian's headless Chromium, for the test that renders the status page in a real browser.
 browser:
@@ -63,4 +82,4 @@ $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tes
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BOOKWORM) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
+	rm -rf $(VENV) $(BOOKWORM) $(TOOLS) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
