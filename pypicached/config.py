@@ -46,6 +46,22 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_chain: Path | None = None
+    log_format: str = "text"
+    admin_token: str | None = attrs.field(default=None, repr=False)
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting as the config file would spell it, secrets masked, for the start-up log."""
+        shown: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if setting.secret and value is not None:
+                value = "***"
+            elif isinstance(value, Path):
+                value = os.fspath(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            shown[setting.name] = value
+        return shown
 
 
 def _listen(value: Any) -> tuple[str, ...]:
@@ -71,6 +87,8 @@ def _upstream(value: Any) -> str:
         )
     if url.query or url.fragment:
         raise ValueError(f"{value!r} must not carry a query or a fragment")
+    if url.userinfo:
+        raise ValueError("credentials in the upstream URL are not supported")
     text = url.to_text()
     return text if text.endswith("/") else text + "/"
 
@@ -127,6 +145,18 @@ def _size(value: Any) -> int:
     return int(_with_unit(value, _SIZE_UNITS, "a size in bytes (or a string like '50GiB', '500MB')"))
 
 
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"expected 'text' or 'json', not {value!r}")
+    return str(value)
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str) or len(value) < 16 or not value.isprintable() or " " in value:
+        raise ValueError("expected a token of at least 16 printable characters without spaces")
+    return value
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
@@ -142,6 +172,8 @@ class Setting:
     help: str
     #: A switch (``--offline``) rather than a flag with a value.
     switch: bool = False
+    #: Masked wherever settings are shown.
+    secret: bool = False
 
     @property
     def flag(self) -> str:
@@ -221,6 +253,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("tls_key", _path, "PEM private key for tls_cert."),
     Setting("tls_chain", _path, "PEM intermediate certificates to send after tls_cert (optional)."),
+    Setting("log_format", _log_format, "Access log lines as 'text' or 'json' (one object a line). [default: text]"),
+    Setting(
+        "admin_token",
+        _token,
+        "Bearer token that lets a non-loopback client use the admin endpoints (purge). "
+        "[default: none: loopback clients only]",
+        secret=True,
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -167,6 +167,10 @@ class FileCache:
         #: Called with (path, size) after each commit; housekeeping listens here.
         self.on_commit: Callable[[Path, int], None] = lambda path, size: None
 
+    def in_flight(self) -> int:
+        """How many downloads are running now."""
+        return len(self._downloads)
+
     def downloading(self, segments: tuple[str, ...]) -> GrowingFile | None:
         """The download in flight for this path, if any."""
         return self._downloads.get(segments)
@@ -181,6 +185,10 @@ class FileCache:
                 os.unlink(entry.path)
                 removed += 1
         return removed
+
+    def purge(self, filename: str) -> "Deferred[list[tuple[Path, int]]]":
+        """Delete every cached copy of ``filename`` (and its ``.metadata``); what went, with sizes."""
+        return self._run_in_thread(remove_cached_file, self._files, filename)
 
     def open(self, segments: tuple[str, ...]) -> "Deferred[tuple[GrowingFile, CacheStatus]]":
         return ensureDeferred(self._open(segments))
@@ -247,7 +255,7 @@ class _Download(BodyReader):
     def __init__(
         self, cache: FileCache, segments: tuple[str, ...], link: FileLink, growing: GrowingFile
     ) -> None:
-        super().__init__(cache._client.clock, cache._client.idle_timeout)
+        super().__init__(cache._client)
         self._cache = cache
         self._segments = segments
         self._link = link
@@ -403,6 +411,26 @@ class _Download(BodyReader):
                 os.unlink(self._growing.path)
             except OSError:
                 pass
+
+
+def remove_cached_file(files: Path, filename: str) -> list[tuple[Path, int]]:
+    """
+    Delete the committed files named ``filename`` or ``filename.metadata`` anywhere
+    under ``files``. Downloads in flight live in ``tmp/`` and are left alone; a
+    client reading a deleted file keeps its handle and finishes.
+    """
+    wanted = {filename, filename + ".metadata"}
+    removed = []
+    for directory, _, names in os.walk(files):
+        for name in wanted.intersection(names):
+            path = Path(directory, name)
+            try:
+                size = path.stat().st_size
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed.append((path, size))
+    return removed
 
 
 def _write_all(out: BinaryIO, data: bytes) -> None:

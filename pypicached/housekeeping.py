@@ -140,7 +140,7 @@ class Housekeeper:
         run_in_thread: RunInThread,
         free: Callable[[Path], int] = free_space,
     ) -> None:
-        self._root = root
+        self.root = root
         self._budget = budget
         self._clock = clock
         self._run_in_thread = run_in_thread
@@ -152,6 +152,7 @@ class Housekeeper:
         self.size = 0
         self.files = 0
         self.evictions = 0
+        self.evicted_bytes = 0
         self.last: Pass | None = None
 
     def start(self) -> None:
@@ -167,18 +168,24 @@ class Housekeeper:
         """A file was added: run a pass now if that may have broken the budget."""
         self.size += size
         self.files += 1
-        if self.size > self._budget.max_size or self._free(self._root) < self._budget.min_free:
+        if self.size > self._budget.max_size or self._free(self.root) < self._budget.min_free:
             self.run()
+
+    def removed(self, size: int) -> None:
+        """A file was deleted outside a pass (an admin purge)."""
+        self.size = max(0, self.size - size)
+        self.files = max(0, self.files - 1)
 
     def run(self) -> "Deferred[Pass] | None":
         """Start a pass unless one is running; the LoopingCall waits for it."""
         if self._running is not None:
             return None
-        self._running = self._run_in_thread(run_pass, self._root, self._budget, self._clock.seconds(), self._free)
+        self._running = self._run_in_thread(run_pass, self.root, self._budget, self._clock.seconds(), self._free)
 
         def done(result: Pass) -> Pass:
             self.size, self.files, self.last = result.size, result.files, result
             self.evictions += result.evicted
+            self.evicted_bytes += result.evicted_bytes
             if result.evicted:
                 log.info(
                     "Evicted {n} files ({mb:.1f} MiB); cache holds {files} files, {size:.1f} MiB",

@@ -268,6 +268,15 @@ class PageCache:
                 return link
         raise NotFound("no index page links to this file")
 
+    def purge(self, project: str) -> "Deferred[int]":
+        """Forget every page of ``project`` (simple and JSON), so the next request fetches it anew."""
+        for key in [k for k in self._memory if k.project == project]:
+            del self._memory[key]
+        for table in (self._missing, self._failed_until):
+            for key in [k for k in table if k.project == project]:
+                del table[key]
+        return self._run_in_thread(remove_project_records, self._root, project)
+
     # --- upstream ------------------------------------------------------------------
 
     def _url(self, key: PageKey) -> str:
@@ -362,6 +371,26 @@ class PageCache:
                 "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
             )
         )
+
+
+def remove_project_records(root: Path, project: str) -> int:
+    """Delete a project's page records under one upstream's ``root``; how many went."""
+    removed = 0
+    records = [root / "simple" / f"{project}.json", root / "json" / f"{project}.json"]
+    versions = root / "json" / project
+    if versions.is_dir():
+        records += list(versions.glob("*.json"))
+    for path in records:
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    try:
+        versions.rmdir()
+    except OSError:
+        pass
+    return removed
 
 
 def _unlink(path: Path) -> None:

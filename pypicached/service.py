@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -11,18 +12,26 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pypicached.config import Settings
-from pypicached.disk import RunInThread, ThreadWork, disk_pool, thread_runner
+from pypicached.control import Control
+from pypicached.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.files import FileCache
+from pypicached.health import Health
 from pypicached.housekeeping import Budget, Housekeeper
+from pypicached.metrics import Ledger, Metrics
 from pypicached.pages import PageCache
 from pypicached.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream import UpstreamClient, UpstreamIndex
 from pypicached.web import ProxyResource, ProxySite
 
 log = Logger()
+
+#: The savings figures kept across restarts, in the cache directory, saved this often.
+STATE_FILE = "state.json"
+SAVE_EVERY = 60.0
 
 
 class Proxy:
@@ -41,12 +50,15 @@ class Proxy:
         self._pool = None if run_in_thread else disk_pool()
         run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor, self._pool))
         self.settings = settings
+        self._root = root
+        self.metrics = Metrics(clock, Ledger.load(root / STATE_FILE, clock.seconds()))
         self.client = UpstreamClient(
             reactor,
             clock=clock,
             connect_timeout=settings.connect_timeout,
             response_timeout=settings.response_timeout,
             idle_timeout=settings.idle_timeout,
+            metrics=self.metrics,
         )
         self.index = UpstreamIndex(settings.upstream)
         self.pages = PageCache(
@@ -68,19 +80,32 @@ class Proxy:
             find_link=self.pages.find_link,
             offline=settings.offline,
         )
-        self.housekeeper = Housekeeper(
-            root=root / "files",
-            budget=Budget(settings.max_size, settings.min_free, settings.inactive),
-            clock=clock,
-            run_in_thread=run,
-        )
+        budget = Budget(settings.max_size, settings.min_free, settings.inactive)
+        self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = self.housekeeper.committed
+        self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstream=self.metrics.upstream)
+        self._watch()
+        self._saver = LoopingCall(self.save_state)
+        self._saver.clock = clock
         self.resource = ProxyResource(
             pages=self.pages,
             files=self.files,
             clock=clock,
             run_in_thread=run,
+            control=Control(
+                metrics=self.metrics,
+                health=self.health,
+                pages=self.pages,
+                files=self.files,
+                housekeeper=self.housekeeper,
+                budget=budget,
+                clock=clock,
+                upstream_url=settings.upstream,
+                admin_token=settings.admin_token,
+            ),
+            metrics=self.metrics,
             client_timeout=settings.client_timeout,
+            log_format=settings.log_format,
         )
         self.site = ProxySite(
             self.resource,
@@ -96,10 +121,38 @@ class Proxy:
         if removed:
             log.info("Removed {n} unfinished downloads left by the last run", n=removed)
         self.housekeeper.start()
+        self.health.start()
+        self._saver.start(SAVE_EVERY, now=False)
+
+    def _watch(self) -> None:
+        """Export the live figures other parts keep."""
+        watch, files, housekeeper = self.metrics.watch, self.files, self.housekeeper
+        watch("pypicached_downloads_in_flight", "Files being fetched from the upstream now.", "gauge", files.in_flight)
+        watch("pypicached_cache_size_bytes", "Bytes of cached files (as of the last housekeeping pass, plus new files).",
+              "gauge", lambda: housekeeper.size)
+        watch("pypicached_cache_files", "Cached files.", "gauge", lambda: housekeeper.files)
+        watch("pypicached_cache_max_size_bytes", "The cache's size budget (max_size).", "gauge",
+              lambda: self.settings.max_size)
+        watch("pypicached_evictions", "Files evicted to keep the disk budget.", "counter", lambda: housekeeper.evictions)
+        watch("pypicached_evicted_bytes", "Bytes evicted to keep the disk budget.", "counter",
+              lambda: housekeeper.evicted_bytes)
+        watch("pypicached_digest_mismatches", "Downloads refused because their digest did not match.", "counter",
+              lambda: files.digest_mismatches)
+
+    def save_state(self) -> "Deferred[None]":
+        """Write the savings figures to the cache directory (in the disk thread)."""
+        data = self.metrics.ledger.to_json()
+        d = self.disk_work(atomic_write, self._root / STATE_FILE, data, self._root / "tmp")
+        return d.addErrback(lambda f: log.error("Could not save {file}: {e}", file=STATE_FILE, e=f.getErrorMessage()))
 
     async def stop(self) -> None:
-        """Let pending disk writes land and close upstream connections."""
+        """Save the figures, let pending disk writes land and close upstream connections (once)."""
+        if not self._saver.running:
+            return
         self.housekeeper.stop()
+        self.health.stop()
+        self._saver.stop()
+        await self.save_state()
         await self.disk_work.idle()
         await self.client.close()
         if self._pool is not None and self._pool.started:
@@ -134,6 +187,7 @@ class _CacheService(Service):
             listen=", ".join(settings.listen),
             ttl=settings.index_ttl,
         )
+        log.info("Effective configuration: {config}", config=json.dumps(settings.effective()))
 
     def reload_tls(self) -> None:
         for context in self.tls_contexts:

@@ -24,6 +24,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from pypicached import __version__
+from pypicached.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
 #: No index page of any real project comes near this; the public project list is ~40 MB.
@@ -82,9 +83,11 @@ class UpstreamClient:
         connect_timeout: float = 10.0,
         response_timeout: float = 30.0,
         idle_timeout: float = 60.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.clock = clock or reactor
         self.idle_timeout = idle_timeout
+        self.metrics = metrics or Metrics(self.clock)
         self._response_timeout = response_timeout
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 8
@@ -102,10 +105,21 @@ class UpstreamClient:
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
+        started = self.clock.seconds()
         d = self._http.get(
             url, headers=sent, unbuffered=True, reactor=self.clock, timeout=self._response_timeout or None
         )
-        return d.addCallbacks(lambda r: _unwrap(r.original, decode), lambda f: _as_upstream_error(f, url))
+
+        def answered(response: IResponse) -> IResponse:
+            self.metrics.upstream_answered(self.clock.seconds() - started, response.code)
+            return _unwrap(response.original, decode)  # type: ignore[attr-defined]
+
+        def failed(failure: Failure) -> Failure:
+            error = _as_upstream_error(failure, url)
+            self.metrics.upstream_failed(error.value.reason, answered=False)
+            return error
+
+        return d.addCallbacks(answered, failed)
 
     def close(self) -> "Deferred[None]":
         return self._pool.closeCachedConnections()
@@ -139,9 +153,10 @@ class BodyReader(Protocol):
     #: only where a digest will check it.
     unframed_is_complete = False
 
-    def __init__(self, clock: IReactorTime, idle_timeout: float) -> None:
-        self._clock = clock
-        self._idle = idle_timeout
+    def __init__(self, client: "UpstreamClient") -> None:
+        self._clock = client.clock
+        self._idle = client.idle_timeout
+        self._metrics = client.metrics
         self._timer: IDelayedCall | None = None
         self._stalled = False
 
@@ -152,6 +167,7 @@ class BodyReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._idle)
+        self._metrics.fetched(len(data))
         self.received(data)
 
     def _stall(self) -> None:
@@ -162,13 +178,16 @@ class BodyReader(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._stalled:
-            self.ended(UpstreamError(f"upstream body stalled: no data for {self._idle:g}s", 504))
+            error: UpstreamError | None = UpstreamError(f"upstream body stalled: no data for {self._idle:g}s", 504)
         elif reason.check(ResponseDone) or (reason.check(PotentialDataLoss) and self.unframed_is_complete):
-            self.ended(None)
+            error = None
         elif reason.check(PotentialDataLoss):
-            self.ended(UpstreamError("upstream closed the connection with no sign the body was complete"))
+            error = UpstreamError("upstream closed the connection with no sign the body was complete")
         else:
-            self.ended(UpstreamError(f"upstream body broken off: {_reason(reason)}"))
+            error = UpstreamError(f"upstream body broken off: {_reason(reason)}")
+        if error is not None:
+            self._metrics.upstream_failed(error.reason, answered=True)
+        self.ended(error)
 
     def abandon(self) -> None:
         """Stop reading; the connection is closed rather than returned to the pool."""
@@ -189,8 +208,8 @@ def _reason(failure: Failure) -> str:
 
 
 class _Collector(BodyReader):
-    def __init__(self, clock: IReactorTime, idle_timeout: float, limit: int) -> None:
-        super().__init__(clock, idle_timeout)
+    def __init__(self, client: UpstreamClient, limit: int) -> None:
+        super().__init__(client)
         self.done: Deferred[bytes] = Deferred()
         self._limit = limit
         self._chunks: list[bytes] = []
@@ -216,7 +235,7 @@ class _Collector(BodyReader):
 
 def read_body(client: UpstreamClient, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
     """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
-    collector = _Collector(client.clock, client.idle_timeout, limit)
+    collector = _Collector(client, limit)
     response.deliverBody(collector)
     return collector.done
 

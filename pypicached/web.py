@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -18,10 +19,12 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached import pypijson, simple
+from pypicached.control import ADMIN, CONTROL_PATHS, Answer, Control
 from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
 from pypicached.links import proxy_path, relative_href, split_url
-from pypicached.names import is_valid_name, is_valid_version, normalize
+from pypicached.metrics import Metrics
+from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.negotiation import Format, choose_format
 from pypicached.pages import NotFound, Offline, PageCache, PageKey, StoredPage
 from pypicached.paths import BadPath, RequestPath
@@ -49,10 +52,13 @@ class HTTPError(Exception):
 
 
 class ProxyRequest(server.Request):
-    """A request that knows when it started and how long it waited on upstream."""
+    """A request that knows when it started, what it asked for, and how long it waited on upstream."""
 
     started: float = 0.0
     upstream_seconds: float | None = None
+    #: page, file, metadata, status, admin, or other: the metrics' ``kind`` label.
+    kind: str = "other"
+    project: str | None = None
 
 
 class ProxyChannel(HTTPChannel):
@@ -165,14 +171,20 @@ class ProxyResource(Resource):
         files: FileCache,
         clock: IReactorTime,
         run_in_thread: RunInThread,
+        control: Control,
+        metrics: Metrics,
         client_timeout: float = 60.0,
+        log_format: str = "text",
     ) -> None:
         super().__init__()
         self._run_in_thread = run_in_thread
         self._pages = pages
         self._files = files
         self._clock = clock
+        self._control = control
+        self._metrics = metrics
         self._client_timeout = client_timeout
+        self._log_format = log_format
 
     def render(self, request: ProxyRequest) -> int:  # type: ignore[override]
         request.started = self._clock.seconds()
@@ -182,15 +194,18 @@ class ProxyResource(Resource):
 
     async def _answer(self, request: ProxyRequest) -> None:
         try:
-            if request.method not in (b"GET", b"HEAD"):
-                request.setHeader(b"Allow", b"GET, HEAD")
-                raise HTTPError(405, "only GET and HEAD are supported")
+            if request.method not in (b"GET", b"HEAD", b"POST"):
+                self._allow(request, (b"GET", b"HEAD"))
             if len(request.uri) > MAX_URI:
                 raise HTTPError(414, "request URI too long")
             try:
                 path = RequestPath.parse(request.path)
             except BadPath as e:
                 raise HTTPError(400, f"bad path: {e}") from None
+            admin = bool(path.segments) and path.segments[0] == ADMIN
+            allowed = (b"POST",) if admin else (b"GET", b"HEAD")
+            if request.method not in allowed:
+                self._allow(request, allowed)
             await self._route(request, path)
         except HTTPError as e:
             self._error(request, e)
@@ -202,10 +217,20 @@ class ProxyResource(Resource):
             errors.failure("Unexpected error answering {path!r}", path=request.path)
             self._error(request, HTTPError(500, "internal error; see the proxy's log"))
 
+    @staticmethod
+    def _allow(request: ProxyRequest, allowed: tuple[bytes, ...]) -> None:
+        """Refuse the request's method with 405, naming the ones this path takes."""
+        request.setHeader(b"Allow", b", ".join(allowed))
+        raise HTTPError(405, f"only {' and '.join(m.decode() for m in allowed)} here")
+
     async def _route(self, request: ProxyRequest, path: RequestPath) -> None:
         s = path.segments
-        if not s:
-            return self._send(request, 200, b"pypicached: point your installer at /simple/\n", "text/plain; charset=utf-8")
+        if not s or s[0] in CONTROL_PATHS:
+            request.kind = "admin" if s and s[0] == ADMIN else "status"
+            answer = await self._control.answer(request, s)
+            if answer is None:
+                raise HTTPError(404, "not found")
+            return self._send_answer(request, answer)
         if s[0] == "simple" and len(s) == 1:
             if not path.trailing_slash:
                 return self._redirect(request, "/simple/")
@@ -236,6 +261,7 @@ class ProxyResource(Resource):
     # --- index pages ---------------------------------------------------------------
 
     async def _page(self, request: ProxyRequest, key: PageKey, depth: int) -> None:
+        request.kind, request.project = "page", key.project or None
         result = await self._pages.get(key)
         request.upstream_seconds = result.upstream_seconds
         fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
@@ -298,6 +324,8 @@ class ProxyResource(Resource):
     # --- files ---------------------------------------------------------------------
 
     async def _file(self, request: ProxyRequest, segments: tuple[str, ...]) -> None:
+        request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
+        request.project = next(iter(projects_for_filename(segments[-1])), None)
         for attempt in (1, 2):
             growing, status = await self._files.open(segments)
             await growing.started()
@@ -332,6 +360,13 @@ class ProxyResource(Resource):
             request.write(body)
         request.finish()
 
+    def _send_answer(self, request: ProxyRequest, answer: Answer) -> None:
+        for name, value in answer.headers:
+            request.setHeader(name, value)
+        if answer.code == 200 and request.kind == "status":
+            request.setHeader(b"Cache-Control", b"no-store")
+        self._send(request, answer.code, answer.body, answer.content_type)
+
     def _redirect(self, request: ProxyRequest, location: str) -> None:
         """A 301 to a path on this proxy, never built from the ``Host`` header."""
         request.setHeader(b"Location", location.encode("utf-8"))
@@ -350,20 +385,32 @@ class ProxyResource(Resource):
     # --- access log ----------------------------------------------------------------
 
     def _log(self, request: ProxyRequest) -> None:
+        """One access-log line per request, and the request counted in the metrics."""
         total = self._clock.seconds() - request.started
-        upstream = "-" if request.upstream_seconds is None else f"{request.upstream_seconds:.3f}s"
-        cache = (request.responseHeaders.getRawHeaders(HEADER) or [b"-"])[0].decode()
+        raw_status = (request.responseHeaders.getRawHeaders(HEADER) or [b""])[0].decode()
+        try:
+            cache: CacheStatus | None = CacheStatus(raw_status)
+        except ValueError:
+            cache = None
+        self._metrics.answered(request.kind, cache, request.sentLength, request.project)
         client = request.getClientAddress()
+        fields = {
+            "client": getattr(client, "host", "-"),
+            "method": request.method.decode("latin-1"),
+            "path": request.uri.decode("latin-1")[:512],
+            "status": request.code if request.finished else "aborted",
+            "bytes": request.sentLength,
+            "cache": raw_status or "-",
+            "total": round(total, 3),
+            "upstream": None if request.upstream_seconds is None else round(request.upstream_seconds, 3),
+        }
+        if self._log_format == "json":
+            log.info("{json}", json=json.dumps(fields), **fields)
+            return
         log.info(
-            '{client} "{method} {path}" {status} {bytes} {cache} {total:.3f}s upstream={upstream}',
-            client=getattr(client, "host", "-"),
-            method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1")[:512],
-            status=request.code if request.finished else "aborted",
-            bytes=request.sentLength,
-            cache=cache,
-            total=total,
-            upstream=upstream,
+            '{client} "{method} {path}" {status} {bytes} {cache} {total:.3f}s upstream={upstream_text}',
+            upstream_text="-" if fields["upstream"] is None else f"{fields['upstream']:.3f}s",
+            **fields,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -113,3 +114,34 @@ async def test_help_explains_every_flag(tmp_path):
     for flag in ("--config", "--listen", "--upstream", "--cache-dir", "--index-ttl"):
         assert flag in result.output
     assert os.path.basename(TWISTD) == "twistd"
+
+
+@ensureDeferred
+async def test_json_access_log_and_the_effective_configuration_with_secrets_masked(fake_upstream_json, tmp_path):
+    token = "very-secret-token-0123456789"
+    daemon = Daemon()
+    argv = twistd_args(
+        "--listen", "tcp:0:interface=127.0.0.1", "--upstream", fake_upstream_json.simple_url,
+        "--cache-dir", str(tmp_path / "cache"), "--log-format", "json", "--admin-token", token,
+    )
+    process = reactor.spawnProcess(daemon, argv[0], argv, env=clean_env(tmp_path), path=str(tmp_path))
+    try:
+        port = await daemon.port
+        client = RunningProxy(None, None, f"http://127.0.0.1:{port}")  # type: ignore[arg-type]
+        response = await client.get("/simple/pcx-alpha/")
+        body = await response.content()
+        await client.get("/health")  # a second request: the first one's log line is surely written
+    finally:
+        process.signalProcess(signal.SIGTERM)
+        await daemon.ended
+    log = daemon.output.decode()
+    assert token not in log
+    config = json.loads(log.split("Effective configuration: ", 1)[1].splitlines()[0])
+    assert config["admin_token"] == "***" and config["log_format"] == "json"
+    assert config["upstream"] == fake_upstream_json.simple_url and config["index_ttl"] == 600
+    access = [json.loads(line.split("] ", 1)[1]) for line in log.splitlines() if "[pypicached.access#info]" in line]
+    first = access[0]
+    assert set(first) == {"client", "method", "path", "status", "bytes", "cache", "total", "upstream"}
+    assert first["client"] == "127.0.0.1" and first["path"] == "/simple/pcx-alpha/"
+    assert first["status"] == 200 and first["bytes"] == len(body) and first["cache"] == "MISS"
+    assert first["total"] >= first["upstream"] > 0

@@ -1,0 +1,268 @@
+"""
+``pypicached-admin``: the operator's command for the cache.
+
+It reads the daemon's config file to find the cache directory and the daemon.
+``stats``, ``purge`` and ``purge-file`` ask the running daemon (over loopback, or
+with the bearer token), since it holds pages in memory and counts the cache's
+size; when no daemon answers they work on the cache directory directly.
+``verify`` reads the cache directory itself; ``prefetch`` fetches through the
+daemon like any installer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+from urllib.parse import quote, unquote, urlsplit
+
+import treq
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.error import ConnectError
+from twisted.internet.task import react
+from twisted.web.client import ResponseNeverReceived
+
+from pypicached import prefetch, verify
+from pypicached.config import ConfigError, Settings, build_settings, read_toml
+from pypicached.files import remove_cached_file
+from pypicached.housekeeping import free_space, scan
+from pypicached.metrics import Ledger
+from pypicached.names import is_valid_name, normalize
+from pypicached.pages import remove_project_records
+from pypicached.progress import Progress
+from pypicached.service import STATE_FILE
+from pypicached.stats import CacheUsage, as_text, human_bytes, summary
+
+#: Where the Debian package puts the daemon's settings.
+SYSTEM_CONFIG = "/etc/pypicached/pypicached.toml"
+
+
+class AdminError(Exception):
+    """Something the operator must fix; printed without a traceback."""
+
+
+def daemon_url(settings: Settings) -> str | None:
+    """The daemon's base URL over loopback, from its first plain ``tcp:`` listener."""
+    for description in settings.listen:
+        parts = description.split(":")
+        if parts[0] == "tcp" and len(parts) > 1 and parts[1].isdigit():
+            interface = next((p.split("=", 1)[1] for p in parts[2:] if p.startswith("interface=")), "")
+            host = interface if interface and interface not in ("0.0.0.0", "::") else "127.0.0.1"
+            return f"http://{'[' + host + ']' if ':' in host else host}:{parts[1]}"
+    return None
+
+
+class Admin:
+    """The commands, on one cache directory and one daemon URL."""
+
+    def __init__(self, settings: Settings, url: str | None, token: str | None, http: Any, out: TextIO) -> None:
+        self.settings = settings
+        self.root = Path(settings.cache_dir)
+        self.url = url
+        self.token = token
+        self.http = http
+        self.out = out
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def _ask(self, method: str, path: str) -> tuple[int, Any] | None:
+        """The daemon's JSON answer, or None if no daemon listens there."""
+        if self.url is None:
+            return None
+        try:
+            response = await self.http.request(method, self.url + path, headers=self._headers())
+            body = await response.content()
+        except (ConnectError, ResponseNeverReceived) as e:
+            self.out.write(f"(no daemon answers at {self.url}: {_reason(e)}; working on {self.root} directly)\n")
+            return None
+        try:
+            return response.code, json.loads(body)
+        except ValueError:
+            raise AdminError(f"{self.url}{path} answered {response.code}: {body[:200]!r}") from None
+
+    @staticmethod
+    def _check(code: int, answer: Any) -> Any:
+        if code != 200:
+            raise AdminError(f"the daemon refused ({code}): {answer.get('error', answer)}")
+        return answer
+
+    # --- stats ---------------------------------------------------------------------
+
+    async def stats(self, as_json: bool) -> int:
+        answered = await self._ask("GET", "/stats")
+        figures = self._check(*answered) if answered else self.stats_from_disk()
+        self.out.write(json.dumps(figures, indent=1) + "\n" if as_json else as_text(figures))
+        return 0
+
+    def stats_from_disk(self) -> dict[str, Any]:
+        now = time.time()
+        entries = scan(self.root / "files")
+        usage = CacheUsage(
+            sum(e.size for e in entries),
+            len(entries),
+            free_space(self.root) if self.root.exists() else 0,
+            self.settings.max_size,
+            self.settings.min_free,
+        )
+        return summary(Ledger.load(self.root / STATE_FILE, now), usage, now=now, upstream_url=self.settings.upstream)
+
+    # --- purges --------------------------------------------------------------------
+
+    async def purge(self, project: str) -> int:
+        if not is_valid_name(project):
+            raise AdminError(f"not a project name: {project!r}")
+        project = normalize(project)
+        answered = await self._ask("POST", f"/admin/purge/{quote(project)}")
+        if answered:
+            removed = self._check(*answered)["removed_pages"]
+        else:
+            removed = sum(remove_project_records(root, project) for root in self.root.glob("pages/*"))
+        self.out.write(f"Purged {removed} index page(s) of {project}; the next request fetches them anew.\n")
+        return 0
+
+    async def purge_file(self, url_or_name: str) -> int:
+        name = unquote(urlsplit(url_or_name).path.rstrip("/").rsplit("/", 1)[-1])
+        if not name or name in (".", "..") or "\\" in name:
+            raise AdminError(f"no file name in {url_or_name!r}")
+        answered = await self._ask("POST", f"/admin/purge-file/{quote(name, safe='')}")
+        if answered:
+            answer = self._check(*answered)
+            removed, size = answer["removed"], answer["removed_bytes"]
+        else:
+            found = remove_cached_file(self.root / "files", name)
+            removed, size = [str(p) for p, _ in found], sum(s for _, s in found)
+        if not removed:
+            self.out.write(f"{name} is not in the cache.\n")
+            return 1
+        self.out.write(f"Removed {len(removed)} file(s), {human_bytes(size)}:\n")
+        for path in removed:
+            self.out.write(f"  {path}\n")
+        return 0
+
+    # --- verify --------------------------------------------------------------------
+
+    def verify(self, drop: bool) -> int:
+        files = verify.cached_files(self.root)
+        links = verify.recorded_links(self.root)
+        progress = Progress(sys.stderr, "verify", sum(f.size for f in files), len(files))
+        good = 0
+        bad: list[tuple[verify.Cached, str]] = []
+        unknown: list[verify.Cached] = []
+        for cached, problem in verify.verify(self.root, files, links, drop=drop, progress=progress.advance):
+            if problem is None:
+                good += 1
+            elif problem == "unknown":
+                unknown.append(cached)
+            else:
+                bad.append((cached, problem))
+        progress.finish()
+        self.out.write(
+            f"Checked {len(files)} files ({human_bytes(progress.done_bytes)}): {good} good, {len(bad)} bad"
+            f"{' (deleted)' if drop and bad else ''}, {len(unknown)} with no recorded digest.\n"
+        )
+        for cached, problem in bad:
+            self.out.write(f"  BAD {'/'.join(cached.segments)}: {problem}\n")
+        for cached in unknown[:20]:
+            self.out.write(f"  no digest known for {'/'.join(cached.segments)} (kept)\n")
+        return 1 if bad else 0
+
+    # --- prefetch ------------------------------------------------------------------
+
+    async def prefetch(self, requirements: Path, all_files: bool, jobs: int) -> int:
+        if self.url is None:
+            raise AdminError("cannot tell the daemon's address from its listen setting: give --url")
+        try:
+            wanted = prefetch.read_requirements(requirements)
+        except OSError as e:
+            raise AdminError(f"cannot read {requirements}: {e.strerror}") from None
+        index = self.url + "/simple/"
+        outcome = await prefetch.plan(self.http, index, wanted, all_files=all_files, jobs=jobs, headers=self._headers())
+        self.out.write(f"{len(wanted)} requirements: {len(outcome.plan)} files to fetch through {index}\n")
+        progress = Progress(sys.stderr, "prefetch", 0, len(outcome.plan))
+        await prefetch.fetch(self.http, outcome, jobs=jobs, headers=self._headers(), on_progress=progress.advance)
+        progress.finish()
+        fetched = sum(n for _, n in outcome.fetched)
+        cached = sum(n for _, n in outcome.cached)
+        self.out.write(
+            f"Fetched {len(outcome.fetched)} files ({human_bytes(fetched)}) from the upstream; "
+            f"{len(outcome.cached)} ({human_bytes(cached)}) were already cached.\n"
+        )
+        for filename, n in outcome.fetched:
+            self.out.write(f"  fetched  {filename} ({human_bytes(n)})\n")
+        for line, reason in outcome.skipped:
+            self.out.write(f"  skipped  {line}: {reason}\n")
+        for line, reason in outcome.missing:
+            self.out.write(f"  MISSING  {line}: {reason}\n")
+        return 1 if outcome.missing else 0
+
+
+def _reason(e: Exception) -> str:
+    reasons = getattr(e, "reasons", None)
+    return "; ".join(r.getErrorMessage() for r in reasons) if reasons else str(e) or type(e).__name__
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pypicached-admin", description="Manage a pypicached cache.")
+    p.add_argument("--config", help=f"the daemon's TOML config [default: {SYSTEM_CONFIG} if it exists]")
+    p.add_argument("--cache-dir", help="the cache directory [default: the config's cache_dir]")
+    p.add_argument("--url", help="the daemon's base URL [default: from the config's first tcp: listener]")
+    p.add_argument("--token", help="bearer token for a daemon on another host "
+                                   "[default: $PYPICACHED_ADMIN_TOKEN, else the config's admin_token]")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("stats", help="hit ratio, bandwidth saved, cache size, upstream health")
+    s.add_argument("--json", action="store_true", help="the /stats JSON")
+    s = sub.add_parser("purge", help="forget a project's index pages so the next request refreshes them")
+    s.add_argument("project")
+    s = sub.add_parser("purge-file", help="delete a cached file (by its URL or file name)")
+    s.add_argument("url_or_name")
+    s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
+    s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
+    s = sub.add_parser("prefetch", help="fill the cache with the files of a requirements file")
+    s.add_argument("-r", "--requirement", required=True, type=Path, help="a (pinned) requirements file")
+    s.add_argument("--all-files", action="store_true",
+                   help="every file of each chosen version, not only those this machine could install")
+    s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
+    return p
+
+
+def load(args: argparse.Namespace) -> Settings:
+    config = args.config or (SYSTEM_CONFIG if os.path.exists(SYSTEM_CONFIG) else None)
+    values = read_toml(config) if config else {}
+    overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    return build_settings(values, overrides, source=config or "config")
+
+
+async def run(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
+    settings = load(args)
+    token = args.token or os.environ.get("PYPICACHED_ADMIN_TOKEN") or settings.admin_token
+    url = (args.url or daemon_url(settings) or "").rstrip("/") or None
+    admin = Admin(settings, url, token, treq, out)
+    if args.command == "stats":
+        return await admin.stats(args.json)
+    if args.command == "purge":
+        return await admin.purge(args.project)
+    if args.command == "purge-file":
+        return await admin.purge_file(args.url_or_name)
+    if args.command == "verify":
+        return admin.verify(drop=not args.keep)
+    return await admin.prefetch(args.requirement, args.all_files, max(1, args.jobs))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+
+    async def start(reactor: Any) -> None:
+        try:
+            code = await run(reactor, args, sys.stdout)
+        except (AdminError, ConfigError) as e:
+            sys.stderr.write(f"pypicached-admin: {e}\n")
+            code = 2
+        if code:
+            raise SystemExit(code)
+
+    react(lambda reactor: ensureDeferred(start(reactor)))

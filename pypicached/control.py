@@ -1,0 +1,173 @@
+"""
+The operator's endpoints: the status page, ``/stats``, ``/metrics``, ``/health``,
+and the admin actions that change the cache (``POST /admin/...``), which answer
+only a loopback client or one with the configured bearer token.
+
+A loopback connection that carries a forwarding header is not trusted as local:
+that is a reverse proxy on this host passing on someone else's request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import Any
+
+import attrs
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.server import Request
+
+from pypicached.files import FileCache
+from pypicached.health import Health
+from pypicached.housekeeping import Budget, Housekeeper, free_space
+from pypicached.metrics import Metrics
+from pypicached.names import is_valid_name, normalize
+from pypicached.pages import PageCache
+from pypicached.stats import CacheUsage, summary
+from pypicached.statuspage import base_url, render
+
+ADMIN = "admin"
+#: The first path segments this module answers (and ``/``); ``admin`` ones change state.
+CONTROL_PATHS = frozenset({"stats", "metrics", "health", ADMIN})
+FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+@attrs.frozen
+class Answer:
+    """A complete response for ``ProxyResource`` to send."""
+
+    code: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _json(code: int, value: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
+    return Answer(code, json.dumps(value, indent=1).encode() + b"\n", "application/json", headers)
+
+
+def is_local(request: Request) -> bool:
+    """A client on this host that is not relaying for another (loopback, or a UNIX socket)."""
+    if any(request.getHeader(name) is not None for name in FORWARDING_HEADERS):
+        return False
+    address = request.getClientAddress()
+    if isinstance(address, UNIXAddress):
+        return True
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        try:
+            ip = ipaddress.ip_address(address.host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback
+    return False
+
+
+class Control:
+    """Answers the operator's paths from the live proxy's parts."""
+
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        health: Health,
+        pages: PageCache,
+        files: FileCache,
+        housekeeper: Housekeeper,
+        budget: Budget,
+        clock: IReactorTime,
+        upstream_url: str,
+        admin_token: str | None = None,
+    ) -> None:
+        self._metrics = metrics
+        self._health = health
+        self._pages = pages
+        self._files = files
+        self._housekeeper = housekeeper
+        self._budget = budget
+        self._clock = clock
+        self._upstream_url = upstream_url
+        self._token = admin_token
+
+    def summary(self) -> dict[str, Any]:
+        """The ``/stats`` figures now."""
+        m = self._metrics
+        return summary(
+            m.ledger,
+            CacheUsage(
+                self._housekeeper.size,
+                self._housekeeper.files,
+                self._free(),
+                self._budget.max_size,
+                self._budget.min_free,
+            ),
+            now=self._clock.seconds(),
+            upstream_url=self._upstream_url,
+            upstream=m.upstream,
+            started=m.started,
+            downloads_in_flight=self._files.in_flight(),
+            evictions=self._housekeeper.evictions,
+            digest_mismatches=self._files.digest_mismatches,
+            stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
+        )
+
+    def _free(self) -> int:
+        try:
+            return free_space(self._housekeeper.root)
+        except OSError:
+            return 0
+
+    async def answer(self, request: Request, segments: tuple[str, ...]) -> Answer | None:
+        """The answer for an operator path, or None if ``segments`` is not one."""
+        if not segments:
+            return Answer(200, render(self.summary(), base_url(request.getHeader(b"host"), request.isSecure())),
+                          "text/html; charset=utf-8")
+        if segments == ("stats",):
+            return _json(200, self.summary())
+        if segments == ("metrics",):
+            return Answer(200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST)
+        if segments == ("health",):
+            ok, body = await self._health.check()
+            return _json(200 if ok else 503, body)
+        if segments[0] == ADMIN:
+            return await self._admin(request, segments[1:])
+        return None
+
+    def refusal(self, request: Request) -> Answer | None:
+        """Why ``request`` may not use an admin endpoint, or None if it may."""
+        given = request.getHeader(b"authorization") or b""
+        scheme, _, token = given.decode("latin-1").partition(" ")
+        if self._token and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token.encode()):
+            return None
+        if not given and is_local(request):
+            return None
+        if self._token:
+            return _json(401, {"error": "admin endpoints need a valid bearer token from a non-loopback client"},
+                         ((b"WWW-Authenticate", b'Bearer realm="pypicached"'),))
+        return _json(403, {"error": "admin endpoints answer loopback clients only (no admin_token is configured)"})
+
+    async def _admin(self, request: Request, rest: tuple[str, ...]) -> Answer:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        if len(rest) == 2 and rest[0] == "purge":
+            if not is_valid_name(rest[1]):
+                return _json(400, {"error": f"not a project name: {rest[1]!r}"})
+            project = normalize(rest[1])
+            removed = await self._pages.purge(project)
+            return _json(200, {"project": project, "removed_pages": removed})
+        if len(rest) == 2 and rest[0] == "purge-file":
+            removed = await self._files.purge(rest[1])
+            for _, size in removed:
+                self._housekeeper.removed(size)
+            return _json(200, {
+                "filename": rest[1],
+                "removed": [str(path) for path, _ in removed],
+                "removed_bytes": sum(size for _, size in removed),
+            })
+        return _json(404, {"error": "no such admin action; there are POST /admin/purge/PROJECT "
+                                    "and POST /admin/purge-file/FILENAME"})

@@ -1,0 +1,121 @@
+"""
+The figures an operator asks for, as one JSON-ready summary: ``/stats`` returns
+it, the status page and ``pypicached-admin stats`` show it. Built from values,
+so the admin command can build it from the cache directory alone when the
+daemon is not running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from pypicached import __version__
+from pypicached.health import iso
+from pypicached.metrics import Ledger, UpstreamHealth
+
+
+@attrs.frozen
+class CacheUsage:
+    """The cache's files against its disk budget."""
+
+    size: int
+    files: int
+    free: int
+    max_size: int
+    min_free: int
+
+
+def summary(
+    ledger: Ledger,
+    usage: CacheUsage,
+    *,
+    now: float,
+    upstream_url: str,
+    upstream: UpstreamHealth | None = None,
+    started: float | None = None,
+    downloads_in_flight: int | None = None,
+    evictions: int | None = None,
+    digest_mismatches: int | None = None,
+    stale_pages_served: int | None = None,
+) -> dict[str, Any]:
+    """
+    Everything ``/stats`` reports. The ``None`` arguments are what only a running
+    daemon knows; they come out as ``null``.
+    """
+    today = ledger.day(now)
+    return {
+        "version": __version__,
+        "now": iso(now),
+        "running": started is not None,
+        "started": iso(started),
+        "counting_since": iso(ledger.since),
+        "all_time": ledger.all_time.as_dict(),
+        "today": today.as_dict(),
+        "top_projects": [{"project": p, "saved_bytes": n} for p, n in ledger.top_projects(10)],
+        "cache": {
+            "size_bytes": usage.size,
+            "files": usage.files,
+            "max_size_bytes": usage.max_size,
+            "free_bytes": usage.free,
+            "min_free_bytes": usage.min_free,
+            "used_ratio": usage.size / usage.max_size if usage.max_size else None,
+            "evictions": evictions,
+        },
+        "downloads_in_flight": downloads_in_flight,
+        "digest_mismatches": digest_mismatches,
+        "stale_pages_served": stale_pages_served,
+        "upstream": {
+            "url": upstream_url,
+            "last_answer": iso(upstream.last_answer) if upstream else None,
+            "last_error": iso(upstream.last_error) if upstream else None,
+            "recent_errors": [
+                {"time": iso(when), "error": reason} for when, reason in (upstream.recent_errors if upstream else ())
+            ],
+        },
+    }
+
+
+def human_bytes(n: float | None) -> str:
+    """``1.5 GiB`` and the like."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.1f} %"
+
+
+def as_text(stats: dict[str, Any]) -> str:
+    """The summary as a few aligned lines, for a terminal."""
+    lines = []
+    state = f"running since {stats['started']}" if stats["running"] else "not running (figures from the cache directory)"
+    lines.append(f"pypicached {stats['version']}: {state}")
+    lines.append(f"upstream           {stats['upstream']['url']}")
+    for label, key in (("today", "today"), ("all time", "all_time")):
+        t = stats[key]
+        lines.append(
+            f"{label:<18} hit ratio {percent(t['hit_ratio'])}, served {human_bytes(t['served_bytes'])}, "
+            f"fetched {human_bytes(t['fetched_bytes'])}, saved {human_bytes(t['saved_bytes'])}"
+        )
+    c = stats["cache"]
+    lines.append(
+        f"cache              {human_bytes(c['size_bytes'])} in {c['files']} files of {human_bytes(c['max_size_bytes'])} "
+        f"({percent(c['used_ratio'])}); {human_bytes(c['free_bytes'])} free on disk"
+    )
+    if stats["top_projects"]:
+        lines.append("top projects       " + ", ".join(
+            f"{p['project']} ({human_bytes(p['saved_bytes'])})" for p in stats["top_projects"]
+        ))
+    up = stats["upstream"]
+    if stats["running"]:
+        lines.append(f"upstream answered  {up['last_answer'] or 'never yet'}; last error {up['last_error'] or 'none'}")
+        for error in up["recent_errors"][:5]:
+            lines.append(f"  {error['time']}  {error['error']}")
+    return "\n".join(lines) + "\n"

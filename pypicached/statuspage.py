@@ -1,0 +1,117 @@
+"""
+The status page at ``/``: the ``/stats`` summary for a person, in one HTML
+document with no external assets (it must work on a LAN without internet),
+and how to point each installer at this very proxy.
+"""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from typing import Any
+from urllib.parse import urlsplit
+
+from pypicached.stats import human_bytes, percent
+
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:64em;padding:0 1em;color:#222}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+.sub{color:#666}.cards{display:flex;flex-wrap:wrap;gap:1em}
+.card{border:1px solid #ddd;border-radius:6px;padding:.7em 1em;min-width:12em}
+.card b{display:block;font-size:1.5em}.bar{background:#eee;border-radius:4px;height:.6em;margin-top:.3em}
+.bar i{display:block;background:#4a8;height:100%;border-radius:4px}
+table{border-collapse:collapse}td,th{padding:.2em .8em .2em 0;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#f6f6f6;padding:.6em .8em;overflow-x:auto;border-radius:4px}
+.bad{color:#b22}.ok{color:#282}
+"""
+
+
+def base_url(host: bytes | None, secure: bool) -> str:
+    """This proxy's URL as the browser reached it, or a placeholder if the Host header is odd."""
+    text = (host or b"").decode("latin-1")
+    if not _HOST.match(text):
+        text = "PROXY-HOST:3141"
+    return f"{'https' if secure else 'http'}://{text}"
+
+
+def render(stats: dict[str, Any], base: str) -> bytes:
+    """The page, from the ``/stats`` summary and this proxy's base URL."""
+    e = escape
+    today, ever, cache, up = stats["today"], stats["all_time"], stats["cache"], stats["upstream"]
+    used = min(1.0, cache["used_ratio"] or 0.0)
+    cards = [
+        ("Hit ratio today", percent(today["hit_ratio"]), f"{today['hits']} hits, {today['misses']} misses", "hit-ratio-today"),
+        ("Hit ratio, all time", percent(ever["hit_ratio"]), f"{ever['hits']} hits, {ever['misses']} misses", "hit-ratio"),
+        ("Saved today", human_bytes(today["saved_bytes"]),
+         f"served {human_bytes(today['served_bytes'])}, fetched {human_bytes(today['fetched_bytes'])}", "saved-today"),
+        ("Saved, all time", human_bytes(ever["saved_bytes"]),
+         f"served {human_bytes(ever['served_bytes'])}, fetched {human_bytes(ever['fetched_bytes'])}", "saved-all-time"),
+        ("Downloads in flight", str(stats["downloads_in_flight"] or 0), "files being fetched now", "in-flight"),
+    ]
+    card_html = "".join(
+        f'<div class="card" id="{ident}">{e(label)}<b>{e(value)}</b><span class="sub">{e(note)}</span></div>'
+        for label, value, note, ident in cards
+    )
+    projects = "".join(
+        f"<tr><td>{e(p['project'])}</td><td class=n>{e(human_bytes(p['saved_bytes']))}</td></tr>"
+        for p in stats["top_projects"]
+    ) or '<tr><td colspan=2 class="sub">nothing served from the cache yet</td></tr>'
+    errors = "".join(
+        f"<li><span class=sub>{e(err['time'])}</span> {e(err['error'])}</li>" for err in up["recent_errors"]
+    ) or "<li class=ok>none since the daemon started</li>"
+    answered = up["last_answer"] or "not yet since the daemon started"
+    simple = base + "/simple/"
+    trusted = "" if base.startswith("https:") else (urlsplit(base).hostname or "")
+    snippets = _snippets(simple, trusted)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta http-equiv="refresh" content="30"><title>pypicached</title><style>{_STYLE}</style></head>
+<body>
+<h1>pypicached</h1>
+<p class="sub">version {e(stats['version'])} &middot; caching <code>{e(up['url'])}</code>
+&middot; running since {e(stats['started'] or '-')} &middot; figures counted since {e(stats['counting_since'] or '-')}</p>
+<div class="cards">{card_html}</div>
+
+<h2>Cache</h2>
+<p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
+{e(human_bytes(cache['max_size_bytes']))} ({e(percent(cache['used_ratio']))});
+{e(human_bytes(cache['free_bytes']))} free on disk (keeping at least {e(human_bytes(cache['min_free_bytes']))}).
+Evicted since start: {cache['evictions'] or 0}. Digest mismatches refused: {stats['digest_mismatches'] or 0}.</p>
+<div class="bar"><i style="width:{used * 100:.1f}%"></i></div>
+
+<h2>Projects that saved the most</h2>
+<table id="top-projects"><tr><th>project</th><th>served from cache</th></tr>{projects}</table>
+
+<h2>Upstream</h2>
+<p id="upstream">Last answer: {e(answered)}. Last error: {e(up['last_error'] or 'none')}.
+Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
+<ul id="upstream-errors">{errors}</ul>
+
+<h2>Use this proxy</h2>
+{snippets}
+<p class="sub">Figures as JSON: <a href="/stats">/stats</a> &middot; Prometheus: <a href="/metrics">/metrics</a>
+&middot; health check: <a href="/health">/health</a></p>
+</body></html>
+""".encode("utf-8")
+
+
+def _snippets(simple: str, trusted_host: str) -> str:
+    """Copy-paste configuration for each installer, naming this proxy."""
+    e = escape
+    trust_env = f"\nexport PIP_TRUSTED_HOST={trusted_host}" if trusted_host else ""
+    trust_conf = f"\ntrusted-host = {trusted_host}" if trusted_host else ""
+    pdm_env = "\nexport PDM_PYPI_VERIFY_SSL=false" if trusted_host else ""
+    pdm_verify = "\nverify_ssl = false" if trusted_host else ""
+    blocks = [
+        ("pip", f"export PIP_INDEX_URL={simple}{trust_env}\n\n# or in pip.conf\n[global]\nindex-url = {simple}{trust_conf}"),
+        ("uv", f"export UV_DEFAULT_INDEX={simple}\n\n# or in pyproject.toml\n[[tool.uv.index]]\n"
+               f'name = "lan"\nurl = "{simple}"\ndefault = true'),
+        ("poetry", f"poetry source add --priority=primary lan {simple}\n\n# or in pyproject.toml\n"
+                   f'[[tool.poetry.source]]\nname = "lan"\nurl = "{simple}"\npriority = "primary"'),
+        ("pdm", f"export PDM_PYPI_URL={simple}{pdm_env}\n\n# or in pyproject.toml\n[[tool.pdm.source]]\n"
+                f'name = "pypi"\nurl = "{simple}"{pdm_verify}'),
+    ]
+    return "".join(f'<h3>{e(tool)}</h3><pre id="use-{tool}">{e(text)}</pre>' for tool, text in blocks)
