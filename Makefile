@@ -49,7 +49,7 @@ bench: $(VENV)/.installed
 # The Debian package, built with Debian's own Python and libraries (not a venv's).
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 DEB_BUILD_DEPS := debhelper dh-python dh-sequence-python3 pybuild-plugin-pyproject python3-all \
-	python3-setuptools python3-attr python3-openssl python3-packaging python3-pytest \
+	python3-setuptools python3-attr python3-openssl python3-packaging python3-prometheus-client python3-pytest \
 	python3-pytest-twisted python3-service-identity python3-treq python3-twisted lintian fakeroot
 
 deb-deps:

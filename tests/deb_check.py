@@ -10,6 +10,7 @@ pip through it against a static index on 127.0.0.1, check the cache landed in
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import os
 import shlex
@@ -104,6 +105,11 @@ def main(deb: str, pip_python: str) -> None:
             stored = list((CACHE / "files").rglob(filename))
             assert stored and stored[0].read_bytes() == (root / "files" / filename).read_bytes(), stored
             assert stored[0].stat().st_uid == int(sh("id", "-u", user).strip())
+            # the admin command, as installed, asks the running daemon
+            stats = sh("pypicached-admin", "--url", f"http://127.0.0.1:{proxy_port}", "stats", "--json")
+            figures = json.loads(stats)
+            assert figures["running"] and figures["cache"]["files"] == 1 and figures["all_time"]["misses"] >= 2, stats
+            assert "pypicached-admin" in sh("man", "-P", "cat", "pypicached-admin")
         finally:
             daemon.terminate()
             output = daemon.communicate(timeout=30)[0]
