@@ -22,9 +22,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import treq
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
-from twisted.web.client import ResponseNeverReceived
 
 from pypicached import prefetch, verify
 from pypicached.config import ConfigError, Settings, build_settings, read_toml
@@ -39,6 +38,8 @@ from pypicached.stats import CacheUsage, as_text, human_bytes, summary
 
 #: Where the Debian package puts the daemon's settings.
 SYSTEM_CONFIG = "/etc/pypicached/pypicached.toml"
+#: Seconds to wait for the daemon's answer (a hung daemon must not hang the command).
+TIMEOUT = 30
 
 
 class AdminError(Exception):
@@ -73,17 +74,28 @@ class Admin:
     async def _ask(self, method: str, path: str) -> tuple[int, Any] | None:
         """The daemon's JSON answer, or None if no daemon listens there."""
         if self.url is None:
-            return None
+            self.out.write(f"(no daemon address in the config's listen setting: give --url if one runs; "
+                           f"working on {self.root} directly)\n")
+            return self._require_cache()
         try:
-            response = await self.http.request(method, self.url + path, headers=self._headers())
+            response = await self.http.request(method, self.url + path, headers=self._headers(), timeout=TIMEOUT)
             body = await response.content()
-        except (ConnectError, ResponseNeverReceived) as e:
+        except ConnectionRefused as e:
             self.out.write(f"(no daemon answers at {self.url}: {_reason(e)}; working on {self.root} directly)\n")
-            return None
+            return self._require_cache()
+        except Exception as e:
+            raise AdminError(f"cannot ask the daemon at {self.url}: {_reason(e)}") from None
         try:
             return response.code, json.loads(body)
         except ValueError:
             raise AdminError(f"{self.url}{path} answered {response.code}: {body[:200]!r}") from None
+
+    def _require_cache(self) -> None:
+        """Refuse to report on a cache directory that is not there (a typo) or not ours to read."""
+        files = self.root / "files"
+        if not files.is_dir() or not os.access(files, os.R_OK | os.X_OK):
+            raise AdminError(f"{files} is not a cache directory this user can read (see --cache-dir, --config)")
+        return None
 
     @staticmethod
     def _check(code: int, answer: Any) -> Any:
@@ -147,6 +159,7 @@ class Admin:
     # --- verify --------------------------------------------------------------------
 
     def verify(self, drop: bool) -> int:
+        self._require_cache()
         files = verify.cached_files(self.root)
         links = verify.recorded_links(self.root)
         progress = Progress(sys.stderr, "verify", sum(f.size for f in files), len(files))
@@ -230,15 +243,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load(args: argparse.Namespace) -> Settings:
+def load(args: argparse.Namespace, err: TextIO) -> Settings:
     config = args.config or (SYSTEM_CONFIG if os.path.exists(SYSTEM_CONFIG) else None)
+    if config and not args.config and not os.access(config, os.R_OK):
+        # e.g. made root-only for its admin_token: --url, --cache-dir and the token's variable suffice
+        err.write(f"pypicached-admin: cannot read {config}; using the defaults and the flags given\n")
+        config = None
     values = read_toml(config) if config else {}
     overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
     return build_settings(values, overrides, source=config or "config")
 
 
 async def run(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
-    settings = load(args)
+    settings = load(args, sys.stderr)
     token = args.token or os.environ.get("PYPICACHED_ADMIN_TOKEN") or settings.admin_token
     url = (args.url or daemon_url(settings) or "").rstrip("/") or None
     admin = Admin(settings, url, token, treq, out)

@@ -4,7 +4,11 @@ and the admin actions that change the cache (``POST /admin/...``), which answer
 only a loopback client or one with the configured bearer token.
 
 A loopback connection that carries a forwarding header is not trusted as local:
-that is a reverse proxy on this host passing on someone else's request.
+that is a reverse proxy on this host passing on someone else's request. Nor is one
+with an ``Origin`` header: that is a web page in a browser on this host (which
+would otherwise let any site purge the cache with a cross-site POST). Once an
+``admin_token`` is configured, every client must send it, loopback included,
+since a reverse proxy need not add any forwarding header.
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ from pypicached.statuspage import base_url, render
 ADMIN = "admin"
 #: The first path segments this module answers (and ``/``); ``admin`` ones change state.
 CONTROL_PATHS = frozenset({"stats", "metrics", "health", ADMIN})
-FORWARDING_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+FORWARDING_HEADERS = (
+    b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
+    b"x-client-ip", b"true-client-ip", b"via",
+)
+#: Sent by browsers with every POST: a web page, never the admin command.
+BROWSER_HEADERS = (b"origin",)
 
 
 @attrs.frozen
@@ -50,8 +59,8 @@ def _json(code: int, value: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) 
 
 
 def is_local(request: Request) -> bool:
-    """A client on this host that is not relaying for another (loopback, or a UNIX socket)."""
-    if any(request.getHeader(name) is not None for name in FORWARDING_HEADERS):
+    """A client on this host (loopback, or a UNIX socket) that is neither relaying for another nor a browser."""
+    if any(request.getHeader(name) is not None for name in FORWARDING_HEADERS + BROWSER_HEADERS):
         return False
     address = request.getClientAddress()
     if isinstance(address, UNIXAddress):
@@ -139,16 +148,16 @@ class Control:
 
     def refusal(self, request: Request) -> Answer | None:
         """Why ``request`` may not use an admin endpoint, or None if it may."""
-        given = request.getHeader(b"authorization") or b""
-        scheme, _, token = given.decode("latin-1").partition(" ")
-        if self._token and scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token.encode()):
-            return None
-        if not given and is_local(request):
-            return None
         if self._token:
-            return _json(401, {"error": "admin endpoints need a valid bearer token from a non-loopback client"},
+            scheme, _, token = (request.getHeader(b"authorization") or b"").decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token.encode()):
+                return None
+            return _json(401, {"error": "admin endpoints need the bearer token (admin_token)"},
                          ((b"WWW-Authenticate", b'Bearer realm="pypicached"'),))
-        return _json(403, {"error": "admin endpoints answer loopback clients only (no admin_token is configured)"})
+        if is_local(request):
+            return None
+        return _json(403, {"error": "admin endpoints answer local clients only (no admin_token is configured); "
+                                    "a browser or a relayed request is not local"})
 
     async def _admin(self, request: Request, rest: tuple[str, ...]) -> Answer:
         refused = self.refusal(request)

@@ -127,7 +127,7 @@ class Ledger:
     @classmethod
     def from_json(cls, data: bytes) -> "Ledger":
         record = json.loads(data)
-        if record.get("version") != STATE_VERSION:
+        if not isinstance(record, dict) or record.get("version") != STATE_VERSION:
             raise ValueError(f"unknown state version {record.get('version')!r}")
 
         def tally(d: dict[str, Any]) -> Tally:
@@ -147,7 +147,7 @@ class Ledger:
             return cls.from_json(path.read_bytes())
         except FileNotFoundError:
             return cls(since=now)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except Exception as e:  # any damage, hand edit or old backup: never a reason not to start
             log.warn("Starting the savings figures afresh: cannot read {path}: {e}", path=str(path), e=e)
             return cls(since=now)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from pypicached.links import FileLink, proxy_path
 from pypicached.names import projects_for_filename
 from pypicached.negotiation import UPSTREAM_ACCEPT
 from pypicached.status import CacheStatus
-from pypicached.upstream import UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body
+from pypicached.upstream import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body
 
 log = Logger()
 
@@ -269,13 +270,19 @@ class PageCache:
         raise NotFound("no index page links to this file")
 
     def purge(self, project: str) -> "Deferred[int]":
-        """Forget every page of ``project`` (simple and JSON), so the next request fetches it anew."""
-        for key in [k for k in self._memory if k.project == project]:
-            del self._memory[key]
-        for table in (self._missing, self._failed_until):
-            for key in [k for k in table if k.project == project]:
-                del table[key]
-        return self._run_in_thread(remove_project_records, self._root, project)
+        """
+        Forget every page of ``project`` (simple and JSON), so the next request fetches
+        it anew: the records on disk first, then memory, so that a request meanwhile
+        cannot read a record back into memory after it was forgotten.
+        """
+
+        def forget(removed: int) -> int:
+            for table in (self._memory, self._missing, self._failed_until):
+                for key in [k for k in table if k.project == project]:
+                    del table[key]
+            return removed
+
+        return self._run_in_thread(remove_project_records, self._root, project).addCallback(forget)
 
     # --- upstream ------------------------------------------------------------------
 
@@ -297,7 +304,8 @@ class PageCache:
         if stored is not None and stored.last_modified:
             headers["If-Modified-Since"] = stored.last_modified
         started = self._clock.seconds()
-        response = await self._client.get(url, headers)
+        # undecoded, so the bytes counted as fetched are those that crossed the link
+        response = await self._client.get(url, headers, decode=False)
         if response.code == 304 and stored is not None:
             discard_body(self._client, response)
             fresh = attrs.evolve(stored, fetched=self._clock.seconds())
@@ -323,6 +331,11 @@ class PageCache:
         return PageResult(fresh, status, elapsed)
 
     def _parse(self, key: PageKey, response: Any, body: bytes, url: str) -> StoredPage:
+        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding") or []).strip().lower()
+        if encoding == b"gzip":
+            body = gunzip(body, MAX_PAGE_BYTES)
+        elif encoding not in (b"", b"identity"):
+            raise simple.BadPage(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
         content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
         if key.kind == "json":
             page = pypijson.parse(body)
@@ -371,6 +384,20 @@ class PageCache:
                 "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
             )
         )
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """A gzip body's content, refusing more than ``limit`` bytes of it (a gzip bomb)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit)
+    except zlib.error as e:
+        raise simple.BadPage(f"broken gzip body: {e}") from None
+    if inflater.unconsumed_tail:
+        raise simple.BadPage(f"page larger than {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise simple.BadPage("gzip body cut short")
+    return out
 
 
 def remove_project_records(root: Path, project: str) -> int:

@@ -24,7 +24,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
@@ -88,7 +88,9 @@ def candidates(page: dict[str, Any], page_url: str) -> list[Candidate]:
     """The installable files of a PEP 691 project page."""
     found = []
     for entry in page.get("files", []):
-        filename = entry.get("filename", "")
+        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+            continue
+        filename = entry["filename"]
         try:
             if filename.endswith(".whl"):
                 _, version, _, tags = parse_wheel_filename(filename)
@@ -96,7 +98,7 @@ def candidates(page: dict[str, Any], page_url: str) -> list[Candidate]:
             else:
                 _, version = parse_sdist_filename(filename)
                 wheel_tags = None
-        except (InvalidWheelFilename, InvalidSdistFilename):
+        except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
             continue
         found.append(
             Candidate(
@@ -179,7 +181,13 @@ async def plan(
             reason = body[:200].decode("utf-8", "replace").strip()
             outcome.missing.append((item.line, f"the proxy answered {response.code}: {reason}"))
             return
-        chosen = choose(requirement, candidates(json.loads(body), page_url), all_files, tags)
+        try:
+            page = json.loads(body)
+            assert isinstance(page, dict)
+        except (ValueError, AssertionError):
+            outcome.missing.append((item.line, "the proxy's page for it is not PEP 691 JSON"))
+            return
+        chosen = choose(requirement, candidates(page, page_url), all_files, tags)
         if not chosen:
             outcome.missing.append((item.line, "no version or file matches (for this platform; try --all-files)"))
         outcome.plan.extend((item.line, c) for c in chosen)

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
@@ -87,6 +87,7 @@ class Proxy:
         self._watch()
         self._saver = LoopingCall(self.save_state)
         self._saver.clock = clock
+        self._save_lock = DeferredLock()
         self.resource = ProxyResource(
             pages=self.pages,
             files=self.files,
@@ -142,7 +143,8 @@ class Proxy:
     def save_state(self) -> "Deferred[None]":
         """Write the savings figures to the cache directory (in the disk thread)."""
         data = self.metrics.ledger.to_json()
-        d = self.disk_work(atomic_write, self._root / STATE_FILE, data, self._root / "tmp")
+        # one save at a time, in order: the final save at stop must land last
+        d = self._save_lock.run(self.disk_work, atomic_write, self._root / STATE_FILE, data, self._root / "tmp")
         return d.addErrback(lambda f: log.error("Could not save {file}: {e}", file=STATE_FILE, e=f.getErrorMessage()))
 
     async def stop(self) -> None:

@@ -127,6 +127,8 @@ class UpstreamClient:
 
 def _unwrap(response: IResponse, decode: bool) -> IResponse:
     if not decode and isinstance(response, GzipDecoder):
+        # the decoder took the header away; undecoded, the body still is gzip
+        response.original.headers.addRawHeader(b"content-encoding", b"gzip")
         return response.original  # type: ignore[no-any-return]
     return response
 

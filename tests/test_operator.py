@@ -185,11 +185,13 @@ async def test_savings_survive_a_restart(fake_upstream_json, dists, tmp_path, st
     assert after["counting_since"] == before["counting_since"]
 
 
+@pytest.mark.parametrize("damage", ["{not json", "[]", "null", '{"version": 1, "since": 1, "all_time": null}',
+                                    '{"version": 1, "since": 1, "all_time": {"served": 1e400}}'])
 @ensureDeferred
-async def test_a_damaged_state_file_starts_the_figures_afresh(fake_upstream_json, tmp_path, start_proxy):
+async def test_a_damaged_state_file_starts_the_figures_afresh(fake_upstream_json, tmp_path, start_proxy, damage):
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "state.json").write_text("{not json")
+    (cache / "state.json").write_text(damage)
     proxy = await start_proxy(fake_upstream_json.simple_url, cache)
     stats = json.loads((await fetch(proxy, "/stats"))[1])
     assert stats["all_time"]["served_bytes"] == 0
@@ -266,7 +268,9 @@ def test_a_lan_client_cannot_purge(tmp_path):
     proxy = _memory_proxy(tmp_path)
     assert _ask(proxy, "192.168.1.20", _purge()).startswith(b"HTTP/1.1 403 ")
     assert _ask(proxy, "127.0.0.1", _purge("X-Forwarded-For: 192.168.1.20\r\n")).startswith(b"HTTP/1.1 403 ")
-    assert _ask(proxy, "127.0.0.1", _purge("Authorization: Bearer guess-0123456789abcdef\r\n")).startswith(b"HTTP/1.1 403 ")
+    assert _ask(proxy, "127.0.0.1", _purge("Via: 1.1 nginx\r\n")).startswith(b"HTTP/1.1 403 ")
+    # a web page in a browser on the proxy's host: a cross-site POST carries Origin
+    assert _ask(proxy, "127.0.0.1", _purge("Origin: https://evil.example\r\n")).startswith(b"HTTP/1.1 403 ")
     reply = _ask(proxy, "127.0.0.1", _purge())
     assert reply.startswith(b"HTTP/1.1 200 ") and b'"project": "pcx-alpha"' in reply
     # reading is for everyone; GET on an admin path is refused
@@ -274,12 +278,14 @@ def test_a_lan_client_cannot_purge(tmp_path):
     assert _ask(proxy, "127.0.0.1", b"GET /admin/purge/x HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405 ")
 
 
-def test_a_lan_client_with_the_token_can_purge(tmp_path):
+def test_with_a_token_configured_every_client_needs_it(tmp_path):
     proxy = _memory_proxy(tmp_path, admin_token=TOKEN)
     reply = _ask(proxy, "192.168.1.20", _purge())
     assert reply.startswith(b"HTTP/1.1 401 ") and b'WWW-Authenticate: Bearer realm="pypicached"' in reply
     assert _ask(proxy, "192.168.1.20", _purge("Authorization: Bearer wrong-0123456789abcdef\r\n")).startswith(b"HTTP/1.1 401 ")
     assert _ask(proxy, "192.168.1.20", _purge(f"Authorization: Bearer {TOKEN}\r\n")).startswith(b"HTTP/1.1 200 ")
+    # with a token configured loopback needs it too (a reverse proxy here may add no forwarding header)
+    assert _ask(proxy, "127.0.0.1", _purge()).startswith(b"HTTP/1.1 401 ")
 
 
 # --- the admin command ---------------------------------------------------------------
@@ -411,3 +417,25 @@ async def test_admin_prefetch_fills_the_cache(fake_upstream_json, dists, start_p
     result = await admin(proxy, "prefetch", "-r", str(tmp_path / "more.txt"), tmp_path=tmp_path)
     assert result.check().out.count("Fetched 0 files") == 1 and "1 (" in result.out
     assert [r.path for r in fake_upstream_json.file_requests() if not r.path.endswith(".metadata")].count(beta.pypi_path) == 1
+
+
+@ensureDeferred
+async def test_fetched_bytes_are_those_that_crossed_the_link_for_gzipped_pages(serve_upstream, start_proxy):
+    served = serve_upstream("json", gzip_pages=True)
+    proxy = await start_proxy(served.simple_url)
+    response, body = await fetch(proxy, "/simple/pcx-alpha/")
+    assert response.code == 200 and b"pcx_alpha-2.0-py3-none-any.whl" in body
+    compressed = (await fetch(proxy, served.simple_url + "pcx-alpha/",
+                              headers={"Accept": UPSTREAM_ACCEPT, "Accept-Encoding": "gzip"}))[1]
+    assert compressed[:2] == b"\x1f\x8b"  # the upstream did gzip it
+    m = samples((await fetch(proxy, "/metrics"))[1].decode())
+    assert m[("pypicached_upstream_fetched_bytes_total", ())] == len(compressed)
+
+
+@ensureDeferred
+async def test_admin_refuses_a_cache_directory_that_is_not_there(tmp_path):
+    argv = [ADMIN, "--cache-dir", str(tmp_path / "typo"), "--url", "http://127.0.0.1:1", "verify"]
+    result = await run_process(argv, env=clean_env(tmp_path), timeout=60)
+    assert result.code == 2 and "is not a cache directory this user can read" in result.err
+    result = await run_process([*argv[:-1], "purge", "pcx-alpha"], env=clean_env(tmp_path), timeout=60)
+    assert result.code == 2 and "no daemon answers at http://127.0.0.1:1" in result.out
