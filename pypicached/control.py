@@ -26,11 +26,11 @@ from twisted.web.server import Request
 
 from pypicached.files import FileCache
 from pypicached.health import Health
-from pypicached.housekeeping import Budget, Housekeeper, free_space
+from pypicached.housekeeping import Housekeeper
 from pypicached.metrics import Metrics
 from pypicached.names import is_valid_name, normalize
 from pypicached.pages import PageCache
-from pypicached.stats import CacheUsage, summary
+from pypicached.stats import summary
 from pypicached.statuspage import base_url, render
 
 ADMIN = "admin"
@@ -87,7 +87,6 @@ class Control:
         pages: PageCache,
         files: FileCache,
         housekeeper: Housekeeper,
-        budget: Budget,
         clock: IReactorTime,
         upstream_url: str,
         admin_token: str | None = None,
@@ -97,7 +96,6 @@ class Control:
         self._pages = pages
         self._files = files
         self._housekeeper = housekeeper
-        self._budget = budget
         self._clock = clock
         self._upstream_url = upstream_url
         self._token = admin_token
@@ -107,13 +105,7 @@ class Control:
         m = self._metrics
         return summary(
             m.ledger,
-            CacheUsage(
-                self._housekeeper.size,
-                self._housekeeper.files,
-                self._free(),
-                self._budget.max_size,
-                self._budget.min_free,
-            ),
+            self._housekeeper.usage(),
             now=self._clock.seconds(),
             upstream_url=self._upstream_url,
             upstream=m.upstream,
@@ -123,12 +115,6 @@ class Control:
             digest_mismatches=self._files.digest_mismatches,
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
         )
-
-    def _free(self) -> int:
-        try:
-            return free_space(self._housekeeper.root)
-        except OSError:
-            return 0
 
     async def answer(self, request: Request, segments: tuple[str, ...]) -> Answer | None:
         """The answer for an operator path, or None if ``segments`` is not one."""

@@ -38,6 +38,17 @@ class Budget:
 
 
 @attrs.frozen
+class CacheUsage:
+    """The cache's files against its disk budget, as reported to operators."""
+
+    size: int
+    files: int
+    free: int
+    max_size: int
+    min_free: int
+
+
+@attrs.frozen
 class Entry:
     path: str
     size: int
@@ -141,7 +152,7 @@ class Housekeeper:
         free: Callable[[Path], int] = free_space,
     ) -> None:
         self.root = root
-        self._budget = budget
+        self.budget = budget
         self._clock = clock
         self._run_in_thread = run_in_thread
         self._free = free
@@ -168,8 +179,16 @@ class Housekeeper:
         """A file was added: run a pass now if that may have broken the budget."""
         self.size += size
         self.files += 1
-        if self.size > self._budget.max_size or self._free(self.root) < self._budget.min_free:
+        if self.size > self.budget.max_size or self._free(self.root) < self.budget.min_free:
             self.run()
+
+    def usage(self) -> CacheUsage:
+        """The cache's size as counted, and the filesystem's free space now."""
+        try:
+            free = self._free(self.root)
+        except OSError:
+            free = 0
+        return CacheUsage(self.size, self.files, free, self.budget.max_size, self.budget.min_free)
 
     def removed(self, size: int) -> None:
         """A file was deleted outside a pass (an admin purge)."""
@@ -180,7 +199,7 @@ class Housekeeper:
         """Start a pass unless one is running; the LoopingCall waits for it."""
         if self._running is not None:
             return None
-        self._running = self._run_in_thread(run_pass, self.root, self._budget, self._clock.seconds(), self._free)
+        self._running = self._run_in_thread(run_pass, self.root, self.budget, self._clock.seconds(), self._free)
 
         def done(result: Pass) -> Pass:
             self.size, self.files, self.last = result.size, result.files, result

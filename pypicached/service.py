@@ -99,7 +99,6 @@ class Proxy:
                 pages=self.pages,
                 files=self.files,
                 housekeeper=self.housekeeper,
-                budget=budget,
                 clock=clock,
                 upstream_url=settings.upstream,
                 admin_token=settings.admin_token,

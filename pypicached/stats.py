@@ -9,22 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from pypicached import __version__
 from pypicached.health import iso
+from pypicached.housekeeping import CacheUsage
 from pypicached.metrics import Ledger, UpstreamHealth
-
-
-@attrs.frozen
-class CacheUsage:
-    """The cache's files against its disk budget."""
-
-    size: int
-    files: int
-    free: int
-    max_size: int
-    min_free: int
 
 
 def summary(
