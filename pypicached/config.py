@@ -35,8 +35,11 @@ class Settings:
     offline: bool = False
     stale_if_error: float | None = None
     stale_while_revalidate: float = 0.0
+    stale_if_slow: float = 2.0
+    upstream_retry_max: float = 60.0
     connect_timeout: float = 10.0
-    response_timeout: float = 30.0
+    response_timeout: float = 10.0
+    file_response_timeout: float = 30.0
     idle_timeout: float = 60.0
     client_timeout: float = 60.0
     header_timeout: float = 30.0
@@ -135,6 +138,13 @@ def _seconds(value: Any) -> float:
     return _with_unit(value, _DURATION_UNITS, "a number of seconds (or a string like '90s', '10m', '12h', '180d')")
 
 
+def _positive_seconds(value: Any) -> float:
+    seconds = _seconds(value)
+    if seconds < 1:
+        raise ValueError("must be at least 1 second")
+    return seconds
+
+
 def _seconds_or_forever(value: Any) -> float | None:
     if isinstance(value, str) and value.strip().lower() in ("forever", "unlimited"):
         return None
@@ -218,8 +228,32 @@ SETTINGS: tuple[Setting, ...] = (
         "Serve an expired index page at once for this long past its TTL while one "
         "background request refreshes it; 0 turns it off. [default: 0]",
     ),
+    Setting(
+        "stale_if_slow",
+        _seconds,
+        "When an expired index page's revalidation has not answered within this many seconds, "
+        "serve the cached copy (STALE) and let the revalidation finish in the background; "
+        "0 turns it off. [default: 2]",
+    ),
+    Setting(
+        "upstream_retry_max",
+        _positive_seconds,
+        "While the upstream is down, one probe decides when it is back: first after 1s, "
+        "the delay doubling up to this. [default: 60]",
+    ),
     Setting("connect_timeout", _seconds, "Seconds to connect to the upstream. [default: 10]"),
-    Setting("response_timeout", _seconds, "Seconds to wait for the upstream's response headers. [default: 30]"),
+    Setting(
+        "response_timeout",
+        _seconds,
+        "Seconds to wait for the upstream's response headers to an index page request; "
+        "below pip's own 15s. [default: 10]",
+    ),
+    Setting(
+        "file_response_timeout",
+        _seconds,
+        "Seconds to wait for the upstream's response headers to a package file request "
+        "(a big file's first byte can take longer). [default: 30]",
+    ),
     Setting(
         "idle_timeout",
         _seconds,

@@ -108,7 +108,7 @@ class Control:
             self._housekeeper.usage(),
             now=self._clock.seconds(),
             upstream_url=self._upstream_url,
-            upstream=m.upstream,
+            upstreams=m.upstreams,
             started=m.started,
             downloads_in_flight=self._files.in_flight(),
             evictions=self._housekeeper.evictions,

@@ -151,6 +151,7 @@ class FileCache:
         run_in_thread: RunInThread,
         find_link: FindLink,
         offline: bool = False,
+        response_timeout: float = 30.0,
         open_temporary: "Callable[[Path], tuple[BinaryIO, Path]] | None" = None,
     ) -> None:
         self._files = root / "files"
@@ -161,6 +162,7 @@ class FileCache:
         self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
         self._offline = offline
+        self.response_timeout = response_timeout
         self._open_temporary = open_temporary or open_temporary_file
         self._disk_trouble: str | None = None
         self.digest_mismatches = 0
@@ -203,6 +205,8 @@ class FileCache:
         found = self._existing(segments)
         if found is not None:
             return found
+        if self._client.health.is_down:
+            raise self._client.health.outage()
         growing = GrowingFile(self._tmp / "pending")
         self._downloads[segments] = growing
         _Download(self, segments, link, growing).start()
@@ -267,7 +271,8 @@ class _Download(BodyReader):
         self._started = cache._clock.seconds()
 
     def start(self) -> None:
-        self._cache._client.get(self._link.url, decode=False).addCallbacks(self._response, self._fetch_failed)
+        client = self._cache._client
+        client.get(self._link.url, timeout=self._cache.response_timeout).addCallbacks(self._response, self._fetch_failed)
 
     def _fetch_failed(self, failure: Failure) -> None:
         error = failure.value

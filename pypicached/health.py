@@ -2,12 +2,11 @@
 ``/health``: whether this proxy can do its job, for a load balancer or a
 monitoring check. It can while its event loop turns and its cache directory
 takes writes; an upstream outage does not make it unhealthy, since the cache
-still serves, so the upstream's last answer is reported but not judged.
+still serves, so each upstream's state is reported but not judged.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from twisted.internet.task import LoopingCall
 
 from pypicached.disk import RunInThread
 from pypicached.inflight import Inflight
-from pypicached.metrics import UpstreamHealth
+from pypicached.breaker import UpstreamHealth
 
 #: The heartbeat's period, and the lag past which the event loop counts as stuck.
 BEAT = 1.0
@@ -40,12 +39,12 @@ class Health:
     """Watches the event loop with a heartbeat and probes the cache directory on demand."""
 
     def __init__(
-        self, *, clock: IReactorTime, directory: Path, run_in_thread: RunInThread, upstream: UpstreamHealth
+        self, *, clock: IReactorTime, directory: Path, run_in_thread: RunInThread, upstreams: list[UpstreamHealth]
     ) -> None:
         self._clock = clock
         self._directory = directory
         self._run_in_thread = run_in_thread
-        self._upstream = upstream
+        self._upstreams = upstreams
         self._loop = LoopingCall(self._beat)
         self._loop.clock = clock
         self._last_beat: float | None = None
@@ -85,20 +84,22 @@ class Health:
         except OSError as e:
             writable = False
             problems.append(f"the cache directory is not writable: {e.strerror or e}")
-        upstream = self._upstream
+        states = [self._state(u, now) for u in self._upstreams]
         body = {
             "status": "failing" if problems else "ok",
             "problems": problems,
             "cache_dir_writable": writable,
             "event_loop_lag_seconds": round(max(lag, 0.0), 3),
-            "upstream": {
-                "last_answer": iso(upstream.last_answer),
-                "seconds_since_answer": None if upstream.last_answer is None else round(now - upstream.last_answer, 1),
-                "last_error": iso(upstream.last_error),
-                "last_error_reason": upstream.recent_errors[0][1] if upstream.recent_errors else None,
-            },
+            "upstream": states[0] if states else None,
+            "upstreams": states,
         }
         return not problems, body
+
+    @staticmethod
+    def _state(upstream: UpstreamHealth, now: float) -> dict[str, Any]:
+        state = upstream.state()
+        state["seconds_since_answer"] = None if upstream.last_answer is None else round(now - upstream.last_answer, 1)
+        return state
 
     def _probe_once(self) -> "Deferred[None]":
         """One probe at a time, shared by every check that arrives meanwhile."""
@@ -108,9 +109,3 @@ class Health:
         probe = self._run_in_thread(probe_write, self._directory)
         return probe.addTimeout(PROBE_TIMEOUT, self._clock)
 
-
-def iso(when: float | None) -> str | None:
-    """A POSIX time as ISO 8601 UTC, for JSON."""
-    if when is None:
-        return None
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="seconds")

@@ -11,7 +11,6 @@ expects of counters.
 
 from __future__ import annotations
 
-import collections
 import json
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from pypicached.breaker import UpstreamHealth
 from pypicached.status import CacheStatus
 
 log = Logger()
@@ -38,8 +38,6 @@ CACHE_KINDS = frozenset({"page", "file", "metadata"})
 #: How many UTC days, and how many projects, the ledger remembers.
 DAYS_KEPT = 31
 PROJECTS_KEPT = 1000
-#: How many recent upstream failures the status page lists.
-RECENT_ERRORS = 20
 STATE_VERSION = 1
 
 
@@ -152,15 +150,25 @@ class Ledger:
             return cls(since=now)
 
 
-@attrs.define
-class UpstreamHealth:
-    """When the upstream last answered, and its recent failures, for /health and the status page."""
+class _UpstreamStates:
+    """Each upstream's state, read at scrape time from its ``UpstreamHealth``."""
 
-    last_answer: float | None = None
-    last_error: float | None = None
-    recent_errors: collections.deque[tuple[float, str]] = attrs.field(
-        factory=lambda: collections.deque(maxlen=RECENT_ERRORS)
-    )
+    def __init__(self, upstreams: list[UpstreamHealth]) -> None:
+        self._upstreams = upstreams
+
+    def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily("pypicached_upstream_up", "1 while the upstream answers, 0 while it is down.",
+                               labels=["upstream"])
+        spared = CounterMetricFamily(
+            "pypicached_upstream_down_answers",
+            "Client requests answered at once (stale or 503) because the upstream was down.",
+            labels=["upstream"],
+        )
+        for health in self._upstreams:
+            up.add_metric([health.url], 0 if health.is_down else 1)
+            spared.add_metric([health.url], health.spared)
+        yield up
+        yield spared
 
 
 class _Watched:
@@ -181,7 +189,8 @@ class Metrics:
     def __init__(self, clock: IReactorTime, ledger: Ledger | None = None) -> None:
         self._clock = clock
         self.ledger = ledger or Ledger(since=clock.seconds())
-        self.upstream = UpstreamHealth()
+        #: Each upstream's health, for the up gauge and the spared-requests counter.
+        self.upstreams: list[UpstreamHealth] = []
         self.started = clock.seconds()
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -214,6 +223,7 @@ class Metrics:
         )
         self._watched = _Watched()
         self.registry.register(self._watched)
+        self.registry.register(_UpstreamStates(self.upstreams))
         self.watch("pypicached_served_bytes", "Bytes sent to clients for pages, files and metadata, all time.", "counter",
                    lambda: self.ledger.all_time.served)
         self.watch("pypicached_upstream_fetched_bytes", "Body bytes received from the upstream, all time.", "counter",
@@ -237,23 +247,16 @@ class Metrics:
         self.ledger.served(self._clock.seconds(), nbytes, status, project)
 
     def upstream_answered(self, seconds: float, code: int) -> None:
-        now = self._clock.seconds()
-        self.upstream.last_answer = now
         self.upstream_latency.observe(seconds)
         self.upstream_requests.labels(f"{code // 100}xx").inc()
         if code >= 500:
-            self._upstream_trouble(now, f"answered {code}")
+            self.upstream_errors.inc()
 
     def upstream_failed(self, reason: str, *, answered: bool) -> None:
         """The upstream gave no answer (``answered`` False) or broke off a body."""
         if not answered:
             self.upstream_requests.labels("error").inc()
-        self._upstream_trouble(self._clock.seconds(), reason)
-
-    def _upstream_trouble(self, now: float, reason: str) -> None:
         self.upstream_errors.inc()
-        self.upstream.last_error = now
-        self.upstream.recent_errors.appendleft((now, reason))
 
     def fetched(self, nbytes: int) -> None:
         self.ledger.fetched(self._clock.seconds(), nbytes)

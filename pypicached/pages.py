@@ -19,6 +19,7 @@ import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pypicached import pypijson, simple
 from pypicached.disk import RunInThread, atomic_write
@@ -150,6 +151,7 @@ class PageCache:
         offline: bool = False,
         stale_if_error: float | None = None,
         stale_while_revalidate: float = 0.0,
+        stale_if_slow: float = 0.0,
     ) -> None:
         self._clock = clock
         self.index = index
@@ -165,13 +167,16 @@ class PageCache:
         self._offline = offline
         self._stale_if_error = stale_if_error
         self._stale_while_revalidate = stale_while_revalidate
+        self._stale_if_slow = stale_if_slow
+        self._health = client.health
 
     # --- lookup --------------------------------------------------------------------
 
     def get(self, key: PageKey) -> "Deferred[PageResult]":
         """
         The page: fresh from the cache, or revalidated upstream by one request that
-        everyone asking meanwhile waits for; a stale copy when the upstream fails.
+        everyone asking meanwhile waits for; a stale copy when the upstream fails,
+        is down, or is slower than ``stale_if_slow``.
         """
         stored = self.cached(key)
         now = self._clock.seconds()
@@ -185,13 +190,43 @@ class PageCache:
         missing_until = self._missing.get(key)
         if stored is None and missing_until is not None and now < missing_until:
             return fail(NotFound("no such page upstream (remembered)"))
+        if self._health.is_down:
+            if stored is not None and self._may_serve_stale(stored):
+                self._health.spared += 1
+                return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
+            return fail(self._health.outage())
         if stored is not None and now < self._failed_until.get(key, 0.0) and self._may_serve_stale(stored):
             return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
         shared = self._refresh(key, stored)
-        if stored is not None and age < self.ttl + self._stale_while_revalidate:  # type: ignore[operator]
+        if stored is None:
+            return shared
+        if age < self.ttl + self._stale_while_revalidate:  # type: ignore[operator]
             shared.addErrback(lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage()))
             return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
+        if self._stale_if_slow and self._may_serve_stale(stored):
+            return self._unless_slow(shared, stored)
         return shared
+
+    def _unless_slow(self, shared: "Deferred[PageResult]", stored: StoredPage) -> "Deferred[PageResult]":
+        """
+        The revalidation's answer if it comes within ``stale_if_slow``, else the stale
+        copy at once; the revalidation goes on and updates the cache when it answers.
+        """
+        answer: Deferred[PageResult] = Deferred()
+        timer = self._clock.callLater(
+            self._stale_if_slow,
+            lambda: answer.callback(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
+        )
+
+        def revalidated(result: Any) -> None:
+            if timer.active():
+                timer.cancel()
+                answer.callback(result)  # a Failure goes on as one
+            elif isinstance(result, Failure):
+                log.warn("Slow revalidation of {url} failed: {e}", url=stored.url, e=result.getErrorMessage())
+
+        shared.addBoth(revalidated)
+        return answer
 
     def _refresh(self, key: PageKey, stored: StoredPage | None) -> "Deferred[PageResult]":
         """Revalidate upstream, joining the revalidation already in flight for ``key``."""
@@ -258,7 +293,7 @@ class PageCache:
         for key in keys:
             try:
                 result = await self.get(key)
-                if segments not in result.page.links() and result.status is CacheStatus.HIT:
+                if segments not in result.page.links() and result.status is CacheStatus.HIT and not self._health.is_down:
                     # a fresh page may predate a new release: ask once more, at most so often
                     if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
                         result = await self._refresh(key, result.page)
@@ -298,14 +333,14 @@ class PageCache:
 
     async def _fetch(self, key: PageKey, stored: StoredPage | None) -> PageResult:
         url = self._url(key)
-        headers = {"Accept": "application/json" if key.kind == "json" else UPSTREAM_ACCEPT}
+        headers = {"Accept": "application/json" if key.kind == "json" else UPSTREAM_ACCEPT, "Accept-Encoding": "gzip"}
         if stored is not None and stored.etag:
             headers["If-None-Match"] = stored.etag
         if stored is not None and stored.last_modified:
             headers["If-Modified-Since"] = stored.last_modified
         started = self._clock.seconds()
-        # undecoded, so the bytes counted as fetched are those that crossed the link
-        response = await self._client.get(url, headers, decode=False)
+        # gzipped and undecoded, so the bytes counted as fetched are those that crossed the link
+        response = await self._client.get(url, headers)
         if response.code == 304 and stored is not None:
             discard_body(self._client, response)
             fresh = attrs.evolve(stored, fetched=self._clock.seconds())

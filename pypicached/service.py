@@ -14,8 +14,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.iweb import IAgent
 
 from pypicached.config import Settings
+from pypicached.breaker import UpstreamHealth
 from pypicached.control import Control
 from pypicached.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.files import FileCache
@@ -24,7 +26,7 @@ from pypicached.housekeeping import Budget, Housekeeper
 from pypicached.metrics import Ledger, Metrics
 from pypicached.pages import PageCache
 from pypicached.tls import ReloadableContext, TLSFiles, tls_endpoint
-from pypicached.upstream import UpstreamClient, UpstreamIndex
+from pypicached.upstream import UpstreamClient, UpstreamIndex, pooled_agent
 from pypicached.web import ProxyResource, ProxySite
 
 log = Logger()
@@ -44,6 +46,7 @@ class Proxy:
         *,
         clock: IReactorTime | None = None,
         run_in_thread: RunInThread | None = None,
+        agent: IAgent | None = None,
     ) -> None:
         clock = clock or reactor
         root = Path(settings.cache_dir)
@@ -52,15 +55,23 @@ class Proxy:
         self.settings = settings
         self._root = root
         self.metrics = Metrics(clock, Ledger.load(root / STATE_FILE, clock.seconds()))
+        self._http_pool = None
+        if agent is None:
+            agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
+        self.index = UpstreamIndex(settings.upstream)
+        self.upstream_health = UpstreamHealth(
+            settings.upstream, clock, lambda: self.client.probe(self.index.simple_url),
+            retry_max=settings.upstream_retry_max,
+        )
+        self.metrics.upstreams.append(self.upstream_health)
         self.client = UpstreamClient(
-            reactor,
+            agent,
             clock=clock,
-            connect_timeout=settings.connect_timeout,
+            health=self.upstream_health,
+            metrics=self.metrics,
             response_timeout=settings.response_timeout,
             idle_timeout=settings.idle_timeout,
-            metrics=self.metrics,
         )
-        self.index = UpstreamIndex(settings.upstream)
         self.pages = PageCache(
             clock=clock,
             index=self.index,
@@ -71,6 +82,7 @@ class Proxy:
             offline=settings.offline,
             stale_if_error=settings.stale_if_error,
             stale_while_revalidate=settings.stale_while_revalidate,
+            stale_if_slow=settings.stale_if_slow,
         )
         self.files = FileCache(
             root=root,
@@ -79,11 +91,12 @@ class Proxy:
             run_in_thread=run,
             find_link=self.pages.find_link,
             offline=settings.offline,
+            response_timeout=settings.file_response_timeout,
         )
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = self.housekeeper.committed
-        self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstream=self.metrics.upstream)
+        self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstreams=self.metrics.upstreams)
         self._watch()
         self._saver = LoopingCall(self.save_state)
         self._saver.clock = clock
@@ -152,10 +165,12 @@ class Proxy:
             return
         self.housekeeper.stop()
         self.health.stop()
+        self.upstream_health.stop()
         self._saver.stop()
         await self.save_state()
         await self.disk_work.idle()
-        await self.client.close()
+        if self._http_pool is not None:
+            await self._http_pool.closeCachedConnections()
         if self._pool is not None and self._pool.started:
             self._pool.stop()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from pypicached import __version__
-from pypicached.health import iso
+from pypicached.breaker import UpstreamHealth, iso
 from pypicached.housekeeping import CacheUsage
-from pypicached.metrics import Ledger, UpstreamHealth
+from pypicached.metrics import Ledger
 
 
 def summary(
@@ -21,7 +21,7 @@ def summary(
     *,
     now: float,
     upstream_url: str,
-    upstream: UpstreamHealth | None = None,
+    upstreams: "list[UpstreamHealth] | None" = None,
     started: float | None = None,
     downloads_in_flight: int | None = None,
     evictions: int | None = None,
@@ -33,6 +33,7 @@ def summary(
     daemon knows; they come out as ``null``.
     """
     today = ledger.day(now)
+    upstream = upstreams[0] if upstreams else None
     return {
         "version": __version__,
         "now": iso(now),
@@ -54,8 +55,12 @@ def summary(
         "downloads_in_flight": downloads_in_flight,
         "digest_mismatches": digest_mismatches,
         "stale_pages_served": stale_pages_served,
+        "upstreams": [u.state() for u in upstreams or ()],
         "upstream": {
             "url": upstream_url,
+            "state": upstream.state()["state"] if upstream else None,
+            "since": iso(upstream.down_since) if upstream else None,
+            "next_probe": iso(upstream.next_probe) if upstream else None,
             "last_answer": iso(upstream.last_answer) if upstream else None,
             "last_error": iso(upstream.last_error) if upstream else None,
             "recent_errors": [

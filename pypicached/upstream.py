@@ -12,18 +12,19 @@ import hashlib
 from typing import Mapping
 
 import attrs
-from treq.client import HTTPClient
+from hyperlink import URL
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import _HTTP11ClientFactory, Agent, GzipDecoder, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import _HTTP11ClientFactory, Agent, BrowserLikeRedirectAgent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IAgent, IResponse
 
 from pypicached import __version__
+from pypicached.breaker import UpstreamHealth
 from pypicached.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
@@ -62,75 +63,97 @@ class UpstreamIndex:
         return base + (f"{version}/json" if version else "json")
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
 class UpstreamClient:
     """
-    Fetches from upstream over one persistent connection pool, which it owns.
+    Fetches from one upstream through an ``IAgent`` (in the daemon, a pooled
+    ``Agent`` that the service owns; in tests, one over an in-memory upstream).
 
-    Connecting and waiting for response headers are bounded here; a body that
-    stalls is bounded by ``BodyReader``. Timers run on ``clock`` so that tests
-    can drive them.
+    Waiting for response headers is bounded here, on ``clock``; a body that
+    stalls is bounded by ``BodyReader``. Every answer and failure is reported to
+    the upstream's ``health``, which is how one failure spares every other
+    request the wait.
     """
 
     def __init__(
         self,
-        reactor,  # type: ignore[no-untyped-def]
+        agent: IAgent,
         *,
-        clock: IReactorTime | None = None,
-        connect_timeout: float = 10.0,
-        response_timeout: float = 30.0,
+        clock: IReactorTime,
+        health: UpstreamHealth,
+        metrics: Metrics,
+        response_timeout: float = 10.0,
         idle_timeout: float = 60.0,
-        metrics: Metrics | None = None,
     ) -> None:
-        self.clock = clock or reactor
+        self._agent = agent
+        self.clock = clock
+        self.health = health
+        self.metrics = metrics
+        self.response_timeout = response_timeout
         self.idle_timeout = idle_timeout
-        self.metrics = metrics or Metrics(self.clock)
-        self._response_timeout = response_timeout
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 8
-        self._pool._factory = _QuietFactory  # no "Starting factory" line per upstream connection
-        self._http = HTTPClient(Agent(reactor, pool=self._pool, connectTimeout=connect_timeout))
 
     def get(
-        self, url: str, headers: Mapping[str, str] | None = None, *, decode: bool = True
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        method: bytes = b"GET",
     ) -> "Deferred[IResponse]":
         """
-        Start a GET; the body is left for the caller to consume. With ``decode``
-        off, a gzip ``Content-Encoding`` is not undone: a package file's digest is
-        of its bytes as served, and a ``.tar.gz`` is often (wrongly) labelled so.
+        Start a request; the body is left for the caller to consume, exactly as it
+        came (no content decoding: a package file's digest is of its bytes as
+        served, and a ``.tar.gz`` is often labelled gzip).
         """
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
         started = self.clock.seconds()
-        d = self._http.get(
-            url, headers=sent, unbuffered=True, reactor=self.clock, timeout=self._response_timeout or None
-        )
+        d = self._agent.request(method, _as_uri(url), sent)
+        wait = self.response_timeout if timeout is None else timeout
+        if wait:
+            d.addTimeout(wait, self.clock)
 
         def answered(response: IResponse) -> IResponse:
             self.metrics.upstream_answered(self.clock.seconds() - started, response.code)
-            return _unwrap(response.original, decode)  # type: ignore[attr-defined]
+            self.health.answered(response.code)
+            return response
 
         def failed(failure: Failure) -> Failure:
             error = _as_upstream_error(failure, url)
             self.metrics.upstream_failed(error.value.reason, answered=False)
+            self.health.failed(error.value.reason)
             return error
 
         return d.addCallbacks(answered, failed)
 
-    def close(self) -> "Deferred[None]":
-        return self._pool.closeCachedConnections()
+    def probe(self, url: str) -> "Deferred[None]":
+        """A HEAD request whose only use is the answer it reports to ``health``."""
+
+        def drop(response: IResponse) -> None:
+            discard_body(self, response)
+
+        return self.get(url, method=b"HEAD").addCallbacks(drop, lambda _: None)
 
 
-def _unwrap(response: IResponse, decode: bool) -> IResponse:
-    if not decode and isinstance(response, GzipDecoder):
-        # the decoder took the header away; undecoded, the body still is gzip
-        response.original.headers.addRawHeader(b"content-encoding", b"gzip")
-        return response.original  # type: ignore[no-any-return]
-    return response
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+def pooled_agent(reactor, connect_timeout: float) -> tuple[IAgent, HTTPConnectionPool]:  # type: ignore[no-untyped-def]
+    """
+    The daemon's agent: persistent connections (owned by the caller, who closes
+    the pool at stop) and redirects followed, as browsers and installers do.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 8
+    pool._factory = _QuietFactory  # no "Starting factory" line per upstream connection
+    agent = Agent(reactor, pool=pool, connectTimeout=connect_timeout or None)
+    return BrowserLikeRedirectAgent(agent), pool
+
+
+def _as_uri(url: str) -> bytes:
+    """An absolute URL as the ASCII bytes an agent sends (non-ASCII characters percent-encoded)."""
+    return URL.from_text(url).to_uri().to_text().encode("ascii")
 
 
 def _as_upstream_error(failure: Failure, url: str) -> Failure:
@@ -159,6 +182,7 @@ class BodyReader(Protocol):
         self._clock = client.clock
         self._idle = client.idle_timeout
         self._metrics = client.metrics
+        self._health = client.health
         self._timer: IDelayedCall | None = None
         self._stalled = False
 
@@ -189,6 +213,7 @@ class BodyReader(Protocol):
             error = UpstreamError(f"upstream body broken off: {_reason(reason)}")
         if error is not None:
             self._metrics.upstream_failed(error.reason, answered=True)
+            self._health.note(error.reason)
         self.ended(error)
 
     def abandon(self) -> None:

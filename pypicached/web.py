@@ -19,6 +19,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached import pypijson, simple
+from pypicached.breaker import UpstreamDown
 from pypicached.control import ADMIN, CONTROL_PATHS, Answer, Control
 from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
@@ -211,7 +212,7 @@ class ProxyResource(Resource):
             self._error(request, e)
         except NotFound as e:
             self._error(request, HTTPError(404, str(e)))
-        except (UpstreamError, DownloadFailed, Offline) as e:
+        except (UpstreamError, UpstreamDown, DownloadFailed, Offline) as e:
             self._error(request, HTTPError(e.status, str(e), CacheStatus.ERROR))
         except Exception:
             errors.failure("Unexpected error answering {path!r}", path=request.path)

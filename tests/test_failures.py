@@ -264,7 +264,8 @@ async def _start_file(proxy, fake, wheel, behaviour):
 @pytest.mark.parametrize("behaviour", ["truncate:500000", "corrupt", "status:500", "drop"])
 @ensureDeferred
 async def test_bad_file_bodies_are_never_stored_or_served_whole(fake_upstream_json, dists, behaviour, start_proxy):
-    proxy = await start_proxy(fake_upstream_json.simple_url)
+    clock = Clock()  # the proxy's timers only: the upstream-down probe waits for the test
+    proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock)
     big = dists["pcx-big"][0]
     cache = proxy.proxy.settings.cache_dir
     for pending in await _start_file(proxy, fake_upstream_json, big, behaviour):
@@ -281,8 +282,16 @@ async def test_bad_file_bodies_are_never_stored_or_served_whole(fake_upstream_js
     assert files_in(cache) == [] and tmp_in(cache) == []
     if behaviour == "corrupt":
         assert proxy.proxy.files.digest_mismatches == 1
-    # the next request tries again, and gets the real file
     del fake_upstream_json.behaviour[big.pypi_path]
+    health = proxy.proxy.upstream_health
+    if behaviour in ("status:500", "drop"):  # no answer, or a 5xx: the upstream is down for everyone
+        assert health.is_down
+        response = await proxy.get(big.pypi_path)
+        assert response.code == 503 and b"is down since" in await response.content()
+        clock.advance(1)  # the probe is due; its answer brings the upstream back
+        await until(lambda: not health.is_down)
+    assert not health.is_down  # a broken or lying body is the file's fault, not the upstream's
+    # the next request tries again, and gets the real file
     response = await proxy.get(big.pypi_path)
     assert await response.content() == big.data
 

@@ -152,7 +152,8 @@ async def test_health_is_ok_while_the_upstream_is_down_and_fails_when_the_disk_d
 
 def test_health_fails_when_the_event_loop_stalls(tmp_path):
     clock = Clock()
-    health = Health(clock=clock, directory=tmp_path, run_in_thread=run_inline, upstream=UpstreamHealth())
+    health = Health(clock=clock, directory=tmp_path, run_in_thread=run_inline,
+                    upstreams=[UpstreamHealth("http://upstream.invalid/simple/", clock)])
     health.start()
     clock.advance(1)
     results = []

@@ -1,0 +1,159 @@
+"""
+One upstream's health, shared by every request: a circuit breaker.
+
+The first connect failure, name-resolution failure, timeout or 5xx marks the
+upstream down. While it is down no client waits on it: cached pages are served
+stale at once and anything uncached is refused at once with the reason. One
+background probe at a time, first after a second and then with the delay
+doubling up to ``retry_max``, decides when it is back; so does any answer that
+arrives meanwhile (a revalidation started before the outage, say).
+
+Varnish calls the idea "grace"; Nexus and Artifactory call it "auto-block".
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+#: The first probe's delay after an upstream goes down; each failed probe doubles it.
+FIRST_RETRY = 1.0
+#: How many recent failures are kept for /stats and the status page.
+RECENT_ERRORS = 20
+
+
+class UpstreamDown(Exception):
+    """The upstream is down and the cache cannot stand in: answered at once, 503."""
+
+    status = 503
+
+
+def iso(when: float | None) -> str | None:
+    """A POSIX time as ISO 8601 UTC, for JSON and one-line reasons."""
+    if when is None:
+        return None
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@attrs.define(eq=False)
+class UpstreamHealth:
+    """Up or down for one upstream, when it last answered, and its recent failures."""
+
+    url: str
+    clock: IReactorTime
+    #: Starts one request to the upstream; its outcome reaches us through ``answered``/``failed``.
+    probe: Callable[[], "Deferred[Any]"] = lambda: Deferred()
+    retry_max: float = 60.0
+    down_since: float | None = None
+    reason: str | None = None
+    next_probe: float | None = None
+    last_answer: float | None = None
+    last_error: float | None = None
+    recent_errors: "collections.deque[tuple[float, str]]" = attrs.field(
+        factory=lambda: collections.deque(maxlen=RECENT_ERRORS)
+    )
+    #: Client requests answered at once (stale, or refused) because the upstream was down.
+    spared: int = 0
+    _delay: float = FIRST_RETRY
+    _timer: IDelayedCall | None = None
+    _probing: bool = False
+
+    @property
+    def is_down(self) -> bool:
+        return self.down_since is not None
+
+    # --- what the upstream client reports ------------------------------------------
+
+    def answered(self, code: int) -> None:
+        """A response arrived: any but a 5xx shows the upstream is there."""
+        now = self.clock.seconds()
+        if code >= 500:
+            self.failed(f"answered {code}")
+            return
+        self.last_answer = now
+        if self.down_since is not None:
+            log.info(
+                "Upstream {url} is back after {seconds:.1f}s down",
+                url=self.url, seconds=now - self.down_since,
+            )
+            self.down_since = self.reason = self.next_probe = None
+            self._delay = FIRST_RETRY
+            self._cancel()
+
+    def failed(self, reason: str) -> None:
+        """No usable answer: the first failure marks the upstream down for everyone."""
+        now = self.note(reason)
+        if self.down_since is None:
+            self.down_since, self.reason = now, reason
+            log.warn(
+                "Upstream {url} is down ({reason}); serving from the cache, next try in {delay:g}s",
+                url=self.url, reason=reason, delay=self._delay,
+            )
+            self._schedule()
+
+    def note(self, reason: str) -> float:
+        """Remember a failure for the operator (a body broken off, say) without judging the upstream by it."""
+        now = self.clock.seconds()
+        self.last_error = now
+        self.recent_errors.appendleft((now, reason))
+        return now
+
+    # --- for the answering side ----------------------------------------------------
+
+    def outage(self) -> UpstreamDown:
+        """The one-line refusal for a request the cache cannot answer while down."""
+        self.spared += 1
+        return UpstreamDown(
+            f"upstream {self.url} is down since {iso(self.down_since)} ({self.reason}); "
+            f"next try at {iso(self.next_probe)}"
+        )
+
+    def state(self) -> dict[str, Any]:
+        """For /health and /stats."""
+        return {
+            "url": self.url,
+            "state": "down" if self.is_down else "up",
+            "since": iso(self.down_since),
+            "reason": self.reason,
+            "next_probe": iso(self.next_probe),
+            "last_answer": iso(self.last_answer),
+            "last_error": iso(self.last_error),
+            "last_error_reason": self.recent_errors[0][1] if self.recent_errors else None,
+        }
+
+    def stop(self) -> None:
+        self._cancel()
+
+    # --- the probe -----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        self._cancel()
+        self.next_probe = self.clock.seconds() + self._delay
+        self._timer = self.clock.callLater(self._delay, self._run_probe)
+
+    def _run_probe(self) -> None:
+        self._timer = None
+        if self.down_since is None or self._probing:
+            return
+        self._probing = True
+        self._delay = min(self._delay * 2, self.retry_max)
+        self.next_probe = None
+        self.probe().addBoth(self._probed)
+
+    def _probed(self, _: object) -> None:
+        self._probing = False
+        if self.down_since is not None:
+            self._schedule()
+
+    def _cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
