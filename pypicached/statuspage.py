@@ -26,6 +26,7 @@ table{border-collapse:collapse}td,th{padding:.2em .8em .2em 0;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f6f6f6;padding:.6em .8em;overflow-x:auto;border-radius:4px}
 .bad{color:#b22}.ok{color:#282}
+.down{background:#fbe9e9;border:1px solid #b22;color:#b22;border-radius:6px;padding:.6em 1em;font-weight:600}
 """
 
 
@@ -63,6 +64,12 @@ def render(stats: dict[str, Any], base: str) -> bytes:
         f"<li><span class=sub>{e(err['time'])}</span> {e(err['error'])}</li>" for err in up["recent_errors"]
     ) or "<li class=ok>none since the daemon started</li>"
     answered = up["last_answer"] or "not yet since the daemon started"
+    outages = "".join(
+        f'<p class="down" id="outage">Upstream {e(u["url"])} is down since {e(u["since"])} ({e(u["reason"] or "")}); '
+        f"cached pages are served stale, anything else is refused until it answers; next try at "
+        f'{e(u["next_probe"] or "now")}.</p>'
+        for u in stats.get("upstreams", ()) if u["state"] == "down"
+    )
     simple = base + "/simple/"
     trusted = "" if base.startswith("https:") else (urlsplit(base).hostname or "")
     snippets = _snippets(simple, trusted)
@@ -73,7 +80,7 @@ def render(stats: dict[str, Any], base: str) -> bytes:
 <h1>pypicached</h1>
 <p class="sub">version {e(stats['version'])} &middot; caching <code>{e(up['url'])}</code>
 &middot; running since {e(stats['started'] or '-')} &middot; figures counted since {e(stats['counting_since'] or '-')}</p>
-<div class="cards">{card_html}</div>
+{outages}<div class="cards">{card_html}</div>
 
 <h2>Cache</h2>
 <p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
