@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import BinaryIO, Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -70,6 +72,16 @@ def run_inline(f: Callable, *args: object, **kwargs: object) -> Deferred:
         return fail()
 
 
+def write_all(out: BinaryIO, data: bytes) -> None:
+    """An unbuffered write may take only part of the data (a filling disk): write the rest."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        if not n:
+            raise OSError(errno.ENOSPC, "short write")
+        view = view[n:]
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -86,12 +98,16 @@ def commit(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def atomic_write(final: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write ``data`` to ``final`` so that readers see the old or the new file, whole."""
+@contextmanager
+def durable_file(final: Path, tmp_dir: Path) -> Iterator[BinaryIO]:
+    """
+    A new file to write that appears as ``final`` only once the block has ended
+    without error, whole and on disk; readers see the old file or the new one.
+    """
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="w-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         commit(Path(name), final)
@@ -101,3 +117,9 @@ def atomic_write(final: Path, data: bytes, tmp_dir: Path) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(final: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``final`` so that readers see the old or the new file, whole."""
+    with durable_file(final, tmp_dir) as f:
+        f.write(data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
-from pypicached.disk import RunInThread, fsync_dir
+from pypicached.disk import RunInThread, fsync_dir, write_all
 from pypicached.links import FileLink, new_hasher
 from pypicached.pages import Offline
 from pypicached.paths import under
@@ -183,9 +184,11 @@ class FileCache:
         self._files.mkdir(parents=True, exist_ok=True)
         removed = 0
         for entry in os.scandir(self._tmp):
-            if entry.is_file(follow_symlinks=False):
+            if entry.is_dir(follow_symlinks=False):  # a project list being rendered
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
                 os.unlink(entry.path)
-                removed += 1
+            removed += 1
         return removed
 
     def purge(self, filename: str) -> "Deferred[list[tuple[Path, int]]]":
@@ -310,7 +313,7 @@ class _Download(BodyReader):
         if growing.tail is None:
             assert self._out is not None
             try:
-                _write_all(self._out, data)
+                write_all(self._out, data)
             except OSError as e:
                 self._cache._disk_failed(f"cannot write {growing.path}: {e.strerror}")
                 growing.tail = bytearray(data)
@@ -436,16 +439,6 @@ def remove_cached_file(files: Path, filename: str) -> list[tuple[Path, int]]:
                 continue
             removed.append((path, size))
     return removed
-
-
-def _write_all(out: BinaryIO, data: bytes) -> None:
-    """An unbuffered write may take only part of the data (a filling disk): write the rest."""
-    view = memoryview(data)
-    while view:
-        n = out.write(view)
-        if not n:
-            raise OSError(errno.ENOSPC, "short write")
-        view = view[n:]
 
 
 def open_temporary_file(directory: Path) -> "tuple[BinaryIO, Path]":

@@ -22,8 +22,9 @@ class Inflight(Generic[K, V]):
     def __init__(self) -> None:
         self._waiting: dict[K, list[Deferred[V]]] = {}
 
-    def __contains__(self, key: K) -> bool:
-        return key in self._waiting
+    def waiting(self, key: K) -> int:
+        """How many callers share the operation running for ``key`` (0 if none runs)."""
+        return len(self._waiting.get(key, ()))
 
     def join(self, key: K) -> "Deferred[V] | None":
         """A share of the operation running for ``key``, if one is."""

@@ -8,8 +8,12 @@ is resolved to its upstream URL and digests through its project's page.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
+import shutil
+import tempfile
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -21,14 +25,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypicached import pypijson, simple
+from pypicached import projectlist, pypijson, simple
 from pypicached.disk import RunInThread, atomic_write
+from pypicached.rendered import Form, Rendering, ensure, prune_versions, render_page
 from pypicached.inflight import Inflight
 from pypicached.links import FileLink, proxy_path
 from pypicached.names import projects_for_filename
 from pypicached.negotiation import UPSTREAM_ACCEPT
 from pypicached.status import CacheStatus
-from pypicached.upstream import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body
+from pypicached.upstream import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body, read_body_into
 
 log = Logger()
 
@@ -76,7 +81,10 @@ class PageKey:
 
 @attrs.define(eq=False)
 class StoredPage:
-    """A page as last validated upstream, in the one form ``simple`` reads and writes."""
+    """
+    A page as last validated upstream, in the one form ``simple`` reads and writes
+    (for the project list, only its ``meta`` and size: its bodies are files).
+    """
 
     key: PageKey
     url: str
@@ -84,20 +92,27 @@ class StoredPage:
     etag: str | None
     last_modified: str | None
     page: dict[str, Any]
-    #: Renderings and the link table, derived from ``page`` and kept while it is in memory.
-    memo: dict[Any, Any] = attrs.field(factory=dict, repr=False)
+    #: Names this page's content, whatever its age: its renderings are kept per version.
+    version: str = ""
+    #: The renderings made so far, while the page is in memory.
+    renderings: dict[Form, Rendering] = attrs.field(factory=dict, repr=False)
+    _links: dict[tuple[str, ...], FileLink] | None = attrs.field(default=None, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.version:
+            self.version = content_version(self.page)
 
     def links(self) -> dict[tuple[str, ...], FileLink]:
         """Every file (and advertised metadata file) of a project page, by proxy path."""
-        if "links" not in self.memo:
+        if self._links is None:
             table: dict[tuple[str, ...], FileLink] = {}
             for link, meta in simple.file_links(self.page).values():
                 path = proxy_path(link.url, dict(link.hashes).get("sha256", ""))
                 table[path] = link
                 if meta is not None:
                     table[path[:-1] + (path[-1] + ".metadata",)] = meta
-            self.memo["links"] = table
-        return self.memo["links"]
+            self._links = table
+        return self._links
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -107,6 +122,7 @@ class StoredPage:
                 "fetched": self.fetched,
                 "etag": self.etag,
                 "last_modified": self.last_modified,
+                "version": self.version,
                 "page": self.page,
             },
             separators=(",", ":"),
@@ -117,6 +133,8 @@ class StoredPage:
         record = json.loads(data)
         if record.get("format") != 1 or not isinstance(record.get("page"), dict):
             raise ValueError("not a page record of this version")
+        if key.kind == "index" and not record.get("version"):
+            raise ValueError("a project list stored before its bodies were kept as files")
         return cls(
             key,
             str(record["url"]),
@@ -124,7 +142,14 @@ class StoredPage:
             record.get("etag"),
             record.get("last_modified"),
             record["page"],
+            str(record.get("version") or ""),
         )
+
+
+def content_version(page: dict[str, Any]) -> str:
+    """A short digest of a page's content: equal pages share their renderings."""
+    text = json.dumps(page, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.blake2b(text, digest_size=12).hexdigest()
 
 
 @attrs.frozen
@@ -163,6 +188,7 @@ class PageCache:
         self._memory: OrderedDict[PageKey, StoredPage] = OrderedDict()
         self._missing: dict[PageKey, float] = {}
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
+        self._renders: Inflight[tuple[PageKey, str, Form], Rendering] = Inflight()
         self._failed_until: dict[PageKey, float] = {}
         self._offline = offline
         self._stale_if_error = stale_if_error
@@ -251,6 +277,10 @@ class PageCache:
             return PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)
         self._failed_until.pop(key, None)
         return result
+
+    def waiting(self, key: PageKey) -> int:
+        """How many requests wait on the revalidation of ``key`` now."""
+        return self._inflight.waiting(key)
 
     async def settled(self, key: PageKey) -> None:
         """Wait for a revalidation of ``key`` in flight (a background one included) to end."""
@@ -346,9 +376,8 @@ class PageCache:
             fresh = attrs.evolve(stored, fetched=self._clock.seconds())
             status = CacheStatus.REVALIDATED
         elif response.code == 200:
-            body = await read_body(self._client, response)
-            try:  # parsing a big page is seconds of CPU: not on the event loop
-                fresh = await self._run_in_thread(self._parse, key, response, body, url)
+            try:
+                fresh = await self._receive(key, response, url)
             except simple.BadPage as e:
                 raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
             status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
@@ -365,19 +394,22 @@ class PageCache:
         self._store(fresh)
         return PageResult(fresh, status, elapsed)
 
-    def _parse(self, key: PageKey, response: Any, body: bytes, url: str) -> StoredPage:
-        encoding = b",".join(response.headers.getRawHeaders(b"content-encoding") or []).strip().lower()
-        if encoding == b"gzip":
-            body = gunzip(body, MAX_PAGE_BYTES)
-        elif encoding not in (b"", b"identity"):
-            raise simple.BadPage(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
-        content_type = (response.headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
-        if key.kind == "json":
-            page = pypijson.parse(body)
+    async def _receive(self, key: PageKey, response: Any, url: str) -> StoredPage:
+        """
+        A page's new version from the upstream's 200, parsed in a disk thread (parsing a
+        big page is seconds of CPU); the project list is streamed to disk and rendered there.
+        """
+        headers = response.headers
+        encoding = b",".join(headers.getRawHeaders(b"content-encoding") or []).strip().lower().decode("latin-1")
+        content_type = (headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
+        if key.kind == "index":
+            listing = await self._receive_list(response, content_type, encoding)
+            page, version = {"meta": listing.meta, "count": listing.count}, listing.version
         else:
-            page = simple.parse(body, content_type, url, index=key.kind == "index")
-        etag = response.headers.getRawHeaders(b"etag")
-        modified = response.headers.getRawHeaders(b"last-modified")
+            body = await read_body(self._client, response)
+            page, version = await self._run_in_thread(parse_page, key.kind, body, encoding, content_type, url)
+        etag = headers.getRawHeaders(b"etag")
+        modified = headers.getRawHeaders(b"last-modified")
         return StoredPage(
             key,
             url,
@@ -385,7 +417,56 @@ class PageCache:
             etag[0].decode("latin-1") if etag else None,
             modified[0].decode("latin-1") if modified else None,
             page,
+            version,
         )
+
+    async def _receive_list(self, response: Any, content_type: str, encoding: str) -> projectlist.ProjectList:
+        """The project list, too big to hold: its body goes to disk as it comes, and is rendered from there."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="list-")
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                await read_body_into(self._client, response, out)
+            return await self._run_in_thread(
+                projectlist.convert, Path(name), content_type=content_type, encoding=encoding,
+                directory=self._rendered_root(PageKey("index")), tmp=self._tmp, limit=MAX_PAGE_BYTES,
+            )
+        finally:
+            _unlink(Path(name))
+
+    # --- renderings ----------------------------------------------------------------
+
+    def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+        """``page`` in ``form`` as a file, rendered in a disk thread the first time anyone asks."""
+        done = page.renderings.get(form)
+        if done is not None:
+            return succeed(done)
+        key = page.key
+        render = None if key.kind == "index" else functools.partial(render_page, key.kind, key.project, page.page, form)
+        directory = self._rendered_root(key) / page.version
+
+        def keep(rendering: Rendering) -> Rendering:
+            page.renderings[form] = rendering
+            return rendering
+
+        return self._renders.run(
+            (key, page.version, form),
+            lambda: self._run_in_thread(ensure, directory, page.version, form, render, self._tmp),
+        ).addCallback(keep)
+
+    def lost(self, page: StoredPage) -> "Deferred[None]":
+        """
+        A rendering's file is gone (purged, or pruned under a newer version): render
+        it again next time; the project list, which only its fetch renders, is fetched again.
+        """
+        page.renderings.clear()
+        if page.key.kind != "index":
+            return succeed(None)
+        self._memory.pop(page.key, None)
+        return self._run_in_thread(_unlink, self._root.joinpath(*page.key.relpath()))
+
+    def _rendered_root(self, key: PageKey) -> Path:
+        """Where the renderings of every version of ``key`` live: beside its record."""
+        return self._root.joinpath(*key.relpath()).with_suffix(".r")
 
     # --- memory and disk -----------------------------------------------------------
 
@@ -413,6 +494,7 @@ class PageCache:
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, page.to_json(), self._tmp)
+            prune_versions(self._rendered_root(page.key), page.version)
 
         self._run_in_thread(write).addErrback(
             lambda f: log.error(
@@ -435,6 +517,16 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
+def parse_page(kind: str, body: bytes, encoding: str, content_type: str, url: str) -> tuple[dict[str, Any], str]:
+    """(In a disk thread.) An upstream body as a page in the one form, and its content version."""
+    if encoding == "gzip":
+        body = gunzip(body, MAX_PAGE_BYTES)
+    elif encoding not in ("", "identity"):
+        raise simple.BadPage(f"unsupported Content-Encoding {encoding!r}")
+    page = pypijson.parse(body) if kind == "json" else simple.parse(body, content_type, url, index=False)
+    return page, content_version(page)
+
+
 def remove_project_records(root: Path, project: str) -> int:
     """Delete a project's page records under one upstream's ``root``; how many went."""
     removed = 0
@@ -448,10 +540,8 @@ def remove_project_records(root: Path, project: str) -> int:
             removed += 1
         except FileNotFoundError:
             pass
-    try:
-        versions.rmdir()
-    except OSError:
-        pass
+    for rendered in (root / "simple" / f"{project}.r", root / "json" / f"{project}.r", versions):
+        shutil.rmtree(rendered, ignore_errors=True)
     return removed
 
 

@@ -9,6 +9,8 @@ ranges and resumption behave identically in both cases.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import BinaryIO
 
 import attrs
@@ -79,7 +81,8 @@ def etag_for(segments: tuple[str, ...], size: int) -> bytes:
     return b'"' + hashlib.blake2b(key, digest_size=12).hexdigest().encode() + b'"'
 
 
-def _matches(header: bytes, etag: bytes) -> bool:
+def etag_matches(header: bytes, etag: bytes) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weakly, as RFC 9110 compares there) or is ``*``."""
     tags = [t.strip() for t in header.split(b",")]
     return b"*" in tags or any(t.removeprefix(b"W/") == etag for t in tags)
 
@@ -141,10 +144,23 @@ def send_file(
     FileSender(request, growing, wanted, clock, stall_timeout).begin()
 
 
+def send_whole(request: Request, path: Path, *, clock: IReactorTime, stall_timeout: float = 60.0) -> None:
+    """
+    Answer with the whole of a committed file (a page's rendering), streamed with
+    backpressure; ``FileNotFoundError`` if it is gone, before anything is sent.
+    """
+    growing = GrowingFile.committed(path, os.stat(path))
+    request.setHeader(b"Content-Length", b"%d" % growing.written)
+    if request.method == b"HEAD":
+        request.finish()
+        return
+    FileSender(request, growing, None, clock, stall_timeout).begin()
+
+
 def _not_modified(request: Request, etag: bytes | None, modified: float | None) -> bool:
     none_match = request.getHeader(b"if-none-match")
     if none_match is not None:
-        return etag is not None and _matches(none_match, etag)
+        return etag is not None and etag_matches(none_match, etag)
     since = request.getHeader(b"if-modified-since")
     if since is not None and modified is not None:
         when = _date(since)

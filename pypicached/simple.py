@@ -247,26 +247,37 @@ def _metadata_attribute(value: Any) -> str:
 
 
 def render_index(page: Page, fmt: Format) -> bytes:
-    """The project list; each project links to its normalized name."""
-    projects = [p for p in page.get("projects", ()) if isinstance(p, dict) and isinstance(p.get("name"), str)]
+    """The project list; each project links to its normalized name (``projectlist`` streams the big one)."""
+    projects = [p for p in page.get("projects", ()) if is_project_entry(p)]
     if fmt.is_json:
         return _json(dict(page, projects=projects))
-    rows = [
-        f'    <a href="{html.escape(normalize(p["name"]))}/">{html.escape(p["name"])}</a><br />'
-        for p in projects
-    ]
-    return _html(page, "Simple index", rows)
+    return _html(page, INDEX_TITLE, [index_row(p["name"]) for p in projects])
 
 
-def _html(page: Page, title: str, rows: list[str]) -> bytes:
+INDEX_TITLE = "Simple index"
+HTML_TAIL = "  </body>\n</html>\n"
+
+
+def is_project_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("name"), str)
+
+
+def index_row(name: str) -> str:
+    return f'    <a href="{html.escape(normalize(name))}/">{html.escape(name)}</a><br />'
+
+
+def html_head(page: Page, title: str) -> str:
     version = str((page.get("meta") or {}).get("api-version", "1.0"))
-    head = (
+    return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
         f'    <meta name="pypi:repository-version" content="{html.escape(version)}">\n'
         f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{html.escape(title)}</h1>\n"
     )
-    return (head + "\n".join(rows) + "\n  </body>\n</html>\n").encode("utf-8")
+
+
+def _html(page: Page, title: str, rows: list[str]) -> bytes:
+    return (html_head(page, title) + "\n".join(rows) + "\n" + HTML_TAIL).encode("utf-8")
 
 
 def _json(value: Any) -> bytes:

@@ -9,7 +9,7 @@ Every response is fetched unbuffered; callers either stream the body through
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping
+from typing import BinaryIO, Mapping
 
 import attrs
 from hyperlink import URL
@@ -25,6 +25,7 @@ from twisted.web.iweb import IAgent, IResponse
 
 from pypicached import __version__
 from pypicached.breaker import UpstreamHealth
+from pypicached.disk import write_all
 from pypicached.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
@@ -235,36 +236,58 @@ def _reason(failure: Failure) -> str:
 
 
 class _Collector(BodyReader):
-    def __init__(self, client: UpstreamClient, limit: int) -> None:
+    """Keeps a bounded body: in memory, or written to ``out`` as it arrives."""
+
+    def __init__(self, client: UpstreamClient, limit: int, out: BinaryIO | None = None) -> None:
         super().__init__(client)
-        self.done: Deferred[bytes] = Deferred()
+        self.done: Deferred[bytes | int] = Deferred()
         self._limit = limit
+        self._out = out
         self._chunks: list[bytes] = []
         self._size = 0
 
     def received(self, data: bytes) -> None:
+        if self.done.called:
+            return
         self._size += len(data)
         if self._size > self._limit:
-            if not self.done.called:
-                self.done.errback(UpstreamError(f"upstream page larger than {self._limit} bytes"))
-            self.abandon()
+            self._give_up(UpstreamError(f"upstream page larger than {self._limit} bytes"))
             return
-        self._chunks.append(data)
+        if self._out is None:
+            self._chunks.append(data)
+            return
+        try:
+            write_all(self._out, data)
+        except OSError as e:
+            self._give_up(UpstreamError(f"cannot store the upstream page: {e.strerror}", 503))
+
+    def _give_up(self, error: UpstreamError) -> None:
+        self.done.errback(error)
+        self.abandon()
 
     def ended(self, error: UpstreamError | None) -> None:
         if self.done.called:
             return
-        if error is None:
+        if error is not None:
+            self.done.errback(error)
+        elif self._out is None:
             self.done.callback(b"".join(self._chunks))
         else:
-            self.done.errback(error)
+            self.done.callback(self._size)
 
 
 def read_body(client: UpstreamClient, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
     """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
     collector = _Collector(client, limit)
     response.deliverBody(collector)
-    return collector.done
+    return collector.done  # type: ignore[return-value]
+
+
+def read_body_into(client: UpstreamClient, response: IResponse, out: BinaryIO, limit: int = MAX_PAGE_BYTES) -> "Deferred[int]":
+    """Like ``read_body``, but the body goes to ``out`` as it arrives (a page too big to hold); its size."""
+    collector = _Collector(client, limit, out)
+    response.deliverBody(collector)
+    return collector.done  # type: ignore[return-value]
 
 
 def discard_body(client: UpstreamClient, response: IResponse) -> None:

@@ -6,8 +6,6 @@ request in one line.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 from typing import Any
 
@@ -18,18 +16,17 @@ from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
-from pypicached import pypijson, simple
 from pypicached.breaker import UpstreamDown
 from pypicached.control import ADMIN, CONTROL_PATHS, Answer, Control
 from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
-from pypicached.links import proxy_path, relative_href, split_url
 from pypicached.metrics import Metrics
 from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.negotiation import Format, choose_format
-from pypicached.pages import NotFound, Offline, PageCache, PageKey, StoredPage
+from pypicached.pages import NotFound, Offline, PageCache, PageKey, PageResult
 from pypicached.paths import BadPath, RequestPath
-from pypicached.serving import send_file
+from pypicached.rendered import Form, Rendering
+from pypicached.serving import etag_matches, send_file, send_whole
 from pypicached.status import HEADER, CacheStatus
 from pypicached.upstream import UpstreamError
 
@@ -39,7 +36,6 @@ errors = Logger(namespace="pypicached")
 MAX_URI = 8192
 MAX_REQUEST_LINE = MAX_URI + 64
 MAX_HEADER_BYTES = 16 * 1024
-GZIP_MIN = 1024
 
 
 class HTTPError(Exception):
@@ -262,65 +258,45 @@ class ProxyResource(Resource):
     # --- index pages ---------------------------------------------------------------
 
     async def _page(self, request: ProxyRequest, key: PageKey, depth: int) -> None:
+        """
+        A page in the form the client asked for, sent from its rendering on disk;
+        ``depth`` is how many directories below the root the page's URL is, which
+        the relative file links start from.
+        """
         request.kind, request.project = "page", key.project or None
-        result = await self._pages.get(key)
-        request.upstream_seconds = result.upstream_seconds
         fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
-        content_type = "application/json" if key.kind == "json" else fmt.value
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        body, etag, gzipped = await self._body(result.page, fmt, depth, compress)
+        form = Form(json=fmt.is_json, depth=depth, gzip=compress)
+        for attempt in (1, 2):
+            result = await self._pages.get(key)
+            try:  # a newer version's arrival may prune this one's renderings at any moment
+                rendering = await self._pages.rendering(result.page, form)
+                if request.channel is None:
+                    return
+                return self._send_page(request, key, fmt, result, rendering)
+            except FileNotFoundError:
+                await self._pages.lost(result.page)
+                if attempt == 2:
+                    raise
+
+    def _send_page(self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering) -> None:
+        request.upstream_seconds = result.upstream_seconds
+        request.setHeader(b"Content-Type", b"application/json" if key.kind == "json" else fmt.value.encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
-        request.setHeader(b"ETag", etag)
+        request.setHeader(b"ETag", rendering.etag)
         remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))
         request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
-        if gzipped:
+        if rendering.gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
         if result.warning:
             request.setHeader(b"Warning", result.warning.encode())
-        if request.channel is None:
-            return
+        request.setHeader(HEADER, result.status.value.encode())
         none_match = request.getHeader(b"if-none-match")
-        if none_match is not None and etag in [t.strip() for t in none_match.split(b",")]:
-            request.setHeader(HEADER, result.status.value.encode())
+        if none_match is not None and etag_matches(none_match, rendering.etag):
             request.setResponseCode(304)
             request.finish()
             return
-        self._send(request, 200, body, content_type, result.status)
-
-    async def _body(
-        self, page: StoredPage, fmt: Format, depth: int, compress: bool
-    ) -> tuple[bytes, bytes, bool]:
-        """
-        The page's body in this format, gzipped if asked and worth it, its ETag, and
-        whether it is gzipped; each made once per page version, in a worker thread,
-        since rendering and compressing a big page is seconds of CPU.
-        """
-        plain = (fmt, depth)
-        if plain not in page.memo:
-            page.memo[plain] = await self._run_in_thread(self._render_with_etag, page, fmt, depth)
-        body, etag = page.memo[plain]
-        if not compress or len(body) < GZIP_MIN:
-            return body, etag, False
-        packed = (fmt, depth, "gzip")
-        if packed not in page.memo:
-            page.memo[packed] = await self._run_in_thread(gzip.compress, body, 6, mtime=0)
-        return page.memo[packed], etag[:-1] + b'-gz"', True
-
-    @classmethod
-    def _render_with_etag(cls, page: StoredPage, fmt: Format, depth: int) -> tuple[bytes, bytes]:
-        body = cls._render(page, fmt, depth)
-        return body, b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
-
-    @staticmethod
-    def _render(page: StoredPage, fmt: Format, depth: int) -> bytes:
-        def href_for(url: str, sha256: str, fragment: str) -> str:
-            return relative_href(depth, proxy_path(split_url(url)[0], sha256), fragment)
-
-        if page.key.kind == "index":
-            return simple.render_index(page.page, fmt)
-        if page.key.kind == "project":
-            return simple.render_project(page.page, page.key.project, fmt, href_for)
-        return pypijson.render(page.page, href_for)
+        send_whole(request, rendering.path, clock=self._clock, stall_timeout=self._client_timeout)
 
     # --- files ---------------------------------------------------------------------
 

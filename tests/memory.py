@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from pypicached.config import Settings
 from pypicached.disk import run_inline
+from pypicached.health import MAX_LAG
 from pypicached.service import Proxy
 
 from .fake_upstream import FakeUpstream
@@ -127,12 +128,12 @@ class World:
 
     def advance(self, seconds: float) -> None:
         """
-        Move the clock on in steps of at most a second, letting what became due run
-        at each: the heartbeat then sees time pass, not a stalled event loop.
+        Move the clock on in steps shorter than the heartbeat's stall limit, letting
+        what became due run at each: ``/health`` then sees time pass, not a stalled loop.
         """
         end = self.clock.seconds() + seconds
         while self.clock.seconds() < end:
-            self.clock.advance(min(1.0, end - self.clock.seconds()))
+            self.clock.advance(min(MAX_LAG - 1, end - self.clock.seconds()))
             self.flush()
 
     def request(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Deferred[IResponse]":

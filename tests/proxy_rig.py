@@ -135,10 +135,14 @@ async def until(predicate: Any, turns: int = 10000) -> None:
 
 
 async def settled(running: RunningProxy, path: str) -> None:
-    """Wait for the proxy's download of ``path``, if one is in flight, to end."""
+    """
+    Wait for the proxy's download of ``path``, if one is in flight, to end, and for
+    every disk write started meanwhile (page records pass through ``tmp/``) to land.
+    """
     growing = running.proxy.files.downloading(tuple(path.strip("/").split("/")))
     if growing is not None:
         await growing.finished()
+    await running.proxy.disk_work.idle()
 
 
 async def read_until_closed(sock: Any) -> tuple[bytes, bool]:

@@ -276,6 +276,8 @@ async def test_bad_file_bodies_are_never_stored_or_served_whole(fake_upstream_js
         if response.code == 200:
             with pytest.raises(Exception):  # the body is never complete
                 await response.content()
+        elif response.code == 503:  # came after a failure had marked the upstream down
+            assert behaviour in ("status:500", "drop") and b"is down since" in await response.content()
         else:
             assert response.code == 502 and response.header("X-Pypi-Cache") == "ERROR"
     await settled(proxy, big.pypi_path)
@@ -313,6 +315,7 @@ async def test_a_stalled_download_is_abandoned_and_clients_broken(fake_upstream_
         with pytest.raises(Exception):
             await response.content()
     cache = proxy.proxy.settings.cache_dir
+    await proxy.proxy.disk_work.idle()  # a page record may still be on its way through tmp/
     assert files_in(cache) == [] and tmp_in(cache) == []
 
 
@@ -367,6 +370,7 @@ async def test_full_disk_still_serves_the_file_and_stores_nothing(fake_upstream_
     finally:
         globalLogPublisher.removeObserver(observe)
     cache = proxy.proxy.settings.cache_dir
+    await proxy.proxy.disk_work.idle()  # a page record may still be on its way through tmp/
     assert files_in(cache) == [] and tmp_in(cache) == []
     assert len(errors) == 1  # logged once, not per download
     assert "No space left" in errors[0]["reason"]

@@ -136,6 +136,7 @@ async def test_health_is_ok_while_the_upstream_is_down_and_fails_when_the_disk_d
     assert response.code == 200, body  # the upstream's outage is reported, not judged
     assert health["upstream"]["last_error_reason"] == "answered 503"
 
+    await proxy.proxy.disk_work.idle()  # no write may be under way in tmp/ while it goes
     tmp = Path(proxy.proxy.settings.cache_dir) / "tmp"
     shutil.rmtree(tmp)
     tmp.write_text("not a directory")  # even root cannot write into this

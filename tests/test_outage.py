@@ -15,7 +15,7 @@ from .memory import World, answered
 from .wheels import Dist, build_wheel
 
 TTL = 600
-PROJECTS = [f"pcx-many-{i:02d}" for i in range(50)]
+PROJECTS = [f"pcx-many-{i:02d}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet.defer import gatherResults
 
-from .proxy_rig import settled
+from pypicached.pages import PageKey
+
+from .proxy_rig import settled, until
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -334,6 +336,7 @@ async def test_revalidation_after_ttl_is_shared(fake_upstream_json, start_proxy)
     fake_upstream_json.behaviour["/simple/pcx-alpha/"] = ["hang"]
     waiting = [proxy.get("/simple/pcx-alpha/", {"Accept": PIP_ACCEPT}) for _ in range(5)]
     await fake_upstream_json.wait_for_requests("/simple/pcx-alpha/", count=2)
+    await until(lambda: proxy.proxy.pages.waiting(PageKey("project", "pcx-alpha")) == 5)  # all five arrived
     fake_upstream_json.release_pending("/simple/pcx-alpha/")
     responses = await gatherResults(waiting)
     assert {header(r, "X-Pypi-Cache") for r in responses} == {"REVALIDATED"}

@@ -1,0 +1,115 @@
+"""
+Index pages as clients get them: each page version rendered once per form
+(HTML or JSON, link depth, plain or gzip) into a file beside its record, and
+sent from that file like a package file, with backpressure. A slow client then
+costs one open file and one chunk, never its own copy of a 50 MB page, and a
+page rendered once serves every later client without any CPU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import attrs
+
+from pypicached import pypijson, simple
+from pypicached.disk import atomic_write, durable_file
+from pypicached.links import proxy_path, relative_href, split_url
+from pypicached.negotiation import Format
+
+#: Part of every page ETag: a new rendering code means new validators.
+RENDER_VERSION = 2
+#: Smaller bodies are not worth compressing.
+GZIP_MIN = 1024
+CHUNK = 1 << 20
+
+
+@attrs.frozen
+class Form:
+    """One way a page version is sent: JSON or HTML, how deep its relative links start, gzip or not."""
+
+    json: bool
+    depth: int
+    gzip: bool = False
+
+    @property
+    def filename(self) -> str:
+        return f"{'json' if self.json else 'html'}-{self.depth}" + (".gz" if self.gzip else "")
+
+    def plain(self) -> "Form":
+        return attrs.evolve(self, gzip=False)
+
+
+@attrs.frozen
+class Rendering:
+    """A rendered body on disk, with the validator it is sent under."""
+
+    path: Path
+    size: int
+    etag: bytes
+    gzipped: bool
+
+
+def etag_for(version: str, form: Form) -> bytes:
+    """A strong validator for one form of one page version (HTML for either HTML type)."""
+    key = f"{RENDER_VERSION}:{version}:{form.plain().filename}".encode()
+    tag = hashlib.blake2b(key, digest_size=12).hexdigest()
+    return f'"{tag}-gz"'.encode() if form.gzip else f'"{tag}"'.encode()
+
+
+def ensure(directory: Path, version: str, form: Form, render: Callable[[], bytes] | None, tmp: Path) -> Rendering:
+    """
+    (In a disk thread.) The file for ``form`` under ``directory``, written now if it
+    is not there yet. Without ``render`` (the project list, rendered when fetched),
+    a missing file raises ``FileNotFoundError``.
+    """
+    plain = directory / form.plain().filename
+    if not plain.exists():
+        if render is None:
+            raise FileNotFoundError(plain)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(plain, render(), tmp)
+    size = plain.stat().st_size
+    if not form.gzip or size < GZIP_MIN:
+        return Rendering(plain, size, etag_for(version, form.plain()), False)
+    packed = directory / form.filename
+    if not packed.exists():
+        gzip_file(plain, packed, tmp)
+    return Rendering(packed, packed.stat().st_size, etag_for(version, form), True)
+
+
+def render_page(kind: str, project: str, page: simple.Page, form: Form) -> bytes:
+    """A project page or JSON API document for a client, its file links relative to ``form.depth``."""
+
+    def href_for(url: str, sha256: str, fragment: str) -> str:
+        return relative_href(form.depth, proxy_path(split_url(url)[0], sha256), fragment)
+
+    if kind == "project":
+        return simple.render_project(page, project, Format.JSON if form.json else Format.HTML, href_for)
+    if kind == "json":
+        return pypijson.render(page, href_for)
+    raise ValueError(f"pages of kind {kind!r} are rendered when fetched")
+
+
+def gzip_file(source: Path, final: Path, tmp: Path) -> None:
+    """Compress ``source`` into ``final`` in chunks, so a big page never sits in memory."""
+    with durable_file(final, tmp) as out, open(source, "rb") as src:
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as packed:
+            shutil.copyfileobj(src, packed, CHUNK)
+
+
+def prune_versions(directory: Path, keep: str) -> None:
+    """Remove the renderings of every version but ``keep`` (readers keep their open files)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name != keep and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
