@@ -25,7 +25,7 @@ import attrs
 
 from pypicached.disk import durable_file
 from pypicached.rendered import CHUNK, GZIP_MIN, Form, gzip_file
-from pypicached.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_row, is_project_entry
+from pypicached.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_rows, is_project_entry
 
 #: The forms of the project list: its links are relative, so one depth serves.
 PLAIN_FORMS = (Form(json=False, depth=1), Form(json=True, depth=1))
@@ -103,15 +103,16 @@ def _write(events: Iterator[tuple[str, Any]], staging: Path, tmp: Path) -> Proje
                     meta = item
                 emit(separator + _dumps(name) + ":" + _dumps(item))
                 separator = ","
-            elif event == "projects":
+            elif event == "projects-start":
                 emit(separator + '"projects":[')
-                separator, seen_projects, first = ",", True, True
-            elif event == "project" and is_project_entry(value):
-                emit(("" if first else ",") + _dumps(value))
-                first = False
-                rows.write(("\n" if count else "") + index_row(value["name"]))
-                count += 1
-            elif event == "end-projects":
+                separator, seen_projects = ",", True
+            elif event == "projects":
+                entries = [entry for entry in value if is_project_entry(entry)]
+                if entries:
+                    emit(("," if count else "") + _dumps(entries)[1:-1])
+                    rows.write(("\n" if count else "") + index_rows([entry["name"] for entry in entries]))
+                    count += len(entries)
+            elif event == "projects-end":
                 emit("]")
         emit("}")
     if not seen_projects:
@@ -160,34 +161,40 @@ def _decoded(raw: BinaryIO, encoding: str, limit: int) -> Iterator[str]:
 
 
 def _from_html(text: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    """Events from a PEP 503 list: ``meta``'s api-version if given, then each anchor's text as a name."""
+    """Events from a PEP 503 list: ``meta``'s api-version if given, then the anchors' texts as names."""
     meta = {"api-version": "1.0"}
-    buffer, meta_seen, started = "", False, False
+    buffer, started = "", False
     for chunk in text:
         buffer += chunk
-        if not meta_seen:
+        if not started:
             for tag in _META.finditer(buffer):
                 attributes = {m.group(1).lower(): html.unescape(next(g for g in m.groups()[1:] if g is not None))
                               for m in _ATTRIBUTE.finditer(tag.group(1))}
                 if attributes.get("name") == "pypi:repository-version" and attributes.get("content"):
                     meta["api-version"] = attributes["content"]
-        end = 0
+        names, end = [], 0
         for anchor in _ANCHOR.finditer(buffer):
-            if not started:
-                meta_seen = started = True
-                yield "key", ("meta", meta)
-                yield "projects", None
-            name = html.unescape(_TAG.sub("", anchor.group(1))).strip()
-            if name:
-                yield "project", {"name": name}
+            names.append(_anchor_text(anchor.group(1)))
             end = anchor.end()
+        if names and not started:
+            started = True
+            yield "key", ("meta", meta)
+            yield "projects-start", None
+        if names:
+            yield "projects", [{"name": name} for name in names if name]
         buffer = buffer[end:]
         if len(buffer) > _CARRY:
             buffer = buffer[-CHUNK:]
     if not started:
         yield "key", ("meta", meta)
-        yield "projects", None
-    yield "end-projects", None
+        yield "projects-start", None
+    yield "projects-end", None
+
+
+def _anchor_text(inner: str) -> str:
+    if "<" in inner or "&" in inner:
+        inner = html.unescape(_TAG.sub("", inner))
+    return inner.strip()
 
 
 class _Window:
@@ -201,14 +208,13 @@ class _Window:
         self.pos = 0
         self.eof = False
 
-    def _more(self) -> bool:
+    def _more(self) -> None:
         chunk = next(self._text, None)
         if chunk is None:
             self.eof = True
-            return False
-        self.buf = self.buf[self.pos:] + chunk
-        self.pos = 0
-        return True
+        else:
+            self.buf = self.buf[self.pos:] + chunk
+            self.pos = 0
 
     def next_char(self) -> str:
         """The next character that is not white space, consumed ("" at the end)."""
@@ -218,8 +224,9 @@ class _Window:
             if self.pos < len(self.buf):
                 self.pos += 1
                 return self.buf[self.pos - 1]
-            if not self._more():
+            if self.eof:
                 return ""
+            self._more()
 
     def peek(self) -> str:
         char = self.next_char()
@@ -241,9 +248,57 @@ class _Window:
                     raise BadPage(f"invalid JSON: {e}") from None
             self._more()
 
+    def items(self) -> Iterator[list[Any]]:
+        """The values of the array whose ``[`` was just read, in batches, up to its ``]``."""
+        if self.peek() == "]":
+            self.next_char()
+            return
+        batch: list[Any] = []
+        while True:
+            run = _FLAT_RUN.match(self.buf, self.pos)
+            if run is not None:  # many items without nested objects: decoded at C speed in one go
+                try:
+                    batch.extend(json.loads("[" + run.group()[:-1] + "]"))
+                    self.pos = run.end()
+                    if len(batch) >= _BATCH:
+                        yield batch
+                        batch = []
+                    continue
+                except ValueError:  # a brace or comma inside a string: item by item below
+                    pass
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            try:
+                value, end = self._decoder.raw_decode(self.buf, self.pos)
+                separator = _SEPARATOR.match(self.buf, end)
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    raise BadPage(f"invalid JSON: {e}") from None
+                separator = None
+            if separator is None:  # the value or what follows it is still to come
+                if self.eof:
+                    raise BadPage("invalid JSON: expected ',' or ']' in 'projects'")
+                self._more()
+                continue
+            batch.append(value)
+            self.pos = separator.end()
+            if separator.group(1) == "]":
+                yield batch
+                return
+            if len(batch) >= _BATCH:
+                yield batch
+                batch = []
+
+
+_SEPARATOR = re.compile(r"[ \t\r\n]*([,\]])")
+_SPACE = re.compile(r"[ \t\r\n]*")
+#: A run of array items that are objects with no object inside, each followed by a comma.
+_FLAT_RUN = re.compile(r"(?:[ \t\r\n]*\{[^{}]*\}[ \t\r\n]*,){1,1000}")
+#: How many names are encoded at a time: C-speed encoding, bounded memory.
+_BATCH = 5000
+
 
 def _from_json(text: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    """Events from a PEP 691 list: each top-level key in order, ``projects`` item by item."""
+    """Events from a PEP 691 list: each top-level key in order, ``projects`` a batch at a time."""
     window = _Window(text)
     if window.next_char() != "{":
         raise BadPage("JSON page is not an object")
@@ -256,18 +311,10 @@ def _from_json(text: Iterator[str]) -> Iterator[tuple[str, Any]]:
             raise BadPage("invalid JSON object")
         if name == "projects" and window.peek() == "[":
             window.next_char()
-            yield "projects", None
-            if window.peek() == "]":
-                window.next_char()
-            else:
-                while True:
-                    yield "project", window.value()
-                    char = window.next_char()
-                    if char == "]":
-                        break
-                    if char != ",":
-                        raise BadPage("invalid JSON: expected ',' or ']' in 'projects'")
-            yield "end-projects", None
+            yield "projects-start", None
+            for batch in window.items():
+                yield "projects", batch
+            yield "projects-end", None
         else:
             yield "key", (name, window.value())
         char = window.next_char()

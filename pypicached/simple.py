@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from html.parser import HTMLParser
 from typing import Any, Callable
 from urllib.parse import unquote, urljoin, urlsplit
@@ -251,7 +252,7 @@ def render_index(page: Page, fmt: Format) -> bytes:
     projects = [p for p in page.get("projects", ()) if is_project_entry(p)]
     if fmt.is_json:
         return _json(dict(page, projects=projects))
-    return _html(page, INDEX_TITLE, [index_row(p["name"]) for p in projects])
+    return _html(page, INDEX_TITLE, [index_rows([p["name"] for p in projects])] if projects else [])
 
 
 INDEX_TITLE = "Simple index"
@@ -262,8 +263,17 @@ def is_project_entry(entry: Any) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("name"), str)
 
 
-def index_row(name: str) -> str:
-    return f'    <a href="{html.escape(normalize(name))}/">{html.escape(name)}</a><br />'
+def index_rows(names: list[str]) -> str:
+    """The HTML rows of the project list for ``names``, one a line, without the last newline."""
+    joined = "\n".join(names)
+    if _PLAIN_NAMES.fullmatch(joined):  # nearly always: normalize all at once, nothing to escape
+        links = _NAME_SEPARATORS.sub("-", joined).lower().split("\n")
+        return "\n".join(f'    <a href="{link}/">{name}</a><br />' for link, name in zip(links, names))
+    return "\n".join(f'    <a href="{html.escape(normalize(n))}/">{html.escape(n)}</a><br />' for n in names)
+
+
+_PLAIN_NAMES = re.compile(r"[A-Za-z0-9._\n-]*")
+_NAME_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def html_head(page: Page, title: str) -> str:
