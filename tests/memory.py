@@ -43,11 +43,10 @@ class _Endpoints:
 
 @implementer(IAgent)
 class SiteAgent:
-    """An ``IAgent`` whose every connection goes to ``site``, in memory, pumped on ``clock``."""
+    """An ``IAgent`` whose every connection goes to ``site``, in memory, until ``flush`` moves the bytes."""
 
-    def __init__(self, site: Site, clock: Any) -> None:
+    def __init__(self, site: Site) -> None:
         self._site = site
-        self._clock = clock
         self._connector = MemoryReactorClock()
         self._agent = Agent.usingEndpointFactory(self._connector, _Endpoints(self._connector))
         self._pumps: list[iosim.IOPump] = []
@@ -62,7 +61,7 @@ class SiteAgent:
         self._pumps.append(iosim.connect(
             server, iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address),
             client, iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address),
-            greet=False, clock=self._clock,
+            greet=False,
         ))
         return d
 
@@ -109,14 +108,14 @@ class World:
         self.clock = MemoryReactorClock()
         self.upstream = upstream = FakeUpstream(dists, flavour, reactor=self.clock)  # type: ignore[arg-type]
         upstream.base_url = "http://upstream.test"
-        self._upstream_agent = SiteAgent(Site(upstream), self.clock)
+        self._upstream_agent = SiteAgent(Site(upstream))
         self.network = ScriptedAgent(self._upstream_agent)
         self.proxy = Proxy(
             Settings(upstream=upstream.simple_url, cache_dir=cache_dir, **settings),
             self.clock, clock=self.clock, run_in_thread=run_inline, agent=self.network,
         )
         self.proxy.start()
-        self._client = SiteAgent(self.proxy.site, self.clock)
+        self._client = SiteAgent(self.proxy.site)
 
     def flush(self) -> None:
         """Run everything that can run now, without moving the clock on."""
