@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from pypicached import projectlist, pypijson, simple
 from pypicached.disk import RunInThread, atomic_write
-from pypicached.rendered import Form, Rendering, ensure, prune_versions, render_page
+from pypicached.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions, render_page
 from pypicached.inflight import Inflight
 from pypicached.links import FileLink, proxy_path
 from pypicached.names import projects_for_filename
@@ -147,7 +147,10 @@ class StoredPage:
 
 
 def content_version(page: dict[str, Any]) -> str:
-    """A short digest of a page's content: equal pages share their renderings."""
+    """
+    A short digest of a page's content, for a record stored before versions were
+    (a new page's version is the digest of the body it came in).
+    """
     text = json.dumps(page, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.blake2b(text, digest_size=12).hexdigest()
 
@@ -440,18 +443,22 @@ class PageCache:
         done = page.renderings.get(form)
         if done is not None:
             return succeed(done)
-        key = page.key
-        render = None if key.kind == "index" else functools.partial(render_page, key.kind, key.project, page.page, form)
-        directory = self._rendered_root(key) / page.version
 
         def keep(rendering: Rendering) -> Rendering:
             page.renderings[form] = rendering
             return rendering
 
-        return self._renders.run(
-            (key, page.version, form),
-            lambda: self._run_in_thread(ensure, directory, page.version, form, render, self._tmp),
-        ).addCallback(keep)
+        work = (page.key, page.version, form)
+        return self._renders.run(work, lambda: ensureDeferred(self._render(page, form))).addCallback(keep)
+
+    async def _render(self, page: StoredPage, form: Form) -> Rendering:
+        if form.gzip:  # from the plain rendering, made once whichever form asks first
+            plain = await self.rendering(page, form.plain())
+            return await self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
+        key = page.key
+        render = None if key.kind == "index" else functools.partial(render_page, key.kind, key.project, page.page, form)
+        directory = self._rendered_root(key) / page.version
+        return await self._run_in_thread(ensure_plain, directory, page.version, form, render, self._tmp)
 
     def lost(self, page: StoredPage) -> "Deferred[None]":
         """
@@ -524,7 +531,7 @@ def parse_page(kind: str, body: bytes, encoding: str, content_type: str, url: st
     elif encoding not in ("", "identity"):
         raise simple.BadPage(f"unsupported Content-Encoding {encoding!r}")
     page = pypijson.parse(body) if kind == "json" else simple.parse(body, content_type, url, index=False)
-    return page, content_version(page)
+    return page, hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
 def remove_project_records(root: Path, project: str) -> int:

@@ -62,25 +62,29 @@ def etag_for(version: str, form: Form) -> bytes:
     return f'"{tag}-gz"'.encode() if form.gzip else f'"{tag}"'.encode()
 
 
-def ensure(directory: Path, version: str, form: Form, render: Callable[[], bytes] | None, tmp: Path) -> Rendering:
+def ensure_plain(directory: Path, version: str, form: Form, render: Callable[[], bytes] | None, tmp: Path) -> Rendering:
     """
-    (In a disk thread.) The file for ``form`` under ``directory``, written now if it
-    is not there yet. Without ``render`` (the project list, rendered when fetched),
-    a missing file raises ``FileNotFoundError``.
+    (In a disk thread.) The uncompressed file for ``form`` under ``directory``, written
+    now if it is not there yet. Without ``render`` (the project list, rendered when
+    fetched) a missing file raises ``FileNotFoundError``.
     """
-    plain = directory / form.plain().filename
-    if not plain.exists():
+    path = directory / form.filename
+    if not path.exists():
         if render is None:
-            raise FileNotFoundError(plain)
+            raise FileNotFoundError(path)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(plain, render(), tmp)
-    size = plain.stat().st_size
-    if not form.gzip or size < GZIP_MIN:
-        return Rendering(plain, size, etag_for(version, form.plain()), False)
-    packed = directory / form.filename
-    if not packed.exists():
-        gzip_file(plain, packed, tmp)
-    return Rendering(packed, packed.stat().st_size, etag_for(version, form), True)
+        atomic_write(path, render(), tmp)
+    return Rendering(path, path.stat().st_size, etag_for(version, form), False)
+
+
+def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rendering:
+    """(In a disk thread.) The gzip file beside ``plain``, or ``plain`` itself if it is too small to be worth it."""
+    if plain.size < GZIP_MIN:
+        return plain
+    path = plain.path.with_name(form.filename)
+    if not path.exists():
+        gzip_file(plain.path, path, tmp)
+    return Rendering(path, path.stat().st_size, etag_for(version, form), True)
 
 
 def render_page(kind: str, project: str, page: simple.Page, form: Form) -> bytes:
