@@ -4,7 +4,7 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm tools e2e browser bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm tools e2e browser bench bench-memory bench-outage deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -45,6 +45,15 @@ browser:
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/eviction_stall.py
+
+# Peak memory with slow clients of a 700,000-name project list and 50 of a big project page,
+# against the version before pages were sent from disk (BENCH_ARGS="--only current" skips it).
+bench-memory: $(VENV)/.installed
+	$(VENV)/bin/python bench/page_memory.py $(BENCH_ARGS)
+
+# pip's wall time with the upstream killed or hanging and every page expired, against warm.
+bench-outage: $(VENV)/.installed tools
+	$(VENV)/bin/python bench/outage.py $(BENCH_ARGS)
 
 # The Debian package, built with Debian's own Python and libraries (not a venv's).
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin

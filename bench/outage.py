@@ -448,13 +448,13 @@ def describe(outcome: Outcome, cap: float) -> None:
 def report(outcomes: list[Outcome], cap: float) -> None:
     """The table: warm and outage times and their ratio per scenario and version, and the verdicts."""
     width = max(len(o.label) for o in outcomes) + 2
-    print(f"\n{'scenario':10}{'version':{width}}{'cold':>9}{'warm':>9}{'outage':>10}{'outage/warm':>13}  pip exit (outage run)")
+    print(f"\n{'scenario':10}{'version':{width}}{'cold':>9}{'warm':>9}{'outage':>23}{'outage/warm':>13}  pip exit (outage run)")
     for o in outcomes:
         ratio = f"{o.ratio:.2f}x" if o.outage.succeeded else f">={o.ratio:.1f}x"
         outage = f"{o.outage.seconds:.1f} s" if o.outage.succeeded else f"failed after {o.outage.seconds:.1f} s"
         print(
             f"{o.scenario.name:10}{o.label:{width}}{o.cold.seconds:>7.1f} s{o.warm.seconds:>7.1f} s"
-            f"{outage:>10}{ratio:>13}  {o.outage.exit_text(cap)}"
+            f"{outage:>23}{ratio:>13}  {o.outage.exit_text(cap)}"
         )
     for o in outcomes:
         warm_ok = o.warm.succeeded and o.warm.upstream_requests == 0
