@@ -25,13 +25,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypicached import projectlist, pypijson, simple
+from pypicached import projectlist, simple
 from pypicached.disk import RunInThread, atomic_write
-from pypicached.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions, render_page
+from pypicached.pagekind import INDEX, PROJECT, PageKey, Parse
+from pypicached.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions
 from pypicached.inflight import Inflight
 from pypicached.links import FileLink, proxy_path
 from pypicached.names import projects_for_filename
-from pypicached.negotiation import UPSTREAM_ACCEPT
 from pypicached.status import CacheStatus
 from pypicached.upstream import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body, read_body_into
 
@@ -59,24 +59,6 @@ class Offline(Exception):
     """Offline mode, and the cache cannot answer: 503."""
 
     status = 503
-
-
-@attrs.frozen
-class PageKey:
-    """Which page: the project list, a project, or a project's JSON API document."""
-
-    kind: str  # "index" | "project" | "json"
-    project: str = ""
-    version: str = ""
-
-    def relpath(self) -> tuple[str, ...]:
-        if self.kind == "index":
-            return ("index.json",)
-        if self.kind == "project":
-            return ("simple", self.project + ".json")
-        if self.version:
-            return ("json", self.project, self.version + ".json")
-        return ("json", self.project + ".json")
 
 
 @attrs.define(eq=False)
@@ -133,7 +115,7 @@ class StoredPage:
         record = json.loads(data)
         if record.get("format") != 1 or not isinstance(record.get("page"), dict):
             raise ValueError("not a page record of this version")
-        if key.kind == "index" and not record.get("version"):
+        if key.kind.parse is None and not record.get("version"):
             raise ValueError("a project list stored before its bodies were kept as files")
         return cls(
             key,
@@ -318,7 +300,7 @@ class PageCache:
         return ensureDeferred(self._find_link(segments))
 
     async def _find_link(self, segments: tuple[str, ...]) -> FileLink:
-        keys = [PageKey("project", p) for p in projects_for_filename(segments[-1])]
+        keys = [PageKey(PROJECT, p) for p in projects_for_filename(segments[-1])]
         for key in keys:
             page = self.cached(key)
             if page is not None and segments in page.links():
@@ -354,19 +336,11 @@ class PageCache:
 
     # --- upstream ------------------------------------------------------------------
 
-    def _url(self, key: PageKey) -> str:
-        if key.kind == "index":
-            return self.index.simple_url
-        if key.kind == "project":
-            return self.index.project_url(key.project)
-        url = self.index.json_url(key.project, key.version or None)
-        if url is None:
-            raise NotFound("the upstream index has no JSON API")
-        return url
-
     async def _fetch(self, key: PageKey, stored: StoredPage | None) -> PageResult:
-        url = self._url(key)
-        headers = {"Accept": "application/json" if key.kind == "json" else UPSTREAM_ACCEPT, "Accept-Encoding": "gzip"}
+        url = key.upstream_url(self.index)
+        if url is None:
+            raise NotFound("the upstream index has no such page (it has no JSON API)")
+        headers = {"Accept": key.kind.accept, "Accept-Encoding": "gzip"}
         if stored is not None and stored.etag:
             headers["If-None-Match"] = stored.etag
         if stored is not None and stored.last_modified:
@@ -405,12 +379,12 @@ class PageCache:
         headers = response.headers
         encoding = b",".join(headers.getRawHeaders(b"content-encoding") or []).strip().lower().decode("latin-1")
         content_type = (headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
-        if key.kind == "index":
+        if key.kind.parse is None:
             listing = await self._receive_list(response, content_type, encoding)
             page, version = {"meta": listing.meta, "count": listing.count}, listing.version
         else:
             body = await read_body(self._client, response)
-            page, version = await self._run_in_thread(parse_page, key.kind, body, encoding, content_type, url)
+            page, version = await self._run_in_thread(parse_page, key.kind.parse, body, encoding, content_type, url)
         etag = headers.getRawHeaders(b"etag")
         modified = headers.getRawHeaders(b"last-modified")
         return StoredPage(
@@ -431,7 +405,7 @@ class PageCache:
                 await read_body_into(self._client, response, out)
             return await self._run_in_thread(
                 projectlist.convert, Path(name), content_type=content_type, encoding=encoding,
-                directory=self._rendered_root(PageKey("index")), tmp=self._tmp, limit=MAX_PAGE_BYTES,
+                directory=self._rendered_root(PageKey(INDEX)), tmp=self._tmp, limit=MAX_PAGE_BYTES,
             )
         finally:
             _unlink(Path(name))
@@ -456,7 +430,7 @@ class PageCache:
             plain = await self.rendering(page, form.plain())
             return await self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
         key = page.key
-        render = None if key.kind == "index" else functools.partial(render_page, key.kind, key.project, page.page, form)
+        render = None if key.kind.render is None else functools.partial(key.kind.render, page.page, key.project, form)
         directory = self._rendered_root(key) / page.version
         return await self._run_in_thread(ensure_plain, directory, page.version, form, render, self._tmp)
 
@@ -466,7 +440,7 @@ class PageCache:
         it again next time; the project list, which only its fetch renders, is fetched again.
         """
         page.renderings.clear()
-        if page.key.kind != "index":
+        if page.key.kind.render is not None:
             return succeed(None)
         self._memory.pop(page.key, None)
         return self._run_in_thread(_unlink, self._root.joinpath(*page.key.relpath()))
@@ -524,13 +498,13 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def parse_page(kind: str, body: bytes, encoding: str, content_type: str, url: str) -> tuple[dict[str, Any], str]:
+def parse_page(parse: Parse, body: bytes, encoding: str, content_type: str, url: str) -> tuple[dict[str, Any], str]:
     """(In a disk thread.) An upstream body as a page in the one form, and its content version."""
     if encoding == "gzip":
         body = gunzip(body, MAX_PAGE_BYTES)
     elif encoding not in ("", "identity"):
         raise simple.BadPage(f"unsupported Content-Encoding {encoding!r}")
-    page = pypijson.parse(body) if kind == "json" else simple.parse(body, content_type, url, index=False)
+    page = parse(body, content_type, url)
     return page, hashlib.blake2b(body, digest_size=12).hexdigest()
 
 

@@ -17,10 +17,7 @@ from typing import Callable
 
 import attrs
 
-from pypicached import pypijson, simple
 from pypicached.disk import atomic_write, durable_file
-from pypicached.links import proxy_path, relative_href, split_url
-from pypicached.negotiation import Format
 
 #: Part of every page ETag: a new rendering code means new validators.
 RENDER_VERSION = 2
@@ -85,19 +82,6 @@ def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rend
     if not path.exists():
         gzip_file(plain.path, path, tmp)
     return Rendering(path, path.stat().st_size, etag_for(version, form), True)
-
-
-def render_page(kind: str, project: str, page: simple.Page, form: Form) -> bytes:
-    """A project page or JSON API document for a client, its file links relative to ``form.depth``."""
-
-    def href_for(url: str, sha256: str, fragment: str) -> str:
-        return relative_href(form.depth, proxy_path(split_url(url)[0], sha256), fragment)
-
-    if kind == "project":
-        return simple.render_project(page, project, Format.JSON if form.json else Format.HTML, href_for)
-    if kind == "json":
-        return pypijson.render(page, href_for)
-    raise ValueError(f"pages of kind {kind!r} are rendered when fetched")
 
 
 def gzip_file(source: Path, final: Path, tmp: Path) -> None:

@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 import attrs
 
 from pypicached.links import FileLink, new_hasher
-from pypicached.pages import PageKey, StoredPage
+from pypicached.pagekind import PROJECT, PageKey
+from pypicached.pages import StoredPage
 
 CHUNK = 1024 * 1024
 
@@ -51,7 +52,7 @@ def recorded_links(root: Path) -> dict[tuple[str, ...], FileLink]:
     links: dict[tuple[str, ...], FileLink] = {}
     for record in sorted(root.glob("pages/*/simple/*.json")):
         try:
-            page = StoredPage.from_json(PageKey("project", record.stem), record.read_bytes())
+            page = StoredPage.from_json(PageKey(PROJECT, record.stem), record.read_bytes())
         except (OSError, ValueError, KeyError, TypeError):
             continue
         links.update(page.links())

@@ -22,8 +22,9 @@ from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
 from pypicached.metrics import Metrics
 from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
-from pypicached.negotiation import Format, choose_format
-from pypicached.pages import NotFound, Offline, PageCache, PageKey, PageResult
+from pypicached.negotiation import Format
+from pypicached.pagekind import INDEX, JSON_API, PROJECT, PageKey
+from pypicached.pages import NotFound, Offline, PageCache, PageResult
 from pypicached.paths import BadPath, RequestPath
 from pypicached.rendered import Form, Rendering
 from pypicached.serving import etag_matches, send_file, send_whole
@@ -231,12 +232,12 @@ class ProxyResource(Resource):
         if s[0] == "simple" and len(s) == 1:
             if not path.trailing_slash:
                 return self._redirect(request, "/simple/")
-            return await self._page(request, PageKey("index"), 1)
+            return await self._page(request, PageKey(INDEX), 1)
         if s[0] == "simple" and len(s) == 2:
             name = self._project(s[1])
             if name != s[1] or not path.trailing_slash:
                 return self._redirect(request, f"/simple/{name}/")
-            return await self._page(request, PageKey("project", name), 2)
+            return await self._page(request, PageKey(PROJECT, name), 2)
         if s[0] == "pypi" and len(s) in (3, 4) and s[-1] == "json" and not path.trailing_slash:
             name = self._project(s[1])
             version = s[2] if len(s) == 4 else ""
@@ -244,7 +245,7 @@ class ProxyResource(Resource):
                 raise HTTPError(404, "invalid version")
             if name != s[1]:
                 return self._redirect(request, "/".join(("", "pypi", name, *s[2:])))
-            return await self._page(request, PageKey("json", name, version), len(s) - 1)
+            return await self._page(request, PageKey(JSON_API, name, version), len(s) - 1)
         if s[0] == "packages" and len(s) >= 2 and not path.trailing_slash:
             return await self._file(request, s)
         raise HTTPError(404, "not found")
@@ -264,7 +265,7 @@ class ProxyResource(Resource):
         the relative file links start from.
         """
         request.kind, request.project = "page", key.project or None
-        fmt = Format.JSON if key.kind == "json" else choose_format(_header(request, b"accept"))
+        fmt = key.kind.format_for(_header(request, b"accept"))
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
         form = Form(json=fmt.is_json, depth=depth, gzip=compress)
         for attempt in (1, 2):
@@ -281,7 +282,7 @@ class ProxyResource(Resource):
 
     def _send_page(self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering) -> None:
         request.upstream_seconds = result.upstream_seconds
-        request.setHeader(b"Content-Type", b"application/json" if key.kind == "json" else fmt.value.encode())
+        request.setHeader(b"Content-Type", key.kind.content_type(fmt).encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", rendering.etag)
         remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from pypicached.pages import PageKey
+from pypicached.pagekind import PROJECT, PageKey
 
 from .proxy_rig import settled, start_proxy as start_rig, until
 
@@ -223,7 +223,7 @@ async def test_stale_while_revalidate(fake_upstream_json, start_proxy):
     await fake_upstream_json.wait_for_requests("/simple/pcx-alpha/", count=2)
     assert fake_upstream_json.count("/simple/pcx-alpha/") == 2  # one background refresh
     fake_upstream_json.release_pending("/simple/pcx-alpha/")
-    await proxy.proxy.pages.settled(PageKey("project", "pcx-alpha"))
+    await proxy.proxy.pages.settled(PageKey(PROJECT, "pcx-alpha"))
     response, after = await page(proxy)
     assert response.header("X-Pypi-Cache") == "HIT" and after != before
 

@@ -11,7 +11,7 @@ import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet.defer import gatherResults
 
-from pypicached.pages import PageKey
+from pypicached.pagekind import PROJECT, PageKey
 
 from .proxy_rig import settled, until
 
@@ -336,7 +336,7 @@ async def test_revalidation_after_ttl_is_shared(fake_upstream_json, start_proxy)
     fake_upstream_json.behaviour["/simple/pcx-alpha/"] = ["hang"]
     waiting = [proxy.get("/simple/pcx-alpha/", {"Accept": PIP_ACCEPT}) for _ in range(5)]
     await fake_upstream_json.wait_for_requests("/simple/pcx-alpha/", count=2)
-    await until(lambda: proxy.proxy.pages.waiting(PageKey("project", "pcx-alpha")) == 5)  # all five arrived
+    await until(lambda: proxy.proxy.pages.waiting(PageKey(PROJECT, "pcx-alpha")) == 5)  # all five arrived
     fake_upstream_json.release_pending("/simple/pcx-alpha/")
     responses = await gatherResults(waiting)
     assert {header(r, "X-Pypi-Cache") for r in responses} == {"REVALIDATED"}
