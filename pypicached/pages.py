@@ -17,7 +17,7 @@ import tempfile
 import zlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -29,6 +29,7 @@ from pypicached import projectlist, simple
 from pypicached.disk import RunInThread, atomic_write
 from pypicached.pagekind import INDEX, PROJECT, PageKey, Parse
 from pypicached.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions
+from pypicached.freshness import Do, Freshness, decide
 from pypicached.inflight import Inflight
 from pypicached.links import FileLink, proxy_path
 from pypicached.names import projects_for_filename
@@ -156,30 +157,23 @@ class PageCache:
         index: UpstreamIndex,
         client: UpstreamClient,
         root: Path,
-        ttl: float,
+        freshness: Freshness,
         run_in_thread: RunInThread,
-        offline: bool = False,
-        stale_if_error: float | None = None,
-        stale_while_revalidate: float = 0.0,
-        stale_if_slow: float = 0.0,
     ) -> None:
         self._clock = clock
         self.index = index
         self._client = client
         self._root = root / "pages" / index.key
         self._tmp = root / "tmp"
-        self.ttl = ttl
+        self.freshness = freshness
         self._run_in_thread = run_in_thread
         self._memory: OrderedDict[PageKey, StoredPage] = OrderedDict()
         self._missing: dict[PageKey, float] = {}
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
         self._renders: Inflight[tuple[PageKey, str, Form], Rendering] = Inflight()
         self._failed_until: dict[PageKey, float] = {}
-        self._offline = offline
-        self._stale_if_error = stale_if_error
-        self._stale_while_revalidate = stale_while_revalidate
-        self._stale_if_slow = stale_if_slow
         self._health = client.health
+        self._answers = self._answer_table()
 
     # --- lookup --------------------------------------------------------------------
 
@@ -187,36 +181,41 @@ class PageCache:
         """
         The page: fresh from the cache, or revalidated upstream by one request that
         everyone asking meanwhile waits for; a stale copy when the upstream fails,
-        is down, or is slower than ``stale_if_slow``.
+        is down, or is slower than ``stale_if_slow`` (``freshness.decide`` says which).
         """
         stored = self.cached(key)
         now = self._clock.seconds()
-        age = now - stored.fetched if stored is not None else None
-        if stored is not None and age < self.ttl:  # type: ignore[operator]
-            return succeed(PageResult(stored, CacheStatus.HIT))
-        if self._offline:
-            if stored is None:
-                return fail(Offline("offline mode: this page is not in the cache"))
-            return succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING))
-        missing_until = self._missing.get(key)
-        if stored is None and missing_until is not None and now < missing_until:
-            return fail(NotFound("no such page upstream (remembered)"))
-        if self._health.is_down:
-            if stored is not None and self._may_serve_stale(stored):
-                self._health.spared += 1
-                return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
-            return fail(self._health.outage())
-        if stored is not None and now < self._failed_until.get(key, 0.0) and self._may_serve_stale(stored):
-            return succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING))
-        shared = self._refresh(key, stored)
-        if stored is None:
-            return shared
-        if age < self.ttl + self._stale_while_revalidate:  # type: ignore[operator]
-            shared.addErrback(lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage()))
-            return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
-        if self._stale_if_slow and self._may_serve_stale(stored):
-            return self._unless_slow(shared, stored)
-        return shared
+        down = self._health.is_down
+        do = decide(
+            self.freshness,
+            age=None if stored is None else now - stored.fetched,
+            down=down,
+            missing=now < self._missing.get(key, 0.0),
+            failed=now < self._failed_until.get(key, 0.0),
+        )
+        if do is Do.SERVE_STALE and down:
+            self._health.spared += 1
+        return self._answers[do](key, stored)
+
+    def _answer_table(self) -> dict[Do, Callable[[PageKey, Any], "Deferred[PageResult]"]]:
+        """How each decision is carried out."""
+        return {
+            Do.SERVE: lambda key, stored: succeed(PageResult(stored, CacheStatus.HIT)),
+            Do.SERVE_OFFLINE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
+            Do.SERVE_STALE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)),
+            Do.REFUSE_OFFLINE: lambda key, stored: fail(Offline("offline mode: this page is not in the cache")),
+            Do.REFUSE_DOWN: lambda key, stored: fail(self._health.outage()),
+            Do.NOT_FOUND: lambda key, stored: fail(NotFound("no such page upstream (remembered)")),
+            Do.REFRESH: self._refresh,
+            Do.REFRESH_UNLESS_SLOW: lambda key, stored: self._unless_slow(self._refresh(key, stored), stored),
+            Do.REFRESH_IN_BACKGROUND: self._in_background,
+        }
+
+    def _in_background(self, key: PageKey, stored: StoredPage) -> "Deferred[PageResult]":
+        self._refresh(key, stored).addErrback(
+            lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage())
+        )
+        return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
 
     def _unless_slow(self, shared: "Deferred[PageResult]", stored: StoredPage) -> "Deferred[PageResult]":
         """
@@ -225,7 +224,7 @@ class PageCache:
         """
         answer: Deferred[PageResult] = Deferred()
         timer = self._clock.callLater(
-            self._stale_if_slow,
+            self.freshness.stale_if_slow,
             lambda: answer.callback(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
         )
 
@@ -244,9 +243,7 @@ class PageCache:
         return self._inflight.run(key, lambda: ensureDeferred(self._revalidate(key, stored)))
 
     def _may_serve_stale(self, stored: StoredPage) -> bool:
-        if self._stale_if_error is None:
-            return True
-        return self._clock.seconds() - stored.fetched < self.ttl + self._stale_if_error
+        return self.freshness.may_stand_in(self._clock.seconds() - stored.fetched)
 
     async def _revalidate(self, key: PageKey, stored: StoredPage | None) -> PageResult:
         try:

@@ -21,6 +21,7 @@ from pypicached.breaker import UpstreamHealth
 from pypicached.control import Control
 from pypicached.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.files import FileCache
+from pypicached.freshness import Freshness
 from pypicached.health import Health
 from pypicached.housekeeping import Budget, Housekeeper
 from pypicached.metrics import Ledger, Metrics
@@ -77,12 +78,14 @@ class Proxy:
             index=self.index,
             client=self.client,
             root=root,
-            ttl=settings.index_ttl,
+            freshness=Freshness(
+                ttl=settings.index_ttl,
+                offline=settings.offline,
+                stale_if_error=settings.stale_if_error,
+                stale_while_revalidate=settings.stale_while_revalidate,
+                stale_if_slow=settings.stale_if_slow,
+            ),
             run_in_thread=run,
-            offline=settings.offline,
-            stale_if_error=settings.stale_if_error,
-            stale_while_revalidate=settings.stale_while_revalidate,
-            stale_if_slow=settings.stale_if_slow,
         )
         self.files = FileCache(
             root=root,

@@ -285,7 +285,7 @@ class ProxyResource(Resource):
         request.setHeader(b"Content-Type", key.kind.content_type(fmt).encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", rendering.etag)
-        remaining = max(0, int(self._pages.ttl - (self._clock.seconds() - result.page.fetched)))
+        remaining = max(0, int(self._pages.freshness.ttl - (self._clock.seconds() - result.page.fetched)))
         request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
         if rendering.gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
