@@ -17,8 +17,9 @@ wheel (the URL the page links it under). nginx then serves the page bytes and
 the wheel bytes the daemon sent, as static files at the same paths.
 
 Fair to one process: the daemon (every thread of it) and nginx (master and its
-one worker) run on one core, wrk on the other, pinned with sched_setaffinity
-(what `taskset` does). The daemon logs every request as it does by default,
+one worker) run on one core, wrk on the other (nginx and wrk started by
+`taskset -c`, the daemon's threads pinned as `taskset -a -p` would, once it
+listens and before it is warmed). The daemon logs every request as it does by default,
 to its stdout, here a file (under systemd, the journal); nginx writes its
 access log to a file too (--nginx-access-log off to drop it). nginx keeps a
 connection for any number of requests, as Twisted does.
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -116,15 +118,15 @@ def tool_version(argv: Sequence[str]) -> str:
 
 
 def pin(pid: int, cpu: int) -> None:
-    """Every thread of ``pid`` onto ``cpu``; threads it starts later inherit it."""
+    """Every thread of ``pid`` onto ``cpu`` (``taskset -a -p``); threads it starts later inherit it."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(int(tid), {cpu})
 
 
-def on_cpu(cpu: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that starts a child on ``cpu`` alone."""
-    return lambda: os.sched_setaffinity(0, {cpu})
+def on_cpu(cpu: int, argv: Sequence[str]) -> list[str]:
+    """``argv`` started on ``cpu`` alone, by ``taskset`` (util-linux, on every Debian system)."""
+    return ["taskset", "-c", str(cpu), *argv]
 
 
 def cpu_ticks(pids: Sequence[int]) -> int:
@@ -264,17 +266,17 @@ class Nginx:
         (root / served.file_path.lstrip("/")).parent.mkdir(parents=True)
         (root / served.file_path.lstrip("/")).write_bytes(served.file)
         (root / "page.json").write_bytes(served.page)
-        for d in [directory, *(p for p in (root / served.file_path.lstrip("/")).parents if directory in p.parents)]:
-            d.chmod(0o755)  # for the worker, which drops root for nobody
+        for path in [directory, *directory.rglob("*")]:  # for the worker, which drops root for nobody
+            path.chmod(0o755 if path.is_dir() else 0o644)
         (directory / "nginx.conf").write_text(
             _NGINX_CONF.format(
                 dir=directory, port=self.port, page_path=served.page_path, page_type=JSON_TYPE,
                 access_log=f"{directory}/access.log" if access_log else "off",
             )
         )
-        self.process = subprocess.Popen(
-            [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=on_cpu(cpu),
+        argv = [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")]
+        self.process = subprocess.Popen(  # taskset execs nginx: this is the master's pid
+            on_cpu(cpu, argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         self._wait_ready()
 
@@ -404,7 +406,7 @@ def load(wrk: str, server: Server, kind: str, *, duration: float, connections: i
     ticks = cpu_ticks(pids)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration + 30, preexec_fn=on_cpu(cpu), stdin=subprocess.DEVNULL
+        on_cpu(cpu, argv), capture_output=True, text=True, timeout=duration + 30, stdin=subprocess.DEVNULL
     )
     server_cpu = (cpu_ticks(pids) - ticks) / CLK_TCK
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
@@ -489,8 +491,8 @@ def report(
         rps = {label: median_run(results[label, kind], lambda r: r.rps) for label in labels}
         cpu = {label: median_run(results[label, kind], lambda r: r.cpu_us) for label in labels}
         for name, other in (("reference", "current"), ("nginx", "current"), ("nginx", "reference")):
-            a = next((l for l in labels if l.startswith(other)), None)
-            b = next((l for l in labels if l.startswith(name)), None)
+            a = next((label for label in labels if label.startswith(other)), None)
+            b = next((label for label in labels if label.startswith(name)), None)
             if a and b:
                 print(f"  {other}/{name}: {rps[a] / rps[b]:.2f}x requests/s, {cpu[a] / cpu[b]:.2f}x CPU per request")
     problems = [f"{label} {kind}: {r.problem}" for (label, kind), runs in results.items() for r in runs if r.problem]
@@ -536,6 +538,7 @@ def main() -> None:
           flush=True)
 
     scratch_root = Path(tempfile.mkdtemp(prefix="pypicached-rps-"))
+    scratch_root.chmod(0o755)  # nginx's worker (user nobody) reads its root under it
     try:
         with serving(FakeUpstream(dists, reactor=reactor)) as upstream, contextlib.ExitStack() as stack:
             codes: list[Code] = []

@@ -33,9 +33,6 @@ from pypicached.pages import PageCache
 from pypicached.stats import summary
 from pypicached.statuspage import base_url, render
 
-ADMIN = "admin"
-#: The first path segments this module answers (and ``/``); ``admin`` ones change state.
-CONTROL_PATHS = frozenset({"stats", "metrics", "health", ADMIN})
 FORWARDING_HEADERS = (
     b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
     b"x-client-ip", b"true-client-ip", b"via",
@@ -116,21 +113,19 @@ class Control:
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
         )
 
-    async def answer(self, request: Request, segments: tuple[str, ...]) -> Answer | None:
-        """The answer for an operator path, or None if ``segments`` is not one."""
-        if not segments:
-            return Answer(200, render(self.summary(), base_url(request.getHeader(b"host"), request.isSecure())),
-                          "text/html; charset=utf-8")
-        if segments == ("stats",):
-            return _json(200, self.summary())
-        if segments == ("metrics",):
-            return Answer(200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST)
-        if segments == ("health",):
-            ok, body = await self._health.check()
-            return _json(200 if ok else 503, body)
-        if segments[0] == ADMIN:
-            return await self._admin(request, segments[1:])
-        return None
+    def status_page(self, request: Request) -> Answer:
+        base = base_url(request.getHeader(b"host"), request.isSecure())
+        return Answer(200, render(self.summary(), base), "text/html; charset=utf-8")
+
+    def stats(self, request: Request) -> Answer:
+        return _json(200, self.summary())
+
+    def metrics(self, request: Request) -> Answer:
+        return Answer(200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST)
+
+    async def health(self, request: Request) -> Answer:
+        ok, body = await self._health.check()
+        return _json(200 if ok else 503, body)
 
     def refusal(self, request: Request) -> Answer | None:
         """Why ``request`` may not use an admin endpoint, or None if it may."""
@@ -145,24 +140,32 @@ class Control:
         return _json(403, {"error": "admin endpoints answer local clients only (no admin_token is configured); "
                                     "a browser or a relayed request is not local"})
 
-    async def _admin(self, request: Request, rest: tuple[str, ...]) -> Answer:
+    async def purge(self, request: Request, project: str) -> Answer:
+        """Forget every page of ``project``, so the next request fetches it anew."""
         refused = self.refusal(request)
         if refused is not None:
             return refused
-        if len(rest) == 2 and rest[0] == "purge":
-            if not is_valid_name(rest[1]):
-                return _json(400, {"error": f"not a project name: {rest[1]!r}"})
-            project = normalize(rest[1])
-            removed = await self._pages.purge(project)
-            return _json(200, {"project": project, "removed_pages": removed})
-        if len(rest) == 2 and rest[0] == "purge-file":
-            removed = await self._files.purge(rest[1])
-            for _, size in removed:
-                self._housekeeper.removed(size)
-            return _json(200, {
-                "filename": rest[1],
-                "removed": [str(path) for path, _ in removed],
-                "removed_bytes": sum(size for _, size in removed),
-            })
-        return _json(404, {"error": "no such admin action; there are POST /admin/purge/PROJECT "
-                                    "and POST /admin/purge-file/FILENAME"})
+        if not is_valid_name(project):
+            return _json(400, {"error": f"not a project name: {project!r}"})
+        project = normalize(project)
+        removed = await self._pages.purge(project)
+        return _json(200, {"project": project, "removed_pages": removed})
+
+    async def purge_file(self, request: Request, filename: str) -> Answer:
+        """Delete every cached copy of ``filename`` (and its ``.metadata``)."""
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused
+        removed = await self._files.purge(filename)
+        for _, size in removed:
+            self._housekeeper.removed(size)
+        return _json(200, {
+            "filename": filename,
+            "removed": [str(path) for path, _ in removed],
+            "removed_bytes": sum(size for _, size in removed),
+        })
+
+    def no_such_action(self, request: Request) -> Answer:
+        return self.refusal(request) or _json(
+            404, {"error": "no such admin action; there are POST /admin/purge/PROJECT and POST /admin/purge-file/FILENAME"}
+        )

@@ -32,6 +32,8 @@ class PageKind:
     accept: str
     #: The record's path below an upstream's page directory, for a project and version.
     record: Callable[[str, str], tuple[str, ...]]
+    #: The page's canonical path on the proxy: any other spelling is redirected there.
+    path: Callable[[str, str], str]
     #: The upstream URL, or None if this upstream has no such page.
     upstream_url: Callable[[UpstreamIndex, str, str], "str | None"]
     #: Read from the upstream's body; None for the project list, which is streamed to disk instead.
@@ -72,6 +74,7 @@ INDEX = PageKind(
     "index",
     UPSTREAM_ACCEPT,
     record=lambda project, version: ("index.json",),
+    path=lambda project, version: "/simple/",
     upstream_url=lambda index, project, version: index.simple_url,
     parse=None,
     render=None,
@@ -80,6 +83,7 @@ PROJECT = PageKind(
     "project",
     UPSTREAM_ACCEPT,
     record=lambda project, version: ("simple", project + ".json"),
+    path=lambda project, version: f"/simple/{project}/",
     upstream_url=lambda index, project, version: index.project_url(project),
     parse=lambda body, content_type, url: simple.parse(body, content_type, url, index=False),
     render=_render_project,
@@ -88,6 +92,7 @@ JSON_API = PageKind(
     "json",
     "application/json",
     record=lambda project, version: ("json", project, version + ".json") if version else ("json", project + ".json"),
+    path=lambda project, version: f"/pypi/{project}/{version}/json" if version else f"/pypi/{project}/json",
     upstream_url=lambda index, project, version: index.json_url(project, version or None),
     parse=lambda body, content_type, url: pypijson.parse(body),
     render=_render_json,
@@ -108,3 +113,13 @@ class PageKey:
 
     def upstream_url(self, index: UpstreamIndex) -> str | None:
         return self.kind.upstream_url(index, self.project, self.version)
+
+    @property
+    def path(self) -> str:
+        """Where the proxy serves this page."""
+        return self.kind.path(self.project, self.version)
+
+    @property
+    def depth(self) -> int:
+        """How many directories below the root the page's URL is: where its relative links start."""
+        return self.path.count("/") - 1

@@ -7,7 +7,7 @@ request in one line.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,13 +17,14 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached.breaker import UpstreamDown
-from pypicached.control import ADMIN, CONTROL_PATHS, Answer, Control
+from pypicached.control import Answer, Control
 from pypicached.disk import RunInThread
 from pypicached.files import DownloadFailed, FileCache
 from pypicached.metrics import Metrics
 from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.negotiation import Format
-from pypicached.pagekind import INDEX, JSON_API, PROJECT, PageKey
+from pypicached.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
+from pypicached.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
 from pypicached.pages import NotFound, Offline, PageCache, PageResult
 from pypicached.paths import BadPath, RequestPath
 from pypicached.rendered import Form, Rendering
@@ -179,7 +180,7 @@ class ProxyResource(Resource):
         self._pages = pages
         self._files = files
         self._clock = clock
-        self._control = control
+        self.control = control
         self._metrics = metrics
         self._client_timeout = client_timeout
         self._log_format = log_format
@@ -192,19 +193,21 @@ class ProxyResource(Resource):
 
     async def _answer(self, request: ProxyRequest) -> None:
         try:
-            if request.method not in (b"GET", b"HEAD", b"POST"):
-                self._allow(request, (b"GET", b"HEAD"))
+            if request.method not in METHODS:
+                raise NoRoute(GET_HEAD)
             if len(request.uri) > MAX_URI:
                 raise HTTPError(414, "request URI too long")
             try:
                 path = RequestPath.parse(request.path)
             except BadPath as e:
                 raise HTTPError(400, f"bad path: {e}") from None
-            admin = bool(path.segments) and path.segments[0] == ADMIN
-            allowed = (b"POST",) if admin else (b"GET", b"HEAD")
-            if request.method not in allowed:
-                self._allow(request, allowed)
-            await self._route(request, path)
+            found = route(ROUTES, request.method, path)
+            request.kind = found.route.kind
+            await found.route.handler(self, request, found)
+        except NoRoute as e:
+            if e.allowed:
+                request.setHeader(b"Allow", b", ".join(e.allowed))
+            self._error(request, HTTPError(405 if e.allowed else 404, str(e)))
         except HTTPError as e:
             self._error(request, e)
         except NotFound as e:
@@ -215,59 +218,34 @@ class ProxyResource(Resource):
             errors.failure("Unexpected error answering {path!r}", path=request.path)
             self._error(request, HTTPError(500, "internal error; see the proxy's log"))
 
-    @staticmethod
-    def _allow(request: ProxyRequest, allowed: tuple[bytes, ...]) -> None:
-        """Refuse the request's method with 405, naming the ones this path takes."""
-        request.setHeader(b"Allow", b", ".join(allowed))
-        raise HTTPError(405, f"only {' and '.join(m.decode() for m in allowed)} here")
+    async def _control(self, request: ProxyRequest, answer: Answer | Awaitable[Answer]) -> None:
+        """Send what the operator's side answered."""
+        self._send_answer(request, answer if isinstance(answer, Answer) else await answer)
 
-    async def _route(self, request: ProxyRequest, path: RequestPath) -> None:
-        s = path.segments
-        if not s or s[0] in CONTROL_PATHS:
-            request.kind = "admin" if s and s[0] == ADMIN else "status"
-            answer = await self._control.answer(request, s)
-            if answer is None:
-                raise HTTPError(404, "not found")
-            return self._send_answer(request, answer)
-        if s[0] == "simple" and len(s) == 1:
-            if not path.trailing_slash:
-                return self._redirect(request, "/simple/")
-            return await self._page(request, PageKey(INDEX), 1)
-        if s[0] == "simple" and len(s) == 2:
-            name = self._project(s[1])
-            if name != s[1] or not path.trailing_slash:
-                return self._redirect(request, f"/simple/{name}/")
-            return await self._page(request, PageKey(PROJECT, name), 2)
-        if s[0] == "pypi" and len(s) in (3, 4) and s[-1] == "json" and not path.trailing_slash:
-            name = self._project(s[1])
-            version = s[2] if len(s) == 4 else ""
-            if version and not is_valid_version(version):
-                raise HTTPError(404, "invalid version")
-            if name != s[1]:
-                return self._redirect(request, "/".join(("", "pypi", name, *s[2:])))
-            return await self._page(request, PageKey(JSON_API, name, version), len(s) - 1)
-        if s[0] == "packages" and len(s) >= 2 and not path.trailing_slash:
-            return await self._file(request, s)
-        raise HTTPError(404, "not found")
-
-    @staticmethod
-    def _project(name: str) -> str:
-        if not is_valid_name(name):
+    def _key(self, kind: PageKind, values: dict[str, str]) -> PageKey:
+        """The page a path names; 404 for a name or version that cannot be one."""
+        project, version = values.get("project", ""), values.get("version", "")
+        if "project" in values and not is_valid_name(project):
             raise HTTPError(404, "invalid project name")
-        return normalize(name)
+        if version and not is_valid_version(version):
+            raise HTTPError(404, "invalid version")
+        return PageKey(kind, normalize(project) if project else "", version)
 
     # --- index pages ---------------------------------------------------------------
 
-    async def _page(self, request: ProxyRequest, key: PageKey, depth: int) -> None:
+    async def _page(self, request: ProxyRequest, kind: PageKind, found: Found) -> None:
         """
         A page in the form the client asked for, sent from its rendering on disk;
-        ``depth`` is how many directories below the root the page's URL is, which
-        the relative file links start from.
+        any other spelling of its path (a name not normalized, a missing slash) is
+        redirected to the canonical one, whose depth the relative links start from.
         """
-        request.kind, request.project = "page", key.project or None
+        key = self._key(kind, found.values)
+        if found.path.text() != key.path:
+            return self._redirect(request, key.path)
+        request.project = key.project or None
         fmt = key.kind.format_for(_header(request, b"accept"))
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        form = Form(json=fmt.is_json, depth=depth, gzip=compress)
+        form = Form(json=fmt.is_json, depth=key.depth, gzip=compress)
         for attempt in (1, 2):
             result = await self._pages.get(key)
             try:  # a newer version's arrival may prune this one's renderings at any moment
@@ -301,7 +279,8 @@ class ProxyResource(Resource):
 
     # --- files ---------------------------------------------------------------------
 
-    async def _file(self, request: ProxyRequest, segments: tuple[str, ...]) -> None:
+    async def _file(self, request: ProxyRequest, found: Found) -> None:
+        segments = found.path.segments
         request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
         request.project = next(iter(projects_for_filename(segments[-1])), None)
         for attempt in (1, 2):
@@ -339,6 +318,7 @@ class ProxyResource(Resource):
         request.finish()
 
     def _send_answer(self, request: ProxyRequest, answer: Answer) -> None:
+        """A complete answer from the operator's side; the status pages are never cached by browsers."""
         for name, value in answer.headers:
             request.setHeader(name, value)
         if answer.code == 200 and request.kind == "status":
@@ -390,6 +370,32 @@ class ProxyResource(Resource):
             upstream_text="-" if fields["upstream"] is None else f"{fields['upstream']:.3f}s",
             **fields,
         )
+
+
+def _page_route(kind: PageKind, *pattern: str, slash: bool | None = None) -> Route:
+    return Route(GET_HEAD, pattern, lambda proxy, request, found: proxy._page(request, kind, found), "page", slash)
+
+
+def _control_route(methods: tuple[bytes, ...], pattern: tuple[str, ...], answer: Callable[..., Any], kind: str) -> Route:
+    return Route(methods, pattern, lambda proxy, request, found: proxy._control(request, answer(proxy.control, request, **found.values)), kind)
+
+
+#: Every path the proxy answers, first match wins.
+ROUTES = (
+    _control_route(GET_HEAD, (), Control.status_page, "status"),
+    _control_route(GET_HEAD, ("stats",), Control.stats, "status"),
+    _control_route(GET_HEAD, ("metrics",), Control.metrics, "status"),
+    _control_route(GET_HEAD, ("health",), Control.health, "status"),
+    _control_route(POST, ("admin", "purge", "{project}"), Control.purge, "admin"),
+    _control_route(POST, ("admin", "purge-file", "{filename}"), Control.purge_file, "admin"),
+    _control_route(POST, ("admin", "{*rest}"), lambda control, request, rest: control.no_such_action(request), "admin"),
+    _page_route(INDEX, "simple"),
+    _page_route(PROJECT, "simple", "{project}"),
+    _page_route(JSON_API, "pypi", "{project}", "json", slash=False),
+    _page_route(JSON_API, "pypi", "{project}", "{version}", "json", slash=False),
+    Route(GET_HEAD, ("packages", "{+file}"), lambda proxy, request, found: proxy._file(request, found), "file", slash=False),
+)
+METHODS = methods_of(ROUTES)
 
 
 def _header(request: server.Request, name: bytes) -> str | None:
