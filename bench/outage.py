@@ -20,10 +20,10 @@ does to its connections what a crash does:
 
 Each run is a real `pip download` (isolated from this machine's pip settings,
 fresh destination, pip's 15 s read timeout) of the dozen projects, capped at
---cap seconds; its wall time is given as a ratio against the median of the
-warm runs of the same scenario, same daemon, same run. The daemon's access log (X-Pypi-Cache
-status and upstream wait of every request) shows where an outage run spent its
-time. Everything is measured for this checkout ("current") and for a reference
+--cap seconds; the outage run's wall time is given as a ratio against the median
+of the warm runs of the same daemon, in the same run. The daemon's access log
+(X-Pypi-Cache status and upstream wait of every request) shows where an outage
+run spent its time. Everything is measured for this checkout ("current") and for a reference
 revision (default 5278d2e, before the outage work) run from a temporary git
 worktree with the same Python.
 
@@ -260,7 +260,7 @@ class PipRun:
         return "0 (ok)" if self.code == 0 else f"{self.code} (failed)"
 
     def statuses(self) -> str:
-        """X-Pypi-Cache of the run's page requests, counted (pip gave up on the aborted ones): HIT warm, STALE in an outage."""
+        """X-Pypi-Cache of the run's page requests, counted: HIT warm, STALE in an outage; aborted: pip gave up."""
         counts = collections.Counter(
             "aborted" if line.status == "aborted" else line.cache for line in self.requests if line.is_page
         )
@@ -268,7 +268,10 @@ class PipRun:
 
 
 def pip_argv(pip_python: str, port: int, dest: Path, projects: list[str]) -> list[str]:
-    """pip download of ``projects`` from the daemon alone; --isolated and PIP_CONFIG_FILE keep this machine's pip settings out."""
+    """
+    pip download of ``projects`` from the daemon alone (with clean_env's PIP_CONFIG_FILE,
+    --isolated keeps this machine's pip settings out), with pip's read timeout spelled out.
+    """
     return [
         pip_python, "-m", "pip", "download", "--isolated", "--no-input", "--no-cache-dir",
         "--disable-pip-version-check", "--progress-bar=off", "--timeout", str(PIP_TIMEOUT),
@@ -312,6 +315,7 @@ def run_pip(
 
 
 def _text(data: bytes | str | None) -> str:
+    """What TimeoutExpired kept of an output: bytes even under text=True, or None."""
     if isinstance(data, bytes):
         return data.decode("utf-8", "replace")
     return data or ""
@@ -479,7 +483,8 @@ def report(outcomes: list[Outcome], cap: float) -> None:
         verdict = "met" if o.met else "NOT met"
         if not o.warm_ok:  # a baseline that failed or waited on the upstream is no warm run
             verdict = "not shown: a warm run failed or reached the upstream"
-        print(f"target (outage run succeeds within {TARGET_RATIO}x the warm run), {o.scenario.name}, {o.label}: {verdict}")
+        target = f"target (outage run succeeds within {TARGET_RATIO}x the warm run), {o.scenario.name}, {o.label}"
+        print(f"{target}: {verdict}")
     print(
         "Times are wall clock of the whole pip download (pip's start-up included); warm is the median of the warm "
         "runs; each scenario has its own daemon, cache and upstream; ratios are against the same daemon's warm runs."
@@ -500,7 +505,8 @@ def main() -> None:
     parser.add_argument("--pip-python", default=str(REPO / ".venv-tools" / "pip" / "bin" / "python"),
                         help="interpreter whose pip is measured (make tools builds it) [%(default)s]")
     args = parser.parse_args()
-    for flag, value in (("--projects", args.projects), ("--warm-runs", args.warm_runs), ("--ttl", args.ttl), ("--cap", args.cap)):
+    counts = {"--projects": args.projects, "--warm-runs": args.warm_runs, "--ttl": args.ttl, "--cap": args.cap}
+    for flag, value in counts.items():
         if value <= 0:
             parser.error(f"{flag} must be positive, not {value:g}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the processes and temp dirs go too

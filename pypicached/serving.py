@@ -13,14 +13,14 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-import attrs
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import datetimeToString, stringToDatetime
+from twisted.web.http import datetimeToString
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from pypicached.conditional import ByteRange, Unsatisfiable, if_range_holds, not_modified, parse_range
 from pypicached.files import GrowingFile, State
 from pypicached.status import HEADER, CacheStatus
 
@@ -28,47 +28,6 @@ log = Logger()
 
 CHUNK = 64 * 1024
 IMMUTABLE = b"max-age=365000000, immutable"
-
-
-@attrs.frozen
-class ByteRange:
-    start: int
-    stop: int  # exclusive
-
-    def content_range(self, size: int) -> bytes:
-        return b"bytes %d-%d/%d" % (self.start, self.stop - 1, size)
-
-
-class Unsatisfiable(Exception):
-    """A syntactically valid range that selects nothing: 416."""
-
-
-def parse_range(header: bytes, size: int) -> ByteRange | None:
-    """
-    One ``bytes=`` range against a file of ``size`` bytes; ``None`` means send the
-    whole file (a malformed header, or several ranges, which we do not split).
-    """
-    unit, _, spec = header.decode("latin-1").strip().partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if not first:
-            length = int(last)
-            if length <= 0:
-                raise Unsatisfiable()
-            return ByteRange(max(0, size - length), size)
-        start = int(first)
-        stop = int(last) + 1 if last else max(size, start + 1)
-    except ValueError:
-        return None
-    if start < 0 or stop <= start:
-        return None
-    if start >= size:
-        raise Unsatisfiable()
-    return ByteRange(start, min(stop, size))
 
 
 def etag_for(segments: tuple[str, ...], size: int) -> bytes:
@@ -79,19 +38,6 @@ def etag_for(segments: tuple[str, ...], size: int) -> bytes:
     """
     key = ("/".join(segments) + f":{size}").encode("utf-8")
     return b'"' + hashlib.blake2b(key, digest_size=12).hexdigest().encode() + b'"'
-
-
-def etag_matches(header: bytes, etag: bytes) -> bool:
-    """Whether an ``If-None-Match`` header names ``etag`` (weakly, as RFC 9110 compares there) or is ``*``."""
-    tags = [t.strip() for t in header.split(b",")]
-    return b"*" in tags or any(t.removeprefix(b"W/") == etag for t in tags)
-
-
-def _date(header: bytes) -> int | None:
-    try:
-        return stringToDatetime(header)
-    except (ValueError, IndexError):
-        return None
 
 
 def send_file(
@@ -115,7 +61,7 @@ def send_file(
     if growing.modified is not None:
         request.setHeader(b"Last-Modified", datetimeToString(int(growing.modified)))
 
-    if _not_modified(request, etag, growing.modified):
+    if not_modified(request, etag, growing.modified):
         request.setResponseCode(304)
         request.finish()
         return
@@ -123,7 +69,7 @@ def send_file(
     wanted = ByteRange(0, size) if size is not None else None
     header_range: ByteRange | None = None
     header = request.getHeader(b"range")
-    if header is not None and size is not None and _if_range_holds(request, etag, growing.modified):
+    if header is not None and size is not None and if_range_holds(request, etag, growing.modified):
         try:
             header_range = parse_range(header, size)
             wanted = header_range or wanted
@@ -155,30 +101,6 @@ def send_whole(request: Request, path: Path, *, clock: IReactorTime, stall_timeo
         request.finish()
         return
     FileSender(request, growing, None, clock, stall_timeout).begin()
-
-
-def _not_modified(request: Request, etag: bytes | None, modified: float | None) -> bool:
-    none_match = request.getHeader(b"if-none-match")
-    if none_match is not None:
-        return etag is not None and etag_matches(none_match, etag)
-    since = request.getHeader(b"if-modified-since")
-    if since is not None and modified is not None:
-        when = _date(since)
-        return when is not None and int(modified) <= when
-    return False
-
-
-def _if_range_holds(request: Request, etag: bytes | None, modified: float | None) -> bool:
-    value = request.getHeader(b"if-range")
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith(b'"'):
-        return etag is not None and value == etag
-    if value.startswith(b"W/"):
-        return False
-    when = _date(value)
-    return when is not None and modified is not None and int(modified) == when
 
 
 @implementer(IPushProducer)

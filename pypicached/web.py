@@ -28,7 +28,8 @@ from pypicached.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of,
 from pypicached.pages import NotFound, Offline, PageCache, PageResult
 from pypicached.paths import BadPath, RequestPath
 from pypicached.rendered import Form, Rendering
-from pypicached.serving import etag_matches, send_file, send_whole
+from pypicached.conditional import not_modified
+from pypicached.serving import send_file, send_whole
 from pypicached.status import HEADER, CacheStatus
 from pypicached.upstream import UpstreamError
 
@@ -270,8 +271,7 @@ class ProxyResource(Resource):
         if result.warning:
             request.setHeader(b"Warning", result.warning.encode())
         request.setHeader(HEADER, result.status.value.encode())
-        none_match = request.getHeader(b"if-none-match")
-        if none_match is not None and etag_matches(none_match, rendering.etag):
+        if not_modified(request, rendering.etag):
             request.setResponseCode(304)
             request.finish()
             return

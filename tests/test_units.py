@@ -9,7 +9,7 @@ from pypicached.links import FileLink, proxy_path, relative_href
 from pypicached.names import normalize, projects_for_filename
 from pypicached.negotiation import Format, choose_format
 from pypicached.paths import BadPath, RequestPath
-from pypicached.serving import ByteRange, Unsatisfiable, parse_range
+from pypicached.conditional import ByteRange, Unsatisfiable, parse_range
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
