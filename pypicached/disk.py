@@ -91,10 +91,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a complete, fsynced temporary file to its final name, making its directory if need be."""
+    for attempt in (1, 2):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, final)
+            return
+        except FileNotFoundError:  # housekeeping removed the empty directory meanwhile
+            if attempt == 2 or not tmp.exists():
+                raise
+
+
 def commit(tmp: Path, final: Path) -> None:
     """Move a complete, fsynced temporary file into place, durably."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
+    move_into_place(tmp, final)
     fsync_dir(final.parent)
 
 

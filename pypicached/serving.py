@@ -21,7 +21,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from pypicached.conditional import ByteRange, Unsatisfiable, if_range_holds, not_modified, parse_range
-from pypicached.files import GrowingFile, State
+from pypicached.growing import GrowingFile, State
 from pypicached.status import HEADER, CacheStatus
 
 log = Logger()

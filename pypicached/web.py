@@ -19,7 +19,8 @@ from twisted.web.resource import Resource
 from pypicached.breaker import UpstreamDown
 from pypicached.control import Answer, Control
 from pypicached.disk import RunInThread
-from pypicached.files import DownloadFailed, FileCache
+from pypicached.files import FileCache
+from pypicached.growing import DownloadFailed
 from pypicached.metrics import Metrics
 from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.negotiation import Format

@@ -21,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from pypicached.pagekind import PROJECT, PageKey
 
+from .observe import ClientLog
 from .proxy_rig import settled, start_proxy as start_rig, until
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -266,9 +267,17 @@ async def _start_file(proxy, fake, wheel, behaviour):
 async def test_bad_file_bodies_are_never_stored_or_served_whole(fake_upstream_json, dists, behaviour, start_proxy):
     clock = Clock()  # the proxy's timers only: the upstream-down probe waits for the test
     proxy = await start_proxy(fake_upstream_json.simple_url, clock=clock)
+    clients = ClientLog.attach(proxy.proxy.site)
     big = dists["pcx-big"][0]
     cache = proxy.proxy.settings.cache_dir
-    for pending in await _start_file(proxy, fake_upstream_json, big, behaviour):
+    has_body = behaviour in ("truncate:500000", "corrupt")
+    # a body held at its first bytes until all three clients have joined the one download
+    started = await _start_file(proxy, fake_upstream_json, big, behaviour + ("+gate:1000" if has_body else ""))
+    if has_body:
+        await fake_upstream_json.gate(big.pypi_path).reached(1)
+        await until(lambda: len(clients.for_file(big.filename)) == 3)
+        fake_upstream_json.gate(big.pypi_path).open()
+    for pending in started:
         try:
             response = await pending
         except Exception:
@@ -350,7 +359,7 @@ class FullDisk:
 @ensureDeferred
 async def test_full_disk_still_serves_the_file_and_stores_nothing(fake_upstream_json, dists, start_proxy):
     proxy = await start_proxy(fake_upstream_json.simple_url)
-    proxy.proxy.files._open_temporary = FullDisk(room=1_000_000)
+    proxy.proxy.files.open_temporary = FullDisk(room=1_000_000)
     big = dists["pcx-big"][0]
     errors = []
     from twisted.logger import globalLogPublisher
