@@ -53,6 +53,8 @@ class UpstreamHealth:
     probe: Callable[[], "Deferred[Any]"] = lambda: Deferred()
     retry_max: float = 60.0
     down_since: float | None = None
+    #: Since when a request has waited longer than ``stale_if_slow`` with no answer yet.
+    slow_since: float | None = None
     reason: str | None = None
     next_probe: float | None = None
     last_answer: float | None = None
@@ -70,6 +72,17 @@ class UpstreamHealth:
     def is_down(self) -> bool:
         return self.down_since is not None
 
+    @property
+    def is_slow(self) -> bool:
+        """Up, but a request has been waiting past ``stale_if_slow``: pages that can be served stale are."""
+        return self.slow_since is not None and self.down_since is None
+
+    def slow(self) -> None:
+        """A revalidation outlasted ``stale_if_slow``: until an answer comes, cached pages stand in at once."""
+        if self.slow_since is None and self.down_since is None:
+            self.slow_since = self.clock.seconds()
+            log.warn("Upstream {url} is slow to answer; serving cached pages until it does", url=self.url)
+
     # --- what the upstream client reports ------------------------------------------
 
     def answered(self, code: int) -> None:
@@ -79,6 +92,7 @@ class UpstreamHealth:
             self.failed(f"answered {code}")
             return
         self.last_answer = now
+        self.slow_since = None
         if self.down_since is not None:
             log.info(
                 "Upstream {url} is back after {seconds:.1f}s down",
@@ -91,6 +105,7 @@ class UpstreamHealth:
     def failed(self, reason: str) -> None:
         """No usable answer: the first failure marks the upstream down for everyone."""
         now = self.note(reason)
+        self.slow_since = None
         if self.down_since is None:
             self.down_since, self.reason = now, reason
             log.warn(
@@ -120,7 +135,7 @@ class UpstreamHealth:
         """For /health and /stats."""
         return {
             "url": self.url,
-            "state": "down" if self.is_down else "up",
+            "state": "down" if self.is_down else "slow" if self.is_slow else "up",
             "since": iso(self.down_since),
             "reason": self.reason,
             "next_probe": iso(self.next_probe),

@@ -33,6 +33,7 @@ class Do(enum.Enum):
     SERVE = "serve it: fresh"
     SERVE_OFFLINE = "serve it stale: offline mode"
     SERVE_STALE = "serve it stale: the upstream is down or just failed on this page"
+    SERVE_STALE_SLOW = "serve it stale: a request to the upstream has been waiting past stale_if_slow"
     REFUSE_OFFLINE = "refuse: offline mode, and nothing cached"
     REFUSE_DOWN = "refuse at once: the upstream is down, and nothing cached may stand in"
     NOT_FOUND = "not found: the upstream said so a moment ago"
@@ -41,11 +42,14 @@ class Do(enum.Enum):
     REFRESH_IN_BACKGROUND = "serve it stale at once and ask upstream in the background"
 
 
-def decide(policy: Freshness, *, age: float | None, down: bool, missing: bool, failed: bool) -> Do:
+def decide(
+    policy: Freshness, *, age: float | None, down: bool, missing: bool, failed: bool, slow: bool = False
+) -> Do:
     """
     ``age``: seconds since the cached copy was validated (None: nothing cached);
     ``down``: the upstream is down; ``missing``: the upstream answered 404 a moment
-    ago; ``failed``: revalidating this page failed a moment ago.
+    ago; ``failed``: revalidating this page failed a moment ago; ``slow``: a request
+    to the upstream has been waiting longer than ``stale_if_slow``.
     """
     if age is not None and age < policy.ttl:
         return Do.SERVE
@@ -58,6 +62,8 @@ def decide(policy: Freshness, *, age: float | None, down: bool, missing: bool, f
         return Do.SERVE_STALE if may_stand_in else Do.REFUSE_DOWN
     if failed and may_stand_in:
         return Do.SERVE_STALE
+    if slow and policy.stale_if_slow and may_stand_in:
+        return Do.SERVE_STALE_SLOW
     if age is None:
         return Do.REFRESH
     if age < policy.ttl + policy.stale_while_revalidate:

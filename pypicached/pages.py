@@ -185,16 +185,17 @@ class PageCache:
         """
         stored = self.cached(key)
         now = self._clock.seconds()
-        down = self._health.is_down
+        health = self._health
         do = decide(
             self.freshness,
             age=None if stored is None else now - stored.fetched,
-            down=down,
+            down=health.is_down,
             missing=now < self._missing.get(key, 0.0),
             failed=now < self._failed_until.get(key, 0.0),
+            slow=health.is_slow,
         )
-        if do is Do.SERVE_STALE and down:
-            self._health.spared += 1
+        if do is Do.SERVE_STALE_SLOW or (do is Do.SERVE_STALE and health.is_down):
+            health.spared += 1
         return self._answers[do](key, stored)
 
     def _answer_table(self) -> dict[Do, Callable[[PageKey, Any], "Deferred[PageResult]"]]:
@@ -203,6 +204,7 @@ class PageCache:
             Do.SERVE: lambda key, stored: succeed(PageResult(stored, CacheStatus.HIT)),
             Do.SERVE_OFFLINE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
             Do.SERVE_STALE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)),
+            Do.SERVE_STALE_SLOW: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
             Do.REFUSE_OFFLINE: lambda key, stored: fail(Offline("offline mode: this page is not in the cache")),
             Do.REFUSE_DOWN: lambda key, stored: fail(self._health.outage()),
             Do.NOT_FOUND: lambda key, stored: fail(NotFound("no such page upstream (remembered)")),
@@ -223,10 +225,12 @@ class PageCache:
         copy at once; the revalidation goes on and updates the cache when it answers.
         """
         answer: Deferred[PageResult] = Deferred()
-        timer = self._clock.callLater(
-            self.freshness.stale_if_slow,
-            lambda: answer.callback(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
-        )
+
+        def slow() -> None:
+            self._health.slow()
+            answer.callback(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING))
+
+        timer = self._clock.callLater(self.freshness.stale_if_slow, slow)
 
         def revalidated(result: Any) -> None:
             if timer.active():

@@ -8,8 +8,9 @@ from pypicached.freshness import Do, Freshness, decide
 
 TTL = 600
 BASE = Freshness(ttl=TTL)
+SLOW = Freshness(TTL, stale_if_slow=2)
 CASES = [
-    # (policy, age, down, missing, failed) -> what to do
+    # (policy, age, down, missing, failed, slow) -> what to do
     ("fresh", BASE, 10, False, False, False, Do.SERVE),
     ("fresh even while the upstream is down", BASE, 10, True, False, False, Do.SERVE),
     ("fresh just before the TTL", BASE, TTL - 0.001, False, False, False, Do.SERVE),
@@ -38,8 +39,20 @@ CASES = [
     ("stale_while_revalidate wins over stale_if_slow", Freshness(TTL, stale_while_revalidate=60, stale_if_slow=2),
      TTL + 1, False, False, False, Do.REFRESH_IN_BACKGROUND),
 ]
+SLOW_CASES = [
+    ("slow upstream, expired", SLOW, TTL + 1, Do.SERVE_STALE_SLOW),
+    ("slow upstream, fresh", SLOW, 1, Do.SERVE),
+    ("slow upstream, nothing cached: ask and wait", SLOW, None, Do.REFRESH),
+    ("slow upstream, stale_if_slow off", BASE, TTL + 1, Do.REFRESH),
+    ("slow upstream, past stale_if_error", Freshness(TTL, stale_if_slow=2, stale_if_error=5), TTL + 6, Do.REFRESH),
+]
 
 
 @pytest.mark.parametrize("name, policy, age, down, missing, failed, expected", CASES, ids=[c[0] for c in CASES])
 def test_decide(name, policy, age, down, missing, failed, expected):
     assert decide(policy, age=age, down=down, missing=missing, failed=failed) is expected
+
+
+@pytest.mark.parametrize("name, policy, age, expected", SLOW_CASES, ids=[c[0] for c in SLOW_CASES])
+def test_decide_while_the_upstream_is_slow(name, policy, age, expected):
+    assert decide(policy, age=age, down=False, missing=False, failed=False, slow=True) is expected

@@ -189,3 +189,27 @@ def test_stale_if_slow_zero_waits_for_the_upstream(world):
     assert not answered(pending)
     w.upstream.release_pending("/simple/pcx-many-04/")
     assert w.reply(pending).header("X-Pypi-Cache") == "REVALIDATED"
+
+
+def test_while_one_revalidation_hangs_other_expired_pages_do_not_wait(world):
+    w = world()
+    warm(w)
+    w.advance(TTL + 1)
+    w.network.mode = "hang"
+    first = w.request("/simple/pcx-many-00/")
+    w.advance(2)  # stale_if_slow: the first client gets the cached copy, the upstream is slow
+    assert w.reply(first).header("X-Pypi-Cache") == "STALE"
+    health = w.proxy.upstream_health
+    assert health.is_slow and not health.is_down
+    attempts = w.network.attempts
+    for project in PROJECTS[1:]:  # answered at once, nothing more sent to the silent upstream
+        reply = w.page(project)
+        assert reply.header("X-Pypi-Cache") == "STALE" and "110" in reply.header("Warning")
+    assert w.network.attempts == attempts
+    assert json.loads(w.get("/health").body)["upstreams"][0]["state"] == "slow"
+    w.advance(8)  # the revalidation times out at response_timeout: now it is down
+    assert health.is_down and not health.is_slow
+    w.network.mode = None
+    w.advance(1)  # the probe answers
+    assert not health.is_down and not health.is_slow
+    assert w.page("pcx-many-05").header("X-Pypi-Cache") in ("REVALIDATED", "EXPIRED")
