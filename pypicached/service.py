@@ -17,18 +17,18 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from pypicached.config import Settings
-from pypicached.breaker import UpstreamHealth
-from pypicached.control import Control
-from pypicached.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
-from pypicached.files import FileCache
-from pypicached.freshness import Freshness
-from pypicached.health import Health
-from pypicached.housekeeping import Budget, Housekeeper
-from pypicached.metrics import Ledger, Metrics
-from pypicached.pages import PageCache
-from pypicached.tls import ReloadableContext, TLSFiles, tls_endpoint
-from pypicached.upstream import UpstreamClient, UpstreamIndex, pooled_agent
-from pypicached.web import ProxyResource, ProxySite
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.ops.control import Control
+from pypicached.cache.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
+from pypicached.cache.files import FileCache
+from pypicached.cache.freshness import Freshness
+from pypicached.ops.health import Health
+from pypicached.cache.housekeeping import Budget, Housekeeper
+from pypicached.ops.metrics import Ledger, Metrics
+from pypicached.cache.pages import PageCache
+from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
+from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
+from pypicached.http.web import ProxyResource, ProxySite
 
 log = Logger()
 

@@ -24,8 +24,8 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from pypicached.config import Settings
-from pypicached.disk import run_inline
-from pypicached.health import MAX_LAG
+from pypicached.cache.disk import run_inline
+from pypicached.ops.health import MAX_LAG
 from pypicached.service import Proxy
 
 from .fake_upstream import FakeUpstream

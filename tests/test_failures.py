@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from pypicached.pagekind import PROJECT, PageKey
+from pypicached.cache.pagekind import PROJECT, PageKey
 
 from .observe import ClientLog
 from .proxy_rig import settled, start_proxy as start_rig, until
@@ -335,7 +335,7 @@ class FullDisk:
         self.room = room
 
     def __call__(self, directory: Path):
-        from pypicached.files import open_temporary_file
+        from pypicached.cache.files import open_temporary_file
 
         out, path = open_temporary_file(directory)
         room = self.room

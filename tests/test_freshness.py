@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pypicached.freshness import Do, Freshness, decide
+from pypicached.cache.freshness import Do, Freshness, decide
 
 TTL = 600
 BASE = Freshness(ttl=TTL)

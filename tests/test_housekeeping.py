@@ -7,8 +7,8 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
-from pypicached.disk import run_inline
-from pypicached.housekeeping import Budget, Entry, Housekeeper, choose_victims, run_pass
+from pypicached.cache.disk import run_inline
+from pypicached.cache.housekeeping import Budget, Entry, Housekeeper, choose_victims, run_pass
 
 DAY = 86400.0
 

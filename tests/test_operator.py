@@ -17,12 +17,12 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from pypicached.config import Settings
-from pypicached.disk import run_inline
-from pypicached.health import Health
-from pypicached.metrics import UpstreamHealth
-from pypicached.negotiation import UPSTREAM_ACCEPT
+from pypicached.cache.disk import run_inline
+from pypicached.ops.health import Health
+from pypicached.ops.metrics import UpstreamHealth
+from pypicached.index.negotiation import UPSTREAM_ACCEPT
 from pypicached.service import Proxy
-from pypicached.stats import human_bytes
+from pypicached.ops.summary import human_bytes
 
 from .installers import clean_env, run_process
 from .proxy_rig import settled
@@ -372,7 +372,7 @@ async def test_admin_verify_drops_a_damaged_file(fake_upstream_json, dists, star
 def test_the_progress_bar_draws_only_on_a_terminal():
     import io
 
-    from pypicached.progress import Progress
+    from pypicached.admin.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

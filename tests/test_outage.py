@@ -42,7 +42,7 @@ def log_lines():
     lines: list[str] = []
 
     def observe(event):
-        if event.get("log_namespace") == "pypicached.breaker":
+        if event.get("log_namespace") == "pypicached.upstream.breaker":
             from twisted.logger import formatEvent
 
             lines.append(formatEvent(event))

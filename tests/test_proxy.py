@@ -11,7 +11,7 @@ import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet.defer import gatherResults
 
-from pypicached.pagekind import PROJECT, PageKey
+from pypicached.cache.pagekind import PROJECT, PageKey
 
 from .proxy_rig import settled, until
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from pypicached import pypijson, simple
-from pypicached.negotiation import Format
+from pypicached.index import pypijson
+
+from pypicached.index import simple
+from pypicached.index.negotiation import Format
 
 PAGE_URL = "http://up.test/simple/foo/"
 HTML_PAGE = b"""<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1"></head><body>

@@ -9,7 +9,7 @@ from pathlib import Path
 from pytest_twisted import ensureDeferred
 from twisted.logger import LogLevel, Logger
 
-from pypicached.journal import format_line, observer
+from pypicached.ops.journal import format_line, observer
 
 from .installers import clean_env, run_process
 

@@ -156,7 +156,7 @@ async def test_sighup_reloads_the_daemons_certificate(fake_upstream_json, tmp_pa
 
 
 def test_listen_ssl_takes_its_files_from_the_settings_when_it_names_none(tmp_path):
-    from pypicached.tls import TLSError
+    from pypicached.http.tls import TLSError
 
     files = make_server(tmp_path, make_ca(tmp_path))
     settings = Settings(tls_cert=files.cert, tls_key=files.key)

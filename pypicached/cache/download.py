@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
-from pypicached.disk import RunInThread, fsync_dir, move_into_place, write_all
-from pypicached.growing import GrowingFile, State
-from pypicached.links import FileLink, new_hasher
-from pypicached.upstream import BodyReader, UpstreamClient, UpstreamError, discard_body
+from pypicached.cache.disk import RunInThread, fsync_dir, move_into_place, write_all
+from pypicached.cache.growing import GrowingFile, State
+from pypicached.index.links import FileLink, new_hasher
+from pypicached.upstream.client import BodyReader, UpstreamClient, UpstreamError, discard_body
 
 log = Logger()
 

@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from pypicached.disk import RunInThread
-from pypicached.inflight import Inflight
-from pypicached.breaker import UpstreamHealth
+from pypicached.cache.disk import RunInThread
+from pypicached.cache.inflight import Inflight
+from pypicached.upstream.breaker import UpstreamHealth
 
 #: The heartbeat's period, and the lag past which the event loop counts as stuck.
 BEAT = 1.0

@@ -19,9 +19,9 @@ from html.parser import HTMLParser
 from typing import Any, Callable
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pypicached.links import FileLink, hashes_of, split_url
-from pypicached.names import normalize
-from pypicached.negotiation import Format
+from pypicached.index.links import FileLink, hashes_of, split_url
+from pypicached.index.names import normalize
+from pypicached.index.negotiation import Format
 
 
 class BadPage(ValueError):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from pypicached import __version__
-from pypicached.breaker import UpstreamHealth, iso
-from pypicached.housekeeping import CacheUsage
-from pypicached.metrics import Ledger
+from pypicached.upstream.breaker import UpstreamHealth, iso
+from pypicached.cache.housekeeping import CacheUsage
+from pypicached.ops.metrics import Ledger
 
 
 def summary(

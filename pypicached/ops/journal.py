@@ -1,5 +1,5 @@
 """
-Log lines for the systemd journal (``twistd --logger=pypicached.journal.observer``):
+Log lines for the systemd journal (``twistd --logger=pypicached.ops.journal.observer``):
 no timestamp, since the journal adds its own, and a ``<N>`` priority prefix so
 that ``journalctl -p warning`` finds the warnings.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from pypicached.stats import human_bytes
+from pypicached.ops.summary import human_bytes
 
 WIDTH = 30
 #: Redraw at most this often, so a fast loop is not slowed by the terminal.

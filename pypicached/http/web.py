@@ -16,23 +16,23 @@ from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
-from pypicached.breaker import UpstreamDown
-from pypicached.control import Answer, Control
-from pypicached.disk import RunInThread
-from pypicached.files import FileCache
-from pypicached.growing import DownloadFailed
-from pypicached.metrics import Metrics
-from pypicached.names import is_valid_name, is_valid_version, normalize, projects_for_filename
-from pypicached.negotiation import Format
-from pypicached.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
-from pypicached.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
-from pypicached.pages import NotFound, Offline, PageCache, PageResult
-from pypicached.paths import BadPath, RequestPath
-from pypicached.rendered import Form, Rendering
-from pypicached.conditional import not_modified
-from pypicached.serving import send_file, send_whole
-from pypicached.status import HEADER, CacheStatus
-from pypicached.upstream import UpstreamError
+from pypicached.upstream.breaker import UpstreamDown
+from pypicached.ops.control import Answer, Control
+from pypicached.cache.disk import RunInThread
+from pypicached.cache.files import FileCache
+from pypicached.cache.growing import DownloadFailed
+from pypicached.ops.metrics import Metrics
+from pypicached.index.names import is_valid_name, is_valid_version, normalize, projects_for_filename
+from pypicached.index.negotiation import Format
+from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
+from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
+from pypicached.cache.pages import NotFound, Offline, PageCache, PageResult
+from pypicached.http.paths import BadPath, RequestPath
+from pypicached.cache.rendered import Form, Rendering
+from pypicached.http.conditional import not_modified
+from pypicached.http.serving import send_file, send_whole
+from pypicached.cache.outcome import HEADER, CacheStatus
+from pypicached.upstream.client import UpstreamError
 
 log = Logger(namespace="pypicached.access")
 errors = Logger(namespace="pypicached")

@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pypicached.breaker import UpstreamHealth
-from pypicached.status import CacheStatus
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.cache.outcome import CacheStatus
 
 log = Logger()
 

@@ -23,9 +23,9 @@ from typing import Any, BinaryIO, Iterator
 
 import attrs
 
-from pypicached.disk import durable_file
-from pypicached.rendered import CHUNK, GZIP_MIN, Form, gzip_file
-from pypicached.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_rows, is_project_entry
+from pypicached.cache.disk import durable_file
+from pypicached.cache.rendered import CHUNK, GZIP_MIN, Form, gzip_file
+from pypicached.index.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_rows, is_project_entry
 
 #: The forms of the project list: its links are relative, so one depth serves.
 PLAIN_FORMS = (Form(json=False, depth=1), Form(json=True, depth=1))

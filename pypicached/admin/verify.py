@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 import attrs
 
-from pypicached.links import FileLink, new_hasher
-from pypicached.pagekind import PROJECT, PageKey
-from pypicached.pages import StoredPage
+from pypicached.index.links import FileLink, new_hasher
+from pypicached.cache.pagekind import PROJECT, PageKey
+from pypicached.cache.pages import StoredPage
 
 CHUNK = 1024 * 1024
 

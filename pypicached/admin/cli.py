@@ -25,16 +25,18 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
-from pypicached import prefetch, verify
+from pypicached.admin import prefetch
+
+from pypicached.admin import verify
 from pypicached.config import ConfigError, Settings, build_settings, read_toml
-from pypicached.files import remove_cached_file
-from pypicached.housekeeping import CacheUsage, free_space, scan
-from pypicached.metrics import Ledger
-from pypicached.names import is_valid_name, normalize
-from pypicached.pages import remove_project_records
-from pypicached.progress import Progress
+from pypicached.cache.files import remove_cached_file
+from pypicached.cache.housekeeping import CacheUsage, free_space, scan
+from pypicached.ops.metrics import Ledger
+from pypicached.index.names import is_valid_name, normalize
+from pypicached.cache.pages import remove_project_records
+from pypicached.admin.progress import Progress
 from pypicached.service import STATE_FILE
-from pypicached.stats import as_text, human_bytes, summary
+from pypicached.ops.summary import as_text, human_bytes, summary
 
 #: Where the Debian package puts the daemon's settings.
 SYSTEM_CONFIG = "/etc/pypicached/pypicached.toml"

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
-from pypicached.stats import human_bytes, percent
+from pypicached.ops.summary import human_bytes, percent
 
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import attrs
 
-from pypicached.disk import atomic_write, durable_file
+from pypicached.cache.disk import atomic_write, durable_file
 
 #: Part of every page ETag: a new rendering code means new validators.
 RENDER_VERSION = 2

@@ -24,14 +24,14 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
-from pypicached.files import FileCache
-from pypicached.health import Health
-from pypicached.housekeeping import Housekeeper
-from pypicached.metrics import Metrics
-from pypicached.names import is_valid_name, normalize
-from pypicached.pages import PageCache
-from pypicached.stats import summary
-from pypicached.statuspage import base_url, render
+from pypicached.cache.files import FileCache
+from pypicached.ops.health import Health
+from pypicached.cache.housekeeping import Housekeeper
+from pypicached.ops.metrics import Metrics
+from pypicached.index.names import is_valid_name, normalize
+from pypicached.cache.pages import PageCache
+from pypicached.ops.summary import summary
+from pypicached.ops.statuspage import base_url, render
 
 FORWARDING_HEADERS = (
     b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",

@@ -25,16 +25,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypicached import projectlist, simple
-from pypicached.disk import RunInThread, atomic_write
-from pypicached.pagekind import INDEX, PROJECT, PageKey, Parse
-from pypicached.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions
-from pypicached.freshness import Do, Freshness, decide
-from pypicached.inflight import Inflight
-from pypicached.links import FileLink, proxy_path
-from pypicached.names import projects_for_filename
-from pypicached.status import CacheStatus
-from pypicached.upstream import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body, read_body_into
+from pypicached.index import projectlist
+
+from pypicached.index import simple
+from pypicached.cache.disk import RunInThread, atomic_write
+from pypicached.cache.pagekind import INDEX, PROJECT, PageKey, Parse
+from pypicached.cache.rendered import Form, Rendering, ensure_packed, ensure_plain, prune_versions
+from pypicached.cache.freshness import Do, Freshness, decide
+from pypicached.cache.inflight import Inflight
+from pypicached.index.links import FileLink, proxy_path
+from pypicached.index.names import projects_for_filename
+from pypicached.cache.outcome import CacheStatus
+from pypicached.upstream.client import MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body, read_body_into
 
 log = Logger()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from pypicached.simple import BadPage, HrefFor, Page
+from pypicached.index.simple import BadPage, HrefFor, Page
 
 
 def parse(body: bytes) -> Page:

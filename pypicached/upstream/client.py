@@ -24,9 +24,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from pypicached import __version__
-from pypicached.breaker import UpstreamHealth
-from pypicached.disk import write_all
-from pypicached.metrics import Metrics
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.cache.disk import write_all
+from pypicached.ops.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
 #: No index page of any real project comes near this; the public project list is ~40 MB.

@@ -22,14 +22,14 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pypicached.disk import RunInThread
-from pypicached.download import Download, DownloadPlace
-from pypicached.growing import GrowingFile
-from pypicached.links import FileLink
-from pypicached.pages import Offline
-from pypicached.paths import under
-from pypicached.status import CacheStatus
-from pypicached.upstream import UpstreamClient
+from pypicached.cache.disk import RunInThread
+from pypicached.cache.download import Download, DownloadPlace
+from pypicached.cache.growing import GrowingFile
+from pypicached.index.links import FileLink
+from pypicached.cache.pages import Offline
+from pypicached.http.paths import under
+from pypicached.cache.outcome import CacheStatus
+from pypicached.upstream.client import UpstreamClient
 
 log = Logger()
 

@@ -11,11 +11,13 @@ from typing import Callable
 
 import attrs
 
-from pypicached import pypijson, simple
-from pypicached.links import proxy_path, relative_href, split_url
-from pypicached.negotiation import UPSTREAM_ACCEPT, Format, choose_format
-from pypicached.rendered import Form
-from pypicached.upstream import UpstreamIndex
+from pypicached.index import pypijson
+
+from pypicached.index import simple
+from pypicached.index.links import proxy_path, relative_href, split_url
+from pypicached.index.negotiation import UPSTREAM_ACCEPT, Format, choose_format
+from pypicached.cache.rendered import Form
+from pypicached.upstream.client import UpstreamIndex
 
 #: Reads an upstream body (decoded) given its Content-Type and URL.
 Parse = Callable[[bytes, str, str], simple.Page]
