@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint

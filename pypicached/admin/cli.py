@@ -33,7 +33,7 @@ from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
 from pypicached.ops.metrics import Ledger
 from pypicached.index.names import is_valid_name, normalize
-from pypicached.cache.pages import remove_project_records
+from pypicached.cache.records import remove_project_records
 from pypicached.admin.progress import Progress
 from pypicached.service import STATE_FILE
 from pypicached.ops.summary import as_text, human_bytes, summary

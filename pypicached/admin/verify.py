@@ -18,7 +18,7 @@ import attrs
 
 from pypicached.index.links import FileLink, new_hasher
 from pypicached.cache.pagekind import PROJECT, PageKey
-from pypicached.cache.pages import StoredPage
+from pypicached.cache.records import StoredPage
 
 CHUNK = 1024 * 1024
 

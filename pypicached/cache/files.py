@@ -26,7 +26,7 @@ from pypicached.cache.disk import RunInThread
 from pypicached.cache.download import Download, DownloadPlace
 from pypicached.cache.growing import GrowingFile
 from pypicached.index.links import FileLink
-from pypicached.cache.pages import Offline
+from pypicached.cache.freshness import Offline
 from pypicached.http.paths import under
 from pypicached.cache.outcome import CacheStatus
 from pypicached.upstream.client import UpstreamClient

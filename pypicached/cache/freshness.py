@@ -11,6 +11,12 @@ import enum
 import attrs
 
 
+class Offline(Exception):
+    """Offline mode, and the cache cannot answer: 503."""
+
+    status = 503
+
+
 @attrs.frozen
 class Freshness:
     """The settings that decide how long a page is trusted, and for how long a stale one may stand in."""

@@ -8,16 +8,23 @@ page rendered once serves every later client without any CPU.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
-from pypicached.cache.disk import atomic_write, durable_file
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+
+from pypicached.cache.disk import RunInThread, atomic_write, durable_file
+from pypicached.cache.inflight import Inflight
+
+if TYPE_CHECKING:
+    from pypicached.cache.records import StoredPage
 
 #: Part of every page ETag: a new rendering code means new validators.
 RENDER_VERSION = 2
@@ -101,3 +108,33 @@ def prune_versions(directory: Path, keep: str) -> None:
         if entry.name != keep and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
 
+
+
+class Renderer:
+    """Makes each form of each page version once, however many clients ask for it at the same time."""
+
+    def __init__(self, run_in_thread: RunInThread, tmp: Path) -> None:
+        self._run_in_thread = run_in_thread
+        self._tmp = tmp
+        self._work: Inflight[tuple[Any, str, Form], Rendering] = Inflight()
+
+    def rendering(self, page: "StoredPage", form: Form, directory: Path) -> "Deferred[Rendering]":
+        """``page`` in ``form``, from ``directory`` (its version's), rendered there first if need be."""
+        done = page.renderings.get(form)
+        if done is not None:
+            return succeed(done)
+
+        def keep(rendering: Rendering) -> Rendering:
+            page.renderings[form] = rendering
+            return rendering
+
+        work = (page.key, page.version, form)
+        return self._work.run(work, lambda: ensureDeferred(self._render(page, form, directory))).addCallback(keep)
+
+    async def _render(self, page: "StoredPage", form: Form, directory: Path) -> Rendering:
+        if form.gzip:  # from the plain rendering, made once whichever form asks first
+            plain = await self.rendering(page, form.plain(), directory)
+            return await self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
+        key = page.key
+        render = None if key.kind.render is None else functools.partial(key.kind.render, page.page, key.project, form)
+        return await self._run_in_thread(ensure_plain, directory, page.version, form, render, self._tmp)

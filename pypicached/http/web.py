@@ -26,7 +26,9 @@ from pypicached.index.names import is_valid_name, is_valid_version, normalize, p
 from pypicached.index.negotiation import Format
 from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
 from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
-from pypicached.cache.pages import NotFound, Offline, PageCache, PageResult
+from pypicached.cache.freshness import Offline
+from pypicached.cache.fetch import NotFound
+from pypicached.cache.pages import PageCache, PageResult
 from pypicached.http.paths import BadPath, RequestPath
 from pypicached.cache.rendered import Form, Rendering
 from pypicached.http.conditional import not_modified
