@@ -28,7 +28,8 @@ from pypicached.ops.metrics import Ledger, Metrics
 from pypicached.cache.pages import PageCache
 from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
-from pypicached.http.web import ProxyResource, ProxySite
+from pypicached.http.site import AccessLog, ProxySite
+from pypicached.http.web import ProxyResource
 
 log = Logger()
 
@@ -108,7 +109,6 @@ class Proxy:
             pages=self.pages,
             files=self.files,
             clock=clock,
-            run_in_thread=run,
             control=Control(
                 metrics=self.metrics,
                 health=self.health,
@@ -119,9 +119,8 @@ class Proxy:
                 upstream_url=settings.upstream,
                 admin_token=settings.admin_token,
             ),
-            metrics=self.metrics,
+            access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
             client_timeout=settings.client_timeout,
-            log_format=settings.log_format,
         )
         self.site = ProxySite(
             self.resource,

@@ -1,27 +1,24 @@
 """
-The HTTP face of the proxy: one leaf resource that checks the path once and
-routes it to an index page or a package file, and the site that logs each
-request in one line.
+The HTTP face of the proxy: one leaf resource that checks the path once, finds
+its row in the route table (at the end of this module) and answers with an index
+page, a package file or the operator's side; every failure becomes one status
+and a one-line reason.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Awaitable, Callable
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 
 from pypicached.upstream.breaker import UpstreamDown
 from pypicached.ops.control import Answer, Control
-from pypicached.cache.disk import RunInThread
 from pypicached.cache.files import FileCache
 from pypicached.cache.growing import DownloadFailed
-from pypicached.ops.metrics import Metrics
 from pypicached.index.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.index.negotiation import Format
 from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
@@ -33,15 +30,12 @@ from pypicached.http.paths import BadPath, RequestPath
 from pypicached.cache.rendered import Form, Rendering
 from pypicached.http.conditional import not_modified
 from pypicached.http.serving import send_file, send_whole
+from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
 from pypicached.cache.outcome import HEADER, CacheStatus
 from pypicached.upstream.client import UpstreamError
 
-log = Logger(namespace="pypicached.access")
 errors = Logger(namespace="pypicached")
 
-MAX_URI = 8192
-MAX_REQUEST_LINE = MAX_URI + 64
-MAX_HEADER_BYTES = 16 * 1024
 
 
 class HTTPError(Exception):
@@ -54,116 +48,6 @@ class HTTPError(Exception):
         self.cache = cache
 
 
-class ProxyRequest(server.Request):
-    """A request that knows when it started, what it asked for, and how long it waited on upstream."""
-
-    started: float = 0.0
-    upstream_seconds: float | None = None
-    #: page, file, metadata, status, admin, or other: the metrics' ``kind`` label.
-    kind: str = "other"
-    project: str | None = None
-
-
-class ProxyChannel(HTTPChannel):
-    """
-    An HTTP connection that gives a client ``header_timeout`` seconds to send
-    each request's headers (so a trickle of header bytes cannot hold a
-    connection forever) and answers an over-long request line with 414 and
-    over-long headers with 431, where Twisted would send a bare 400.
-    """
-
-    header_timeout: float = 30.0
-    _header_bytes = 0
-    _line_count = 0
-    _header_timer: Any = None
-    _in_request = False
-
-    def dataReceived(self, data: bytes) -> None:
-        # The clock starts with a request's first byte; an idle keep-alive
-        # connection is the client_timeout's business, and closed silently.
-        if not self._in_request and self._header_timer is None and self.header_timeout:
-            self._header_timer = self.callLater(self.header_timeout, self._headers_too_slow)
-        super().dataReceived(data)
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        self._refuse(408, b"Request Timeout", b"request headers not received in time")
-
-    def lineReceived(self, line: bytes) -> None:
-        if self._line_count == 0 and not line:
-            return super().lineReceived(line)  # blank lines between requests are allowed
-        self._line_count += 1
-        self._header_bytes += len(line)
-        if self._line_count == 1 and len(line) > MAX_REQUEST_LINE:
-            return self._refuse(414, b"URI Too Long", b"request URI too long")
-        if self._header_bytes > MAX_HEADER_BYTES:
-            return self._refuse(431, b"Request Header Fields Too Large", b"request headers too large")
-        return super().lineReceived(line)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        if self._line_count == 0:
-            self._refuse(414, b"URI Too Long", b"request URI too long")
-        else:
-            self._refuse(431, b"Request Header Fields Too Large", b"request headers too large")
-
-    def allHeadersReceived(self) -> None:
-        self._cancel_header_timer()
-        self._in_request = True
-        super().allHeadersReceived()
-
-    def requestDone(self, request: Any) -> None:
-        self._in_request = False
-        self._header_bytes = self._line_count = 0
-        super().requestDone(request)  # may start a pipelined request at once
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None and self._header_timer.active():
-            self._header_timer.cancel()
-        self._header_timer = None
-
-    def connectionLost(self, reason: Any) -> None:
-        self._cancel_header_timer()
-        super().connectionLost(reason)
-
-    def _refuse(self, code: int, phrase: bytes, reason: bytes) -> None:
-        body = reason + b"\n"
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"X-Pypi-Cache: PASS\r\nConnection: close\r\n\r\n%s" % (code, phrase, len(body), body)
-        )
-        errors.info("Refused a client request: {code} {reason}", code=code, reason=reason.decode())
-        self.transport.loseConnection()
-        self.setRawMode()  # ignore whatever else the client sends
-
-
-class ProxySite(server.Site):
-    """A ``Site`` whose access log covers every request, also those the client abandoned."""
-
-    requestFactory = ProxyRequest
-    protocol = ProxyChannel
-
-    def __init__(
-        self,
-        resource: "ProxyResource",
-        clock: IReactorTime,
-        *,
-        client_timeout: float = 60.0,
-        header_timeout: float = 30.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(resource, timeout=client_timeout or None, reactor=clock, **kwargs)
-        self.clock = clock
-        self._header_timeout = header_timeout
-
-    def buildProtocol(self, addr: Any) -> Any:
-        channel = super().buildProtocol(addr)
-        channel.header_timeout = self._header_timeout
-        return channel
-
-    def log(self, request: Any) -> None:
-        """Replaced by ``ProxyResource._log_when_done``, which also sees aborted requests."""
-
-
 class ProxyResource(Resource):
     isLeaf = True
 
@@ -173,25 +57,21 @@ class ProxyResource(Resource):
         pages: PageCache,
         files: FileCache,
         clock: IReactorTime,
-        run_in_thread: RunInThread,
         control: Control,
-        metrics: Metrics,
+        access_log: AccessLog,
         client_timeout: float = 60.0,
-        log_format: str = "text",
     ) -> None:
         super().__init__()
-        self._run_in_thread = run_in_thread
         self._pages = pages
         self._files = files
         self._clock = clock
         self.control = control
-        self._metrics = metrics
+        self._access_log = access_log
         self._client_timeout = client_timeout
-        self._log_format = log_format
 
     def render(self, request: ProxyRequest) -> int:  # type: ignore[override]
         request.started = self._clock.seconds()
-        request.notifyFinish().addBoth(lambda _: self._log(request))
+        request.notifyFinish().addBoth(lambda _: self._access_log(request))
         ensureDeferred(self._answer(request))
         return server.NOT_DONE_YET
 
@@ -344,36 +224,6 @@ class ProxyResource(Resource):
         self._send(request, e.status, e.reason.encode("utf-8", "replace") + b"\n", "text/plain; charset=utf-8", e.cache)
 
     # --- access log ----------------------------------------------------------------
-
-    def _log(self, request: ProxyRequest) -> None:
-        """One access-log line per request, and the request counted in the metrics."""
-        total = self._clock.seconds() - request.started
-        raw_status = (request.responseHeaders.getRawHeaders(HEADER) or [b""])[0].decode()
-        try:
-            cache: CacheStatus | None = CacheStatus(raw_status)
-        except ValueError:
-            cache = None
-        self._metrics.answered(request.kind, cache, request.sentLength, request.project)
-        client = request.getClientAddress()
-        fields = {
-            "client": getattr(client, "host", "-"),
-            "method": request.method.decode("latin-1"),
-            "path": request.uri.decode("latin-1")[:512],
-            "status": request.code if request.finished else "aborted",
-            "bytes": request.sentLength,
-            "cache": raw_status or "-",
-            "total": round(total, 3),
-            "upstream": None if request.upstream_seconds is None else round(request.upstream_seconds, 3),
-        }
-        if self._log_format == "json":
-            log.info("{json}", json=json.dumps(fields), **fields)
-            return
-        log.info(
-            '{client} "{method} {path}" {status} {bytes} {cache} {total:.3f}s upstream={upstream_text}',
-            upstream_text="-" if fields["upstream"] is None else f"{fields['upstream']:.3f}s",
-            **fields,
-        )
-
 
 def _page_route(kind: PageKind, *pattern: str, slash: bool | None = None) -> Route:
     return Route(GET_HEAD, pattern, lambda proxy, request, found: proxy._page(request, kind, found), "page", slash)
