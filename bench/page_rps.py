@@ -332,7 +332,7 @@ class Server:
     warmed: Warmed
     pids: Callable[[], list[int]]
     alive: Callable[[], bool]
-    #: Where its access log goes, and a note on it for the report.
+    #: Its access log, to count the bytes logged per request (None: not logging).
     log_path: Path | None
 
     def url(self, kind: str) -> str:

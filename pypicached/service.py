@@ -24,7 +24,7 @@ from pypicached.cache.files import FileCache
 from pypicached.cache.freshness import Freshness
 from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Budget, Housekeeper
-from pypicached.ops.metrics import Ledger, Metrics
+from pypicached.ops.metrics import STATE_FILE, Ledger, Metrics
 from pypicached.cache.pages import PageCache
 from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
@@ -33,8 +33,7 @@ from pypicached.http.web import ProxyResource
 
 log = Logger()
 
-#: The savings figures kept across restarts, in the cache directory, saved this often.
-STATE_FILE = "state.json"
+#: How often the savings figures are saved.
 SAVE_EVERY = 60.0
 
 

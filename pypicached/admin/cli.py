@@ -31,11 +31,12 @@ from pypicached.admin import verify
 from pypicached.config import ConfigError, Settings, build_settings, read_toml
 from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
-from pypicached.ops.metrics import Ledger
+from pypicached.http.tls import split_endpoint
+from pypicached.ops.metrics import STATE_FILE, Ledger
+from pypicached.upstream.client import failure_reason
 from pypicached.index.names import is_valid_name, normalize
 from pypicached.cache.records import remove_project_records
 from pypicached.admin.progress import Progress
-from pypicached.service import STATE_FILE
 from pypicached.ops.summary import as_text, human_bytes, summary
 
 #: Where the Debian package puts the daemon's settings.
@@ -51,11 +52,11 @@ class AdminError(Exception):
 def daemon_url(settings: Settings) -> str | None:
     """The daemon's base URL over loopback, from its first plain ``tcp:`` listener."""
     for description in settings.listen:
-        parts = description.split(":")
-        if parts[0] == "tcp" and len(parts) > 1 and parts[1].isdigit():
-            interface = next((p.split("=", 1)[1] for p in parts[2:] if p.startswith("interface=")), "")
+        kind, args, kwargs = split_endpoint(description)
+        if kind == "tcp" and args and args[0].isdigit():
+            interface = kwargs.get("interface", "")
             host = interface if interface and interface not in ("0.0.0.0", "::") else "127.0.0.1"
-            return f"http://{'[' + host + ']' if ':' in host else host}:{parts[1]}"
+            return f"http://{'[' + host + ']' if ':' in host else host}:{args[0]}"
     return None
 
 
@@ -83,10 +84,10 @@ class Admin:
             response = await self.http.request(method, self.url + path, headers=self._headers(), timeout=TIMEOUT)
             body = await response.content()
         except ConnectionRefused as e:
-            self.out.write(f"(no daemon answers at {self.url}: {_reason(e)}; working on {self.root} directly)\n")
+            self.out.write(f"(no daemon answers at {self.url}: {failure_reason(e)}; working on {self.root} directly)\n")
             return self._require_cache()
         except Exception as e:
-            raise AdminError(f"cannot ask the daemon at {self.url}: {_reason(e)}") from None
+            raise AdminError(f"cannot ask the daemon at {self.url}: {failure_reason(e)}") from None
         try:
             return response.code, json.loads(body)
         except ValueError:
@@ -214,11 +215,6 @@ class Admin:
         for line, reason in outcome.missing:
             self.out.write(f"  MISSING  {line}: {reason}\n")
         return 1 if outcome.missing else 0
-
-
-def _reason(e: Exception) -> str:
-    reasons = getattr(e, "reasons", None)
-    return "; ".join(r.getErrorMessage() for r in reasons) if reasons else str(e) or type(e).__name__
 
 
 def parser() -> argparse.ArgumentParser:

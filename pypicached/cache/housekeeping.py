@@ -164,7 +164,6 @@ class Housekeeper:
         self.files = 0
         self.evictions = 0
         self.evicted_bytes = 0
-        self.last: Pass | None = None
 
     def start(self) -> None:
         self._loop.start(INTERVAL, now=True).addErrback(
@@ -202,7 +201,7 @@ class Housekeeper:
         self._running = self._run_in_thread(run_pass, self.root, self.budget, self._clock.seconds(), self._free)
 
         def done(result: Pass) -> Pass:
-            self.size, self.files, self.last = result.size, result.files, result
+            self.size, self.files = result.size, result.files
             self.evictions += result.evicted
             self.evicted_bytes += result.evicted_bytes
             if result.evicted:

@@ -47,9 +47,7 @@ class RequestPath:
                 raise BadPath("path is not UTF-8") from None
             if len(piece) > 255 * 3 or len(segment.encode("utf-8")) > 255:
                 raise BadPath("path segment longer than a file name may be")
-            if segment in ("", ".", "..") or any(
-                c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
-            ):
+            if not is_plain_segment(segment):
                 raise BadPath(f"illegal path segment {segment!r}")
             segments.append(segment)
         return cls(tuple(segments), trailing or not segments)
@@ -57,6 +55,13 @@ class RequestPath:
     def text(self) -> str:
         """The normalized path, for logs and for joining under the cache root."""
         return "/" + "/".join(self.segments) + ("/" if self.trailing_slash and self.segments else "")
+
+
+def is_plain_segment(segment: str) -> bool:
+    """A name that can stand for one directory entry: never empty, ``.``, ``..``, a slash or a control character."""
+    return segment not in ("", ".", "..") and not any(
+        c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
+    )
 
 
 def under(root: Path, segments: tuple[str, ...]) -> Path:

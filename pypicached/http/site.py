@@ -123,7 +123,6 @@ class ProxySite(server.Site):
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, timeout=client_timeout or None, reactor=clock, **kwargs)
-        self.clock = clock
         self._header_timeout = header_timeout
 
     def buildProtocol(self, addr: Any) -> Any:

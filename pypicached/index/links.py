@@ -16,6 +16,8 @@ from urllib.parse import quote, unquote, urldefrag, urlsplit
 
 import attrs
 
+from pypicached.http.paths import is_plain_segment
+
 #: The public index's content-addressed layout: /packages/b2[0:2]/b2[2:4]/b2[4:]/name
 #: (a ``.metadata`` file beside it shares the path but not the digest).
 _PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+(?<!\.metadata)$")
@@ -85,18 +87,12 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
         len(segments) >= 2
         and segments[0] == "packages"
         and segments[1] != "+f"
-        and all(_plain(s) for s in segments)
+        and all(is_plain_segment(s) for s in segments)
     ):
         return segments
-    filename = segments[-1] if segments and _plain(segments[-1]) else "file"
+    filename = segments[-1] if segments and is_plain_segment(segments[-1]) else "file"
     key = hashlib.blake2b(f"{url}#{sha256.lower()}".encode("utf-8"), digest_size=16).hexdigest()
     return ("packages", "+f", key, filename)
-
-
-def _plain(segment: str) -> bool:
-    return segment not in ("", ".", "..") and not any(
-        c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
-    )
 
 
 def relative_href(depth: int, segments: tuple[str, ...], fragment: str = "") -> str:

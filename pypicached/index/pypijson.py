@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from pypicached.index.simple import BadPage, HrefFor, Page
+from pypicached.index.simple import BadPage, HrefFor, Page, parse_json_object
 
 
 def parse(body: bytes) -> Page:
     """The upstream's JSON document, checked only as far as the proxy relies on it."""
-    try:
-        page = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadPage(f"invalid JSON: {e}") from None
-    if not isinstance(page, dict) or not isinstance(page.get("info"), dict):
+    page = parse_json_object(body)
+    if not isinstance(page.get("info"), dict):
         raise BadPage("JSON API document has no 'info'")
     return page
 

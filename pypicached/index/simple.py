@@ -52,7 +52,7 @@ def parse(body: bytes, content_type: str, page_url: str, *, index: bool) -> Page
     """A project page (or, with ``index``, the project list) in the one form."""
     media = content_type.split(";")[0].strip().lower()
     if media.endswith("+json") or media == "application/json":
-        page = _parse_json(body)
+        page = parse_json_object(body)
     elif media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
         page = _parse_html(body, index=index)
     else:
@@ -74,7 +74,8 @@ def parse(body: bytes, content_type: str, page_url: str, *, index: bool) -> Page
     return page
 
 
-def _parse_json(body: bytes) -> Page:
+def parse_json_object(body: bytes) -> Page:
+    """A JSON body that must be an object, or ``BadPage`` saying why not."""
     try:
         page = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:

@@ -39,6 +39,8 @@ CACHE_KINDS = frozenset({"page", "file", "metadata"})
 DAYS_KEPT = 31
 PROJECTS_KEPT = 1000
 STATE_VERSION = 1
+#: The file in the cache directory that keeps the ledger across restarts.
+STATE_FILE = "state.json"
 
 
 @attrs.define

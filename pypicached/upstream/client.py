@@ -163,8 +163,7 @@ def _as_upstream_error(failure: Failure, url: str) -> Failure:
     if any(f.check(CancelledError, TimeoutError, DeferredTimeout) for f in inner):
         return Failure(UpstreamError(f"upstream timed out: no response from {url}", 504))
     if failure.check(ResponseFailed, ResponseNeverReceived):
-        reasons = "; ".join(r.getErrorMessage() for r in failure.value.reasons)
-        return Failure(UpstreamError(f"upstream connection failed for {url}: {reasons}"))
+        return Failure(UpstreamError(f"upstream connection failed for {url}: {failure_reason(failure.value)}"))
     return Failure(UpstreamError(f"upstream unreachable for {url}: {failure.getErrorMessage()}"))
 
 
@@ -211,7 +210,7 @@ class BodyReader(Protocol):
         elif reason.check(PotentialDataLoss):
             error = UpstreamError("upstream closed the connection with no sign the body was complete")
         else:
-            error = UpstreamError(f"upstream body broken off: {_reason(reason)}")
+            error = UpstreamError(f"upstream body broken off: {failure_reason(reason.value)}")
         if error is not None:
             self._metrics.upstream_failed(error.reason, answered=True)
             self._health.note(error.reason)
@@ -229,10 +228,12 @@ class BodyReader(Protocol):
         raise NotImplementedError
 
 
-def _reason(failure: Failure) -> str:
-    if failure.check(ResponseFailed):
-        return "; ".join(r.getErrorMessage() for r in failure.value.reasons)
-    return failure.getErrorMessage()
+def failure_reason(error: BaseException) -> str:
+    """What went wrong, in words: Twisted's wrapped failures (``reasons``) joined, else the error's own text."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return str(error) or type(error).__name__
 
 
 class _Collector(BodyReader):
