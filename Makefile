@@ -2,14 +2,20 @@
 PYTHON ?= python3
 VENV := .venv
 BOOKWORM := .venv-bookworm
+TRIXIE := .venv-trixie
+# Debian 13's Python is 3.13: this machine's python3.13 (on PATH, or pyenv's), else $(PYTHON).
+ifndef PYTHON_TRIXIE
+PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
+	"$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm tools e2e browser bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
-test: test-current test-bookworm
+test: test-current test-bookworm test-trixie
 
 test-current: $(VENV)/.test-installed browser tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -17,6 +23,10 @@ test-current: $(VENV)/.test-installed browser tools
 # The same suite on the library versions Debian bookworm packages.
 test-bookworm: $(BOOKWORM)/.test-installed browser tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
+
+# And on the versions Debian trixie packages, on Python 3.13 as trixie has it.
+test-trixie: $(TRIXIE)/.test-installed browser tools
+	$(TRIXIE)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
 # environment, at the versions pinned in tests/installer-pins/<tool>.txt.
@@ -69,6 +79,11 @@ $(VENV)/bin/python $(BOOKWORM)/bin/python:
 	$(PYTHON) -m venv $(@D)/..
 	$(@D)/pip install --quiet --upgrade pip setuptools wheel
 
+$(TRIXIE)/bin/python:
+	@test -n "$(PYTHON_TRIXIE)" || echo "No Python 3.13 here: $(TRIXIE) runs trixie's libraries on $(PYTHON)" >&2
+	$(or $(PYTHON_TRIXIE),$(PYTHON)) -m venv $(TRIXIE)
+	$(@D)/pip install --quiet --upgrade pip setuptools wheel
+
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(VENV)/bin/pip install --quiet -e . --config-settings editable_mode=compat
 	touch $@
@@ -81,5 +96,9 @@ $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tes
 	$(BOOKWORM)/bin/pip install --quiet -r tests/bookworm-pins.txt -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
+$(TRIXIE)/.test-installed: $(TRIXIE)/bin/python setup.cfg pyproject.toml tests/trixie-pins.txt
+	$(TRIXIE)/bin/pip install --quiet -r tests/trixie-pins.txt -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(BOOKWORM) $(TOOLS) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
+	rm -rf $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
