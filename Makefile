@@ -10,7 +10,8 @@ PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versi
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench deb deb-deps deb-test \
+	apt-repo clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -72,6 +73,19 @@ deb: deb-deps
 	mv ../pypicached_*_all.deb ../pypicached_*.buildinfo ../pypicached_*.changes build/deb/
 	env PATH=$(DEB_PATH) lintian --fail-on error,warning --pedantic build/deb/pypicached_*_all.deb
 
+# A signed apt repository of the package in build/apt/ (apt-ftparchive, gpg), for any static web
+# server. Signed with APT_SIGNING_KEY from APT_GNUPGHOME; without it, with a key made for the test.
+APT_GNUPGHOME ?= $(CURDIR)/.deb-test/gnupg
+APT_SIGNING_KEY ?=
+APT_TOOLS := apt-utils gpg xz-utils
+apt-repo: export GNUPGHOME := $(APT_GNUPGHOME)
+apt-repo: export APT_SIGNING_KEY := $(APT_SIGNING_KEY)
+
+apt-repo: deb
+	@command -v apt-ftparchive >/dev/null && command -v gpg >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS)
+	env PATH=$(DEB_PATH) deploy/apt-repo.sh build/apt build/deb/pypicached_*_all.deb
+
 deb-test: deb $(VENV)/.installed
 	env PATH=$(DEB_PATH) python3 tests/deb_check.py $(CURDIR)/$$(ls build/deb/pypicached_*_all.deb) $(CURDIR)/$(VENV)/bin/python
 
@@ -101,4 +115,4 @@ $(TRIXIE)/.test-installed: $(TRIXIE)/bin/python setup.cfg pyproject.toml tests/t
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
+	rm -rf $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) .deb-test build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
