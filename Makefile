@@ -11,7 +11,7 @@ endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench deb deb-deps deb-test \
-	apt-repo clean
+	apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -78,16 +78,29 @@ deb: deb-deps
 APT_GNUPGHOME ?= $(CURDIR)/.deb-test/gnupg
 APT_SIGNING_KEY ?=
 APT_TOOLS := apt-utils gpg xz-utils
-apt-repo: export GNUPGHOME := $(APT_GNUPGHOME)
-apt-repo: export APT_SIGNING_KEY := $(APT_SIGNING_KEY)
+apt-repo deb-test deb-test-trixie: export GNUPGHOME := $(APT_GNUPGHOME)
+apt-repo deb-test deb-test-trixie: export APT_SIGNING_KEY := $(APT_SIGNING_KEY)
 
 apt-repo: deb
 	@command -v apt-ftparchive >/dev/null && command -v gpg >/dev/null || \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS)
 	env PATH=$(DEB_PATH) deploy/apt-repo.sh build/apt build/deb/pypicached_*_all.deb
 
-deb-test: deb $(VENV)/.installed
-	env PATH=$(DEB_PATH) python3 tests/deb_check.py $(CURDIR)/$$(ls build/deb/pypicached_*_all.deb) $(CURDIR)/$(VENV)/bin/python
+# On this Debian 12 machine: `apt install pypicached` from that repository, the package's tests on
+# what was installed, the daemon as its unit runs it, pip through it, an upgrade, a purge.
+deb-test: apt-repo
+	env PATH=$(DEB_PATH) python3 tests/deb_check.py --repo build/apt
+
+# The same on Debian 13, in a chroot: .deb-test/trixie-root is debootstrapped once and kept (not in
+# build/, which every Debian build empties); each run works on an overlay of it. Then trixie's
+# lintian on the package.
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+deb-test-trixie: export DEBIAN_MIRROR := $(DEBIAN_MIRROR)
+
+deb-test-trixie: apt-repo
+	@command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+	env PATH=$(DEB_PATH) tests/deb_chroot.sh trixie .deb-test/trixie-root \
+	  sh -c 'python3 tests/deb_check.py --repo build/apt --root "$$CHROOT" --lintian'
 
 $(VENV)/bin/python $(BOOKWORM)/bin/python:
 	$(PYTHON) -m venv $(@D)/..
@@ -114,5 +127,6 @@ $(TRIXIE)/.test-installed: $(TRIXIE)/bin/python setup.cfg pyproject.toml tests/t
 	$(TRIXIE)/bin/pip install --quiet -r tests/trixie-pins.txt -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
+# --one-file-system: never into a chroot's mounts, should one be left
 clean:
-	rm -rf $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) .deb-test build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
+	rm -rf --one-file-system $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) .deb-test build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
