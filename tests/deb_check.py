@@ -117,6 +117,7 @@ def add_repository(target: Target, repo: Path) -> None:
     sources.write_text(entry.format(keyring="/usr/share/keyrings/debian-archive-keyring.gpg"))
     refused = target.update()
     assert refused.returncode != 0 and REPO in refused.stderr, refused.stdout + refused.stderr
+    print(*(line for line in refused.stderr.splitlines() if line.startswith(("W:", "E:"))), sep="\n")
     print("apt refuses the repository under another key: OK", flush=True)
     shutil.copyfile(repo / "pypicached-archive-keyring.gpg", target.path(KEYRING))
     os.chmod(target.path(KEYRING), 0o644)
