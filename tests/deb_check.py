@@ -50,6 +50,7 @@ SOURCES = "/etc/apt/sources.list.d/pypicached.sources"
 REPO = "/var/tmp/pypicached-apt"  # the repository's copy that the target's apt reads
 SCRATCH = "/var/tmp/pypicached-deb-check"  # the tests, pip's venv and its home
 UPGRADE_SUFFIX = "+upgradetest"
+COMPLAINTS = ("W:", "E:", "Warning:", "Error:")  # how apt starts a warning or an error (Debian 12, 13)
 
 
 def _show(argv: list[str]) -> None:
@@ -117,14 +118,14 @@ def add_repository(target: Target, repo: Path) -> None:
     sources.write_text(entry.format(keyring="/usr/share/keyrings/debian-archive-keyring.gpg"))
     refused = target.update()
     assert refused.returncode != 0 and REPO in refused.stderr, refused.stdout + refused.stderr
-    print(*(line for line in refused.stderr.splitlines() if line.startswith(("W:", "E:"))), sep="\n")
+    print(*(line for line in refused.stderr.splitlines() if line.startswith(COMPLAINTS)), sep="\n")
     print("apt refuses the repository under another key: OK", flush=True)
     shutil.copyfile(repo / "pypicached-archive-keyring.gpg", target.path(KEYRING))
     os.chmod(target.path(KEYRING), 0o644)
     sources.write_text(entry.format(keyring=KEYRING))
     updated = target.update()
     complaints = [line for line in (updated.stdout + updated.stderr).splitlines()
-                  if line.startswith(("W:", "E:")) and REPO in line]
+                  if line.startswith(COMPLAINTS) and REPO in line]
     assert updated.returncode == 0 and not complaints, updated.stdout + updated.stderr
 
 
