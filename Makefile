@@ -2,14 +2,21 @@
 PYTHON ?= python3
 VENV := .venv
 BOOKWORM := .venv-bookworm
+TRIXIE := .venv-trixie
+# Debian 13's Python is 3.13: this machine's python3.13 (on PATH, or pyenv's), else $(PYTHON).
+ifndef PYTHON_TRIXIE
+PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13; do \
+	"$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm tools e2e browser bench bench-memory bench-outage deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench bench-memory bench-outage \
+	deb deb-deps deb-test apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
-test: test-current test-bookworm
+test: test-current test-bookworm test-trixie
 
 test-current: $(VENV)/.test-installed browser tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -17,6 +24,10 @@ test-current: $(VENV)/.test-installed browser tools
 # The same suite on the library versions Debian bookworm packages.
 test-bookworm: $(BOOKWORM)/.test-installed browser tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
+
+# And on the versions Debian trixie packages, on Python 3.13 as trixie has it.
+test-trixie: $(TRIXIE)/.test-installed browser tools
+	$(TRIXIE)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
 # environment, at the versions pinned in tests/installer-pins/<tool>.txt.
@@ -71,11 +82,42 @@ deb: deb-deps
 	mv ../pypicached_*_all.deb ../pypicached_*.buildinfo ../pypicached_*.changes build/deb/
 	env PATH=$(DEB_PATH) lintian --fail-on error,warning --pedantic build/deb/pypicached_*_all.deb
 
-deb-test: deb $(VENV)/.installed
-	env PATH=$(DEB_PATH) python3 tests/deb_check.py $(CURDIR)/$$(ls build/deb/pypicached_*_all.deb) $(CURDIR)/$(VENV)/bin/python
+# A signed apt repository of the package in build/apt/ (apt-ftparchive, gpg), for any static web
+# server. Signed with APT_SIGNING_KEY from APT_GNUPGHOME; without it, with a key made for the test.
+APT_GNUPGHOME ?= $(CURDIR)/.deb-test/gnupg
+APT_SIGNING_KEY ?=
+APT_TOOLS := apt-utils gpg xz-utils
+apt-repo deb-test deb-test-trixie: export GNUPGHOME := $(APT_GNUPGHOME)
+apt-repo deb-test deb-test-trixie: export APT_SIGNING_KEY := $(APT_SIGNING_KEY)
+
+apt-repo: deb
+	@command -v apt-ftparchive >/dev/null && command -v gpg >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS)
+	env PATH=$(DEB_PATH) deploy/apt-repo.sh build/apt build/deb/pypicached_*_all.deb
+
+# On this Debian 12 machine: `apt install pypicached` from that repository, the package's tests on
+# what was installed, the daemon as its unit runs it, pip through it, an upgrade, a purge.
+deb-test: apt-repo
+	env PATH=$(DEB_PATH) python3 tests/deb_check.py --repo build/apt
+
+# The same on Debian 13, in a chroot: .deb-test/trixie-root is debootstrapped once and kept (not in
+# build/, which every Debian build empties); each run works on an overlay of it. Then trixie's
+# lintian on the package.
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+deb-test-trixie: export DEBIAN_MIRROR := $(DEBIAN_MIRROR)
+
+deb-test-trixie: apt-repo
+	@command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+	env PATH=$(DEB_PATH) tests/deb_chroot.sh trixie .deb-test/trixie-root \
+	  sh -c 'python3 tests/deb_check.py --repo build/apt --root "$$CHROOT" --lintian'
 
 $(VENV)/bin/python $(BOOKWORM)/bin/python:
 	$(PYTHON) -m venv $(@D)/..
+	$(@D)/pip install --quiet --upgrade pip setuptools wheel
+
+$(TRIXIE)/bin/python:
+	@test -n "$(PYTHON_TRIXIE)" || echo "No Python 3.13 here: $(TRIXIE) runs trixie's libraries on $(PYTHON)" >&2
+	$(or $(PYTHON_TRIXIE),$(PYTHON)) -m venv $(TRIXIE)
 	$(@D)/pip install --quiet --upgrade pip setuptools wheel
 
 $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
@@ -90,5 +132,10 @@ $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tes
 	$(BOOKWORM)/bin/pip install --quiet -r tests/bookworm-pins.txt -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
+$(TRIXIE)/.test-installed: $(TRIXIE)/bin/python setup.cfg pyproject.toml tests/trixie-pins.txt
+	$(TRIXIE)/bin/pip install --quiet -r tests/trixie-pins.txt -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+# --one-file-system: never into a chroot's mounts, should one be left
 clean:
-	rm -rf $(VENV) $(BOOKWORM) $(TOOLS) build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log
+	rm -rf --one-file-system $(VENV) $(BOOKWORM) $(TRIXIE) $(TOOLS) .deb-test build *.egg-info .pybuild debian/pypicached debian/.debhelper debian/files debian/*.substvars debian/*.log

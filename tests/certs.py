@@ -40,6 +40,7 @@ def make_ca(directory: Path) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Cer
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     path = directory / "ca.pem"
@@ -66,6 +67,8 @@ def make_server(directory: Path, ca: tuple[Path, ec.EllipticCurvePrivateKey, x50
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT) and refuses a certificate without it
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import OpenSSL
 from OpenSSL import SSL, crypto
+from packaging.version import Version
 from twisted.internet import ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLContextFactory
@@ -24,6 +26,9 @@ log = Logger()
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
+# pyOpenSSL 24.3 (Debian trixie ships 25.0) takes cryptography's certificates and keys and
+# deprecates its own X509 and PKey there; 23.0 (Debian bookworm) takes only its own.
+_CRYPTOGRAPHY_OBJECTS = Version(OpenSSL.__version__) >= Version("24.3")
 
 
 class TLSError(ValueError):
@@ -48,9 +53,9 @@ class TLSFiles:
         chain = _certificates(self.chain) if self.chain else certificates[1:]
         try:
             options = ssl.CertificateOptions(
-                privateKey=key.original,
-                certificate=certificates[0].original,
-                extraCertChain=[c.original for c in chain],
+                privateKey=_native(key.original),
+                certificate=_native(certificates[0].original),
+                extraCertChain=[_native(c.original) for c in chain],
                 raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
                 acceptableProtocols=[b"http/1.1"],
             )
@@ -58,6 +63,13 @@ class TLSFiles:
         except Exception as e:
             raise TLSError(f"{self.key} does not match {self.certificate} ({e})") from None
         return options
+
+
+def _native(item: Any) -> Any:
+    """A pyOpenSSL X509 or PKey in the form this pyOpenSSL wants it."""
+    if not _CRYPTOGRAPHY_OBJECTS:
+        return item
+    return item.to_cryptography() if isinstance(item, crypto.X509) else item.to_cryptography_key()
 
 
 def _certificates(path: Path) -> list[ssl.Certificate]:
