@@ -31,6 +31,9 @@ RENDER_VERSION = 2
 #: Smaller bodies are not worth compressing.
 GZIP_MIN = 1024
 CHUNK = 1 << 20
+#: Renderings this small are also kept in memory with their page (at most a few per page,
+#: for the 256 pages kept in memory): a warm request then costs no file system call.
+KEEP_IN_MEMORY = 16 * 1024
 
 
 @attrs.frozen
@@ -57,6 +60,14 @@ class Rendering:
     size: int
     etag: bytes
     gzipped: bool
+    #: The bytes too, when there are few: sent without opening a file (most project pages).
+    body: bytes | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, path: Path, etag: bytes, gzipped: bool) -> "Rendering":
+        """(In a disk thread.) The rendering in ``path``, its bytes kept if it is small."""
+        size = path.stat().st_size
+        return cls(path, size, etag, gzipped, path.read_bytes() if size <= KEEP_IN_MEMORY else None)
 
 
 def etag_for(version: str, form: Form) -> bytes:
@@ -78,7 +89,7 @@ def ensure_plain(directory: Path, version: str, form: Form, render: Callable[[],
             raise FileNotFoundError(path)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(path, render(), tmp)
-    return Rendering(path, path.stat().st_size, etag_for(version, form), False)
+    return Rendering.of(path, etag_for(version, form), False)
 
 
 def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rendering:
@@ -88,7 +99,7 @@ def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rend
     path = plain.path.with_name(form.filename)
     if not path.exists():
         gzip_file(plain.path, path, tmp)
-    return Rendering(path, path.stat().st_size, etag_for(version, form), True)
+    return Rendering.of(path, etag_for(version, form), True)
 
 
 def gzip_file(source: Path, final: Path, tmp: Path) -> None:

@@ -65,8 +65,11 @@ def is_plain_segment(segment: str) -> bool:
 
 
 def under(root: Path, segments: tuple[str, ...]) -> Path:
-    """``root`` joined with checked segments; refuses anything that would escape."""
-    target = root.joinpath(*segments)
-    if not target.resolve().is_relative_to(root.resolve()):
+    """
+    ``root`` joined with plain segments, which cannot climb out of it; refuses any
+    other. A lexical check: resolving the path would cost a system call per
+    component on every request, and nothing but the daemon writes under ``root``.
+    """
+    if not all(is_plain_segment(s) for s in segments):
         raise BadPath("path escapes the cache")
-    return target
+    return root.joinpath(*segments)

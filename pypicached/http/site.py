@@ -48,6 +48,19 @@ class ProxyChannel(HTTPChannel):
     _line_count = 0
     _header_timer: Any = None
     _in_request = False
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:
+        """The local address, asked of the socket once per connection, not once per request."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     def dataReceived(self, data: bytes) -> None:
         # The clock starts with a request's first byte; an idle keep-alive
@@ -165,8 +178,11 @@ class AccessLog:
         if self._log_format == "json":
             log.info("{json}", json=json.dumps(fields), **fields)
             return
+        upstream = "-" if fields["upstream"] is None else f"{fields['upstream']:.3f}s"
+        # formatted here, once: the observer then has no format string to parse per request
         log.info(
-            '{client} "{method} {path}" {status} {bytes} {cache} {total:.3f}s upstream={upstream_text}',
-            upstream_text="-" if fields["upstream"] is None else f"{fields['upstream']:.3f}s",
+            "{line}",
+            line=f'{fields["client"]} "{fields["method"]} {fields["path"]}" {fields["status"]} {fields["bytes"]} '
+                 f'{fields["cache"]} {total:.3f}s upstream={upstream}',
             **fields,
         )

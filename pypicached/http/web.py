@@ -158,6 +158,8 @@ class ProxyResource(Resource):
             request.setResponseCode(304)
             request.finish()
             return
+        if rendering.body is not None:
+            return self._send(request, 200, rendering.body, key.kind.content_type(fmt), result.status)
         send_whole(request, rendering.path, clock=self._clock, stall_timeout=self._client_timeout)
 
     # --- files ---------------------------------------------------------------------

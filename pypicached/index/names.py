@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -30,6 +31,12 @@ MAX_CANDIDATES = 3
 
 
 def projects_for_filename(filename: str) -> list[str]:
+    """A copy of ``_projects_for``'s answer, which is worked out once per file name."""
+    return list(_projects_for(filename))
+
+
+@functools.lru_cache(maxsize=4096)
+def _projects_for(filename: str) -> tuple[str, ...]:
     """
     The normalized project names a distribution file name may belong to, most
     likely first.
@@ -53,4 +60,4 @@ def projects_for_filename(filename: str) -> list[str]:
     for candidate in candidates:
         if is_valid_name(candidate) and normalize(candidate) not in names:
             names.append(normalize(candidate))
-    return names[:MAX_CANDIDATES]
+    return tuple(names[:MAX_CANDIDATES])

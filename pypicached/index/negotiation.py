@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -36,6 +37,7 @@ _ALIASES = {
 _PREFERENCE = (Format.JSON, Format.HTML_V1, Format.HTML)
 
 
+@functools.lru_cache(maxsize=256)  # a farm sends a handful of distinct Accept headers
 def choose_format(accept: str | None) -> Format:
     """
     The best format for an ``Accept`` header; HTML when it is missing, is ``*/*``

@@ -11,6 +11,7 @@ expects of counters.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -74,7 +75,13 @@ class Tally:
 
 
 def _day(now: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now))
+    return _day_named(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _day_named(day: int) -> str:
+    """A UTC day's name, worked out once per day rather than once per request."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 @attrs.define
