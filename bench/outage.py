@@ -54,7 +54,7 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from page_memory import _LAUNCH, Code, Daemon, current_code, free_port, reference_code  # noqa: E402
+from page_memory import Code, Daemon, current_code, reference_code  # noqa: E402
 from tests.installers import clean_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,21 +172,7 @@ class OutageDaemon(Daemon):
     """page_memory's daemon, with a short index TTL, so that its pages expire within the bench."""
 
     def __init__(self, python: str, code: Code, upstream: str, scratch: Path, ttl: float) -> None:
-        self.code = code
-        self.port = free_port()
-        self.log_path = scratch / "daemon.log"
-        argv = [
-            python, "-c", _LAUNCH, "--nodaemon", "--pidfile=", "pypicached",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--cache-dir", str(scratch / "cache"),
-            "--upstream", upstream,
-            "--index-ttl", f"{ttl:g}",
-        ]
-        env = dict(os.environ, PYTHONPATH=str(code.root), PYTHONDONTWRITEBYTECODE="1")
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+        super().__init__(python, code, upstream, scratch, "--index-ttl", f"{ttl:g}")
 
     def log_size(self) -> int:
         try:

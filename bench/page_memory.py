@@ -320,7 +320,8 @@ def free_port() -> int:
 class Daemon:
     """One pypicached process on a loopback port, with a cache directory of its own."""
 
-    def __init__(self, python: str, code: Code, upstream: str, scratch: Path) -> None:
+    def __init__(self, python: str, code: Code, upstream: str, scratch: Path, *options: str) -> None:
+        """``options``: more of pypicached's flags (``--index-ttl 10``), after the ones every bench needs."""
         self.code = code
         self.port = free_port()
         self.log_path = scratch / "daemon.log"
@@ -329,6 +330,7 @@ class Daemon:
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--cache-dir", str(scratch / "cache"),
             "--upstream", upstream,
+            *options,
         ]
         # PYTHONPATH first on sys.path: the tree's pypicached and twisted/plugins win over
         # the venv's editable install of this checkout.

@@ -56,7 +56,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import attrs
