@@ -59,42 +59,14 @@ class Proxy:
         self._http_pool = None
         if agent is None:
             agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
-        self.index = UpstreamIndex(settings.upstream)
-        self.upstream_health = UpstreamHealth(
-            settings.upstream, clock, lambda: self.client.probe(self.index.simple_url),
-            retry_max=settings.upstream_retry_max,
-        )
-        self.metrics.upstreams.append(self.upstream_health)
-        self.client = UpstreamClient(
-            agent,
-            clock=clock,
-            health=self.upstream_health,
-            metrics=self.metrics,
-            response_timeout=settings.response_timeout,
-            idle_timeout=settings.idle_timeout,
-        )
+        self._connect_upstream(agent, clock)
         self.pages = PageCache(
-            clock=clock,
-            index=self.index,
-            client=self.client,
-            root=root,
-            freshness=Freshness(
-                ttl=settings.index_ttl,
-                offline=settings.offline,
-                stale_if_error=settings.stale_if_error,
-                stale_while_revalidate=settings.stale_while_revalidate,
-                stale_if_slow=settings.stale_if_slow,
-            ),
+            clock=clock, index=self.index, client=self.client, root=root, freshness=freshness_of(settings),
             run_in_thread=run,
         )
         self.files = FileCache(
-            root=root,
-            client=self.client,
-            clock=clock,
-            run_in_thread=run,
-            find_link=self.pages.find_link,
-            offline=settings.offline,
-            response_timeout=settings.file_response_timeout,
+            root=root, client=self.client, clock=clock, run_in_thread=run, find_link=self.pages.find_link,
+            offline=settings.offline, response_timeout=settings.file_response_timeout,
         )
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
@@ -104,28 +76,37 @@ class Proxy:
         self._saver = LoopingCall(self.save_state)
         self._saver.clock = clock
         self._save_lock = DeferredLock()
+        self.site = self._site(clock)
+
+    def _connect_upstream(self, agent: IAgent, clock: IReactorTime) -> None:
+        """The upstream index, its shared health (probed with a HEAD of its URL) and the client that reports to it."""
+        settings = self.settings
+        self.index = UpstreamIndex(settings.upstream)
+        self.upstream_health = UpstreamHealth(
+            settings.upstream, clock, lambda: self.client.probe(self.index.simple_url),
+            retry_max=settings.upstream_retry_max,
+        )
+        self.metrics.upstreams.append(self.upstream_health)
+        self.client = UpstreamClient(
+            agent, clock=clock, health=self.upstream_health, metrics=self.metrics,
+            response_timeout=settings.response_timeout, idle_timeout=settings.idle_timeout,
+        )
+
+    def _site(self, clock: IReactorTime) -> ProxySite:
+        """What answers clients: the resource over the caches and the operator's side, in a site."""
+        settings = self.settings
+        control = Control(
+            metrics=self.metrics, health=self.health, pages=self.pages, files=self.files,
+            housekeeper=self.housekeeper, clock=clock, upstream_url=settings.upstream,
+            admin_token=settings.admin_token,
+        )
         self.resource = ProxyResource(
-            pages=self.pages,
-            files=self.files,
-            clock=clock,
-            control=Control(
-                metrics=self.metrics,
-                health=self.health,
-                pages=self.pages,
-                files=self.files,
-                housekeeper=self.housekeeper,
-                clock=clock,
-                upstream_url=settings.upstream,
-                admin_token=settings.admin_token,
-            ),
+            pages=self.pages, files=self.files, clock=clock, control=control,
             access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
             client_timeout=settings.client_timeout,
         )
-        self.site = ProxySite(
-            self.resource,
-            clock=clock,
-            client_timeout=settings.client_timeout,
-            header_timeout=settings.header_timeout,
+        return ProxySite(
+            self.resource, clock=clock, client_timeout=settings.client_timeout, header_timeout=settings.header_timeout,
         )
 
     def start(self) -> None:
@@ -215,6 +196,17 @@ class _CacheService(Service):
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
         return ensureDeferred(self._proxy.stop())
+
+
+def freshness_of(settings: Settings) -> Freshness:
+    """The settings that decide how long index pages are trusted and what stands in for them."""
+    return Freshness(
+        ttl=settings.index_ttl,
+        offline=settings.offline,
+        stale_if_error=settings.stale_if_error,
+        stale_while_revalidate=settings.stale_while_revalidate,
+        stale_if_slow=settings.stale_if_slow,
+    )
 
 
 def endpoint_for(

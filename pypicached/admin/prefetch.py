@@ -9,7 +9,6 @@ It does not resolve dependencies: give it a fully pinned file (``pip freeze``,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urljoin
@@ -27,6 +26,8 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
+
+from pypicached.index.simple import BadPage, parse_json_object
 
 ACCEPT_JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -141,6 +142,27 @@ class Outcome:
     skipped: list[tuple[str, str]] = attrs.field(factory=list)
 
 
+class _Missing(Exception):
+    """A wanted project's page cannot be had; the message says why."""
+
+
+async def _read_page(http: Any, page_url: str, headers: dict[str, str] | None) -> dict[str, Any]:
+    """A project's PEP 691 page through the proxy, or ``_Missing`` with the reason."""
+    try:
+        response = await http.get(page_url, headers={"Accept": ACCEPT_JSON, **(headers or {})})
+        body = await response.content()
+    except Exception as e:
+        raise _Missing(f"cannot read its index page: {e}") from None
+    if response.code == 404:
+        raise _Missing("no such project on the index")
+    if response.code != 200:
+        raise _Missing(f"the proxy answered {response.code}: {body[:200].decode('utf-8', 'replace').strip()}")
+    try:
+        return parse_json_object(body)
+    except BadPage:
+        raise _Missing("the proxy's page for it is not PEP 691 JSON") from None
+
+
 async def plan(
     http: Any,
     index_url: str,
@@ -169,23 +191,9 @@ async def plan(
             return
         page_url = f"{index_url.rstrip('/')}/{canonicalize_name(requirement.name)}/"
         try:
-            response = await http.get(page_url, headers={"Accept": ACCEPT_JSON, **(headers or {})})
-            body = await response.content()
-        except Exception as e:
-            outcome.missing.append((item.line, f"cannot read its index page: {e}"))
-            return
-        if response.code == 404:
-            outcome.missing.append((item.line, "no such project on the index"))
-            return
-        if response.code != 200:
-            reason = body[:200].decode("utf-8", "replace").strip()
-            outcome.missing.append((item.line, f"the proxy answered {response.code}: {reason}"))
-            return
-        try:
-            page = json.loads(body)
-            assert isinstance(page, dict)
-        except (ValueError, AssertionError):
-            outcome.missing.append((item.line, "the proxy's page for it is not PEP 691 JSON"))
+            page = await _read_page(http, page_url, headers)
+        except _Missing as e:
+            outcome.missing.append((item.line, str(e)))
             return
         chosen = choose(requirement, candidates(page, page_url), all_files, tags)
         if not chosen:

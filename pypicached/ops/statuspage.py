@@ -41,35 +41,10 @@ def base_url(host: bytes | None, secure: bool) -> str:
 def render(stats: dict[str, Any], base: str) -> bytes:
     """The page, from the ``/stats`` summary and this proxy's base URL."""
     e = escape
-    today, ever, cache, up = stats["today"], stats["all_time"], stats["cache"], stats["upstream"]
+    cache, up = stats["cache"], stats["upstream"]
     used = min(1.0, cache["used_ratio"] or 0.0)
-    cards = [
-        ("Hit ratio today", percent(today["hit_ratio"]), f"{today['hits']} hits, {today['misses']} misses", "hit-ratio-today"),
-        ("Hit ratio, all time", percent(ever["hit_ratio"]), f"{ever['hits']} hits, {ever['misses']} misses", "hit-ratio"),
-        ("Saved today", human_bytes(today["saved_bytes"]),
-         f"served {human_bytes(today['served_bytes'])}, fetched {human_bytes(today['fetched_bytes'])}", "saved-today"),
-        ("Saved, all time", human_bytes(ever["saved_bytes"]),
-         f"served {human_bytes(ever['served_bytes'])}, fetched {human_bytes(ever['fetched_bytes'])}", "saved-all-time"),
-        ("Downloads in flight", str(stats["downloads_in_flight"] or 0), "files being fetched now", "in-flight"),
-    ]
-    card_html = "".join(
-        f'<div class="card" id="{ident}">{e(label)}<b>{e(value)}</b><span class="sub">{e(note)}</span></div>'
-        for label, value, note, ident in cards
-    )
-    projects = "".join(
-        f"<tr><td>{e(p['project'])}</td><td class=n>{e(human_bytes(p['saved_bytes']))}</td></tr>"
-        for p in stats["top_projects"]
-    ) or '<tr><td colspan=2 class="sub">nothing served from the cache yet</td></tr>'
-    errors = "".join(
-        f"<li><span class=sub>{e(err['time'])}</span> {e(err['error'])}</li>" for err in up["recent_errors"]
-    ) or "<li class=ok>none since the daemon started</li>"
+    card_html, projects, errors, outages = _cards(stats), _top_projects(stats), _errors(up), _outages(stats)
     answered = up["last_answer"] or "not yet since the daemon started"
-    outages = "".join(
-        f'<p class="down" id="outage">Upstream {e(u["url"])} is down since {e(u["since"])} ({e(u["reason"] or "")}); '
-        f"cached pages are served stale, anything else is refused until it answers; next try at "
-        f'{e(u["next_probe"] or "now")}.</p>'
-        for u in stats.get("upstreams", ()) if u["state"] == "down"
-    )
     simple = base + "/simple/"
     trusted = "" if base.startswith("https:") else (urlsplit(base).hostname or "")
     snippets = _snippets(simple, trusted)
@@ -103,6 +78,48 @@ Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
 &middot; health check: <a href="/health">/health</a></p>
 </body></html>
 """.encode("utf-8")
+
+
+def _cards(stats: dict[str, Any]) -> str:
+    """The figures at the top: hit ratios, bytes saved, downloads in flight."""
+    e, today, ever = escape, stats["today"], stats["all_time"]
+    cards = [
+        ("Hit ratio today", percent(today["hit_ratio"]), f"{today['hits']} hits, {today['misses']} misses", "hit-ratio-today"),
+        ("Hit ratio, all time", percent(ever["hit_ratio"]), f"{ever['hits']} hits, {ever['misses']} misses", "hit-ratio"),
+        ("Saved today", human_bytes(today["saved_bytes"]),
+         f"served {human_bytes(today['served_bytes'])}, fetched {human_bytes(today['fetched_bytes'])}", "saved-today"),
+        ("Saved, all time", human_bytes(ever["saved_bytes"]),
+         f"served {human_bytes(ever['served_bytes'])}, fetched {human_bytes(ever['fetched_bytes'])}", "saved-all-time"),
+        ("Downloads in flight", str(stats["downloads_in_flight"] or 0), "files being fetched now", "in-flight"),
+    ]
+    return "".join(
+        f'<div class="card" id="{ident}">{e(label)}<b>{e(value)}</b><span class="sub">{e(note)}</span></div>'
+        for label, value, note, ident in cards
+    )
+
+
+def _top_projects(stats: dict[str, Any]) -> str:
+    return "".join(
+        f"<tr><td>{escape(p['project'])}</td><td class=n>{escape(human_bytes(p['saved_bytes']))}</td></tr>"
+        for p in stats["top_projects"]
+    ) or '<tr><td colspan=2 class="sub">nothing served from the cache yet</td></tr>'
+
+
+def _errors(up: dict[str, Any]) -> str:
+    return "".join(
+        f"<li><span class=sub>{escape(err['time'])}</span> {escape(err['error'])}</li>" for err in up["recent_errors"]
+    ) or "<li class=ok>none since the daemon started</li>"
+
+
+def _outages(stats: dict[str, Any]) -> str:
+    """A red banner for each upstream that is down."""
+    e = escape
+    return "".join(
+        f'<p class="down" id="outage">Upstream {e(u["url"])} is down since {e(u["since"])} ({e(u["reason"] or "")}); '
+        f"cached pages are served stale, anything else is refused until it answers; next try at "
+        f'{e(u["next_probe"] or "now")}.</p>'
+        for u in stats.get("upstreams", ()) if u["state"] == "down"
+    )
 
 
 def _snippets(simple: str, trusted_host: str) -> str:
