@@ -4,18 +4,18 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm tools e2e browser bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm tools e2e browser haproxy bench deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
 test: test-current test-bookworm
 
-test-current: $(VENV)/.test-installed browser tools
+test-current: $(VENV)/.test-installed browser haproxy tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on the library versions Debian bookworm packages.
-test-bookworm: $(BOOKWORM)/.test-installed browser tools
+test-bookworm: $(BOOKWORM)/.test-installed browser haproxy tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
@@ -41,6 +41,11 @@ e2e: $(VENV)/.installed tools
 browser:
 	@command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+# Debian's HAProxy, for the tests that run deploy/haproxy.cfg in front of several nodes.
+haproxy:
+	@test -x /usr/sbin/haproxy || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
 
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
