@@ -67,7 +67,7 @@ deb: deb-deps
 	mv ../pypicached_*_all.deb ../pypicached_*.buildinfo ../pypicached_*.changes build/deb/
 	env PATH=$(DEB_PATH) lintian --fail-on error,warning --pedantic build/deb/pypicached_*_all.deb
 
-deb-test: deb $(VENV)/.installed
+deb-test: deb haproxy $(VENV)/.installed
 	env PATH=$(DEB_PATH) python3 tests/deb_check.py $(CURDIR)/$$(ls build/deb/pypicached_*_all.deb) $(CURDIR)/$(VENV)/bin/python
 
 $(VENV)/bin/python $(BOOKWORM)/bin/python:
