@@ -305,6 +305,7 @@ ROUTES = [
     ("/packages/ab/cd/" + "e" * 60 + "/python-dateutil-2.8.2.tar.gz", None),
     ("/packages/+f/0123456789abcdef/torch-2.5.1%2Bcu124-cp311-cp311-linux_x86_64.whl", None),
     ("/packages/+f/0123456789abcdef/Foo_Bar-1.0-1-py3-none-any.whl", None),
+    ("/packages/%2Bf/0123456789abcdef/pcx_beta-0.1-py3-none-any.whl", None),  # as pip sends it
     ("/packages/+f/0123456789abcdef/pcx.dotted-1.0.tar.gz", None),
     ("/packages/+f/0123456789abcdef/Pcx_Gamma-1.0.zip", None),
     ("/packages/+f/0123456789abcdef/foo-2-1.0.tar.gz", None),  # ambiguous: foo-2 1.0, or foo 2-1.0
