@@ -5,8 +5,8 @@ expressions, its hash ring, its health checks) with the real ``twistd pypicached
 it, so nothing here may stand in for either.  The test suite runs the file byte for byte, with
 two environment variables it reads for this purpose (the frontend's address and the admin
 socket).  To run it elsewhere (network namespaces, two nodes for the benchmark) the only change
-is :func:`with_servers`, which points the server lines at other addresses and keeps their names,
-ids and options, so the hash ring stays the same.
+is :func:`tests.haproxy_config.with_servers`, which points the server lines at other addresses
+and keeps their names, ids and options, so the hash ring stays the same.
 
 Nothing sleeps: a node is ready when its log says it listens, and HAProxy's view of the nodes is
 read from its admin socket (``show stat``) until it is the one the test waits for.
@@ -30,16 +30,12 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 
+from .haproxy_config import BACKEND, Server
 from .proxy_rig import _RawClient
 from .test_daemon import Daemon
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED = REPO / "deploy" / "haproxy.cfg"
 TWISTD = str(Path(sys.executable).with_name("twistd"))
-#: The backend the shipped file defines.
-BACKEND = "pypicached"
 
-_SERVER = re.compile(r"^(\s*server\s+(\S+)\s+)(\S+):(\d+)(\s+id\s+(\d+)[^\n]*)(\n?)", re.MULTILINE)
 _ACCESS = re.compile(r'"(GET|HEAD) (\S+)" (\d+|aborted) \d+ (\S+) ')
 
 
@@ -53,43 +49,6 @@ def haproxy_binary() -> str:
     if found is None:
         raise MissingHAProxy("haproxy is not installed: `make haproxy` (run by `make test`) installs Debian's")
     return found
-
-
-@attrs.frozen
-class Server:
-    """One ``server`` line of the configuration."""
-
-    name: str
-    host: str
-    port: int
-    id: int
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def servers(config: str) -> list[Server]:
-    """The server lines of a configuration, in order."""
-    return [Server(m.group(2), m.group(3), int(m.group(4)), int(m.group(6))) for m in _SERVER.finditer(config)]
-
-
-def with_servers(config: str, addresses: Sequence[str]) -> str:
-    """
-    The configuration with its first ``len(addresses)`` server lines pointed at ``addresses``
-    (``host:port``), in order, and the other server lines left out.  Names, ids and options stay,
-    and with them each node's place on the hash ring.
-    """
-    count = len(servers(config))
-    if len(addresses) > count:
-        raise ValueError(f"the configuration has {count} server lines, not {len(addresses)}")
-    remaining = iter(addresses)
-
-    def point(m: re.Match[str]) -> str:
-        address = next(remaining, None)
-        return "" if address is None else f"{m.group(1)}{address}{m.group(5)}{m.group(7)}"
-
-    return _SERVER.sub(point, config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The configuration must keep each project's pages and files on one node (so the c
 each file from upstream once), take a failing node out (only its projects move, to the others)
 and give them back when it returns.  Every test runs the shipped file: on loopback byte for byte
 (three nodes on 127.0.0.1:3142-3144, as shipped), and across network namespaces, where
-:func:`tests.cluster.with_servers` points its server lines at two nodes' own addresses.
+:func:`tests.haproxy_config.with_servers` points its server lines at two nodes' own addresses.
 
 What is asserted comes from the fake upstream's request log (what the cluster fetched), the
 nodes' access logs (who answered what) and their cache directories (what each one holds), never
@@ -29,19 +29,9 @@ from pytest_twisted import ensureDeferred
 
 from pypicached.names import normalize, projects_for_filename
 
-from .cluster import (
-    SHIPPED,
-    LoadBalancer,
-    Namespaces,
-    Node,
-    Server,
-    group,
-    haproxy_binary,
-    netns_unavailable,
-    servers,
-    with_servers,
-)
+from .cluster import LoadBalancer, Namespaces, Node, group, haproxy_binary, netns_unavailable
 from .fake_upstream import JSON_TYPE, FakeUpstream, start_fake_upstream
+from .haproxy_config import SHIPPED, Server, servers, with_servers
 from .installers import clean_env, run_pip, run_process, tool_bin
 from .proxy_rig import RunningProxy
 from .test_matrix import assert_installed
