@@ -191,14 +191,16 @@ async def scenario(c: Cluster) -> None:
     assert c.holders() == owners
     pip_paths = {path for _, path in first}
 
-    # 2. The node with the most projects dies. A fresh client installs the same dozen: only the
-    # dead node's projects are fetched again, once each, by the survivors; the rest stay put.
+    # 2. The node with the most projects dies. At once (HAProxy has not checked it yet), a fresh
+    # client installs the same dozen: the first request that cannot connect takes the node out
+    # and goes where its projects now go. Only the dead node's projects are fetched again, once
+    # each, by the survivors; the rest stay put.
     victim = c.node(max(sorted(share), key=lambda name: len(share[name])))
     lost = share[victim.name]
-    await victim.stop(signal.SIGKILL)
-    await c.lb.wait_status({victim.name: "DOWN"})
     log_mark, marks = len(c.upstream.log), c.marks()
+    await victim.stop(signal.SIGKILL)
     await c.pip_install("victim-down")
+    await c.lb.wait_status({victim.name: "DOWN"})
     again = c.fetched(log_mark)
     assert_each_once(again)
     assert {path for _, path in again} == {path for p, path in first if p in lost}
