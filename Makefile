@@ -4,7 +4,7 @@ VENV := .venv
 BOOKWORM := .venv-bookworm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm tools e2e browser haproxy bench deb deb-deps deb-test clean
+.PHONY: run test test-current test-bookworm tools e2e browser haproxy wrk bench bench-cluster deb deb-deps deb-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -47,9 +47,19 @@ haproxy:
 	@test -x /usr/sbin/haproxy || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
 
+# Debian's wrk, the load generator of bench/cluster.py.
+wrk:
+	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }; }
+
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/eviction_stall.py
+
+# Warm pages per second and 512 MB file throughput through HAProxy and two nodes, against one
+# node directly, in the same run (loopback only; about 4 GB of scratch disk, a few minutes).
+bench-cluster: $(VENV)/.installed haproxy wrk
+	$(VENV)/bin/python bench/cluster.py $(BENCH_ARGS)
 
 # The Debian package, built with Debian's own Python and libraries (not a venv's).
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
