@@ -227,7 +227,7 @@ def netns_unavailable() -> str | None:
         return "network namespaces need root"
     if shutil.which("ip") is None:
         return "no `ip` command (iproute2)"
-    probe = f"pcxprobe{os.getpid()}"
+    probe = f"pcxq{os.getpid() % 100000}"  # interface names: 15 characters at most
     try:
         _run("ip", "netns", "add", probe)
         _run("ip", "link", "add", f"{probe}b", "type", "bridge")
