@@ -118,7 +118,7 @@ class Cluster:
         assert_installed(target, newest_wheels(group(self.dists.values(), key=lambda d: d.project)))
 
     def fetched(self, since: int = 0) -> list[tuple[str, str]]:
-        """What the cluster asked the upstream, as (project, path), each request once."""
+        """What the cluster asked the upstream (since a position in its log), as (project, path)."""
         out = []
         for r in self.upstream.log[since:]:
             project = r.path.split("/")[2] if r.is_page else self.project_of(r.path.rsplit("/", 1)[-1])
@@ -189,7 +189,6 @@ async def scenario(c: Cluster) -> None:
         assert page.header("X-Pypicached-Node") == owner[dist.project]
     assert_each_once(c.fetched())
     assert c.holders() == owners
-    pip_paths = {path for _, path in first}
 
     # 2. The node with the most projects dies. At once (HAProxy has not checked it yet), a fresh
     # client installs the same dozen: the first request that cannot connect takes the node out
@@ -204,7 +203,6 @@ async def scenario(c: Cluster) -> None:
     again = c.fetched(log_mark)
     assert_each_once(again)
     assert {path for _, path in again} == {path for p, path in first if p in lost}
-    assert {path for _, path in again} <= pip_paths
     moved = c.owners(marks)
     assert set(moved) == PROJECTS
     assert all(len(nodes) == 1 for nodes in moved.values()), moved
@@ -238,8 +236,14 @@ class Running:
     stoppers: list[Any] = attrs.field(factory=list)
 
     async def close(self) -> None:
+        failures = []
         for stop in reversed(self.stoppers):
-            await stop()
+            try:
+                await stop()
+            except Exception as e:  # stop the rest all the same
+                failures.append(e)
+        if failures:
+            raise failures[0]
 
 
 def require_root() -> None:
