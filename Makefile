@@ -10,23 +10,23 @@ PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versi
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm test-trixie tools e2e browser bench bench-memory bench-outage \
-	deb deb-deps deb-test apt-repo deb-test-trixie clean
+.PHONY: run test test-current test-bookworm test-trixie tools e2e browser haproxy wrk bench bench-memory \
+	bench-outage bench-cluster deb deb-deps deb-test apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
 
 test: test-current test-bookworm test-trixie
 
-test-current: $(VENV)/.test-installed browser tools
+test-current: $(VENV)/.test-installed browser haproxy tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The same suite on the library versions Debian bookworm packages.
-test-bookworm: $(BOOKWORM)/.test-installed browser tools
+test-bookworm: $(BOOKWORM)/.test-installed browser haproxy tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
 
 # And on the versions Debian trixie packages, on Python 3.13 as trixie has it.
-test-trixie: $(TRIXIE)/.test-installed browser tools
+test-trixie: $(TRIXIE)/.test-installed browser haproxy tools
 	$(TRIXIE)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
@@ -53,6 +53,16 @@ browser:
 	@command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
 
+# Debian's HAProxy, for the tests that run deploy/haproxy.cfg in front of several nodes.
+haproxy:
+	@test -x /usr/sbin/haproxy || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
+
+# Debian's wrk, the load generator of bench/cluster.py.
+wrk:
+	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }; }
+
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/eviction_stall.py
@@ -65,6 +75,11 @@ bench-memory: $(VENV)/.installed
 # pip's wall time with the upstream killed or hanging and every page expired, against warm.
 bench-outage: $(VENV)/.installed tools
 	$(VENV)/bin/python bench/outage.py $(BENCH_ARGS)
+
+# Warm pages per second and 512 MB file throughput through HAProxy and two nodes, against one
+# node directly, in the same run (loopback only; about 4 GB of scratch disk, a few minutes).
+bench-cluster: $(VENV)/.installed haproxy wrk
+	$(VENV)/bin/python bench/cluster.py $(BENCH_ARGS)
 
 # The Debian package, built with Debian's own Python and libraries (not a venv's).
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
@@ -97,7 +112,7 @@ apt-repo: deb
 
 # On this Debian 12 machine: `apt install pypicached` from that repository, the package's tests on
 # what was installed, the daemon as its unit runs it, pip through it, an upgrade, a purge.
-deb-test: apt-repo
+deb-test: apt-repo haproxy
 	env PATH=$(DEB_PATH) python3 tests/deb_check.py --repo build/apt
 
 # The same on Debian 13, in a chroot: .deb-test/trixie-root is debootstrapped once and kept (not in

@@ -7,7 +7,9 @@ From the signed apt repository `make apt-repo` built: add it as a source with `S
 pypicached`, and run the package's own tests against what was installed, on the release's
 Python and libraries. Then start the daemon exactly as the unit's ExecStart does (as the
 pypicached user, with the packaged config) and have pip install a package through it from a
-static index on 127.0.0.1. Publish a newer version in the repository and upgrade to it: the
+static index on 127.0.0.1; the same for instance 1 of the node template unit
+(pypicached@.service, its own config and cache), and the example haproxy.cfg checks with
+haproxy. Publish a newer version in the repository and upgrade to it: the
 cache and a local edit of the config survive, and the new version starts. Purge: the cache
 goes.
 
@@ -43,6 +45,9 @@ sys.path.insert(0, str(PROJECT))
 from tests.wheels import build_wheel  # noqa: E402
 
 UNIT = "/usr/lib/systemd/system/pypicached.service"
+TEMPLATE = "/usr/lib/systemd/system/pypicached@.service"
+NODE_CONFIG = "/etc/pypicached/1.toml"
+EXAMPLES = "/usr/share/doc/pypicached/examples"
 CACHE = "/var/cache/pypicached"
 CONFIG = "/etc/pypicached/pypicached.toml"
 KEYRING = "/etc/apt/keyrings/pypicached.gpg"
@@ -152,7 +157,8 @@ def install(target: Target, repo: Path) -> str:
     assert target.path(CONFIG).is_file()
     assert target.path("/usr/lib/python3/dist-packages/twisted/plugins/pypicached_plugin.py").is_file()
     # every unit shipped verifies, now that the release's twistd3 is installed beside it
-    verify = target.run("systemd-analyze", "verify", UNIT, UNIT.replace(".service", ".socket"))
+    verify = target.run("systemd-analyze", "verify", UNIT, UNIT.replace(".service", ".socket"),
+                        TEMPLATE.replace("@.service", "@1.service"))
     assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
     return version
 
@@ -207,12 +213,17 @@ def wait_for(port: int, process: subprocess.Popen[str], seconds: float = 30) -> 
 
 
 @contextlib.contextmanager
-def daemon(target: Target, upstream: str, port: int, log: list[str]) -> Iterator[None]:
-    """The unit's ExecStart, as its User= in its WorkingDirectory=, plus the two flags that point it at this test."""
-    unit = target.path(UNIT).read_text().splitlines()
+def daemon(
+    target: Target, upstream: str, port: int, log: list[str], unit_path: str = UNIT, instance: str = "", cache: str = CACHE
+) -> Iterator[None]:
+    """
+    The unit's ExecStart (``%i`` being ``instance``), as its User= in its WorkingDirectory=,
+    plus the two flags that point it at this test.
+    """
+    unit = target.path(unit_path).read_text().replace("%i", instance).splitlines()
     exec_start = next(line.split("=", 1)[1] for line in unit if line.startswith("ExecStart="))
     user = next(line.split("=", 1)[1] for line in unit if line.startswith("User="))
-    argv = ["env", f"--chdir={CACHE}", "runuser", "-u", user, "--", *shlex.split(exec_start),
+    argv = ["env", f"--chdir={cache}", "runuser", "-u", user, "--", *shlex.split(exec_start),
             "--upstream", upstream, "--listen", f"tcp:{port}:interface=127.0.0.1"]
     _show(argv)
     process = subprocess.Popen(target.argv(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -265,6 +276,7 @@ def serve_and_upgrade(target: Target, repo: Path, scratch: Path) -> None:
             assert "pypicached-admin" in target.sh("man", "-P", "cat", "pypicached-admin")
         assert '"GET /simple/deb-check/" 200' in log[0] and "MISS" in log[0], log[0]
         assert "<6>[pypicached.access]" in log[0]  # the journal format, no timestamps
+        serve_node(target, upstream, filename, served)
 
         # `apt upgrade` takes a newer version from the repository; the cache and an edited config stay
         with target.path(CONFIG).open("a") as config:
@@ -281,6 +293,33 @@ def serve_and_upgrade(target: Target, repo: Path, scratch: Path) -> None:
         print(f"apt upgrade to {newer}: OK", flush=True)
     finally:
         server.shutdown()
+
+
+def serve_node(target: Target, upstream: str, filename: str, served: Path) -> None:
+    """A node of a cluster: the template unit's instance 1, with its own config and cache, pip through it."""
+    target.path(NODE_CONFIG).write_text('listen = ["tcp:3142:interface=127.0.0.1"]\n')
+    # what CacheDirectory=pypicached/%i does before the unit starts
+    target.sh("install", "-d", "-o", "pypicached", "-g", "pypicached", "-m", "0750", f"{CACHE}/1")
+    port, log = free_port(), []
+    try:
+        with daemon(target, upstream, port, log, TEMPLATE, "1", f"{CACHE}/1"):
+            target.sh(f"{SCRATCH}/venv/bin/pip", "download", "--isolated", "--no-cache-dir", "--no-deps",
+                      "-d", f"{SCRATCH}/node-1", "--index-url", f"http://127.0.0.1:{port}/simple/", "deb-check",
+                      env=pip_env(SCRATCH))
+            stored = list(target.path(f"{CACHE}/1/files").rglob(filename))
+            assert stored and stored[0].read_bytes() == (served / "files" / filename).read_bytes(), stored
+        assert '"GET /simple/deb-check/" 200' in log[0] and "MISS" in log[0], log[0]
+    finally:
+        target.path(NODE_CONFIG).unlink(missing_ok=True)
+    print("node 1 of the template unit: OK", flush=True)
+
+
+def check_examples(target: Target) -> None:
+    """The load balancer's example configuration, as shipped, is one HAProxy accepts."""
+    target.apt_ok("install", "haproxy")
+    target.sh("haproxy", "-c", "-f", f"{EXAMPLES}/haproxy.cfg")
+    assert "vrrp_instance" in target.path(f"{EXAMPLES}/keepalived.conf").read_text()
+    print("example haproxy.cfg: OK", flush=True)
 
 
 def publish_newer(repo: Path, published: Path, scratch: Path) -> str:
@@ -323,6 +362,7 @@ def main() -> None:
         version = install(target, args.repo.resolve())
         print(f"apt install pypicached {version}: OK", flush=True)
         package_tests(target)
+        check_examples(target)
         with tempfile.TemporaryDirectory() as scratch:
             os.chmod(scratch, 0o755)
             serve_and_upgrade(target, args.repo.resolve(), Path(scratch))

@@ -6,6 +6,7 @@ import io
 import re
 from pathlib import Path
 
+import pytest
 from pytest_twisted import ensureDeferred
 from twisted.logger import LogLevel, Logger
 
@@ -25,13 +26,15 @@ def test_journal_lines_carry_priority_and_no_timestamp():
     assert format_line({"log_format": "x", "log_level": LogLevel.error, "log_namespace": "n"}) == "<3>[n] x\n"
 
 
+@pytest.mark.parametrize("unit", ["pypicached.service", "pypicached@1.service"])
 @ensureDeferred
-async def test_service_unit_is_hardened(tmp_path):
+async def test_service_unit_is_hardened(tmp_path, unit):
+    # pypicached@1.service: instance 1 of the template pypicached@.service, for a node of a cluster
     result = await run_process(
-        ["systemd-analyze", "security", "--offline=yes", str(UNITS / "pypicached.service")],
+        ["systemd-analyze", "security", "--offline=yes", str(UNITS / unit)],
         env=clean_env(tmp_path), timeout=60,
     )
-    match = re.search(r"Overall exposure level for pypicached.service: (\d+\.\d+)", result.output)
+    match = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", result.output)
     assert match, result.output
     assert float(match.group(1)) <= 2.0, result.output
 
@@ -45,10 +48,25 @@ async def test_units_verify(tmp_path):
     service = await run_process(
         ["systemd-analyze", "verify", str(UNITS / "pypicached.service")], env=clean_env(tmp_path), timeout=60
     )
-    # Everything but an absent Debian twistd3 must verify here; `make deb-test` verifies
-    # the installed units again with Debian's twistd3 in place, complaints and all.
-    complaints = [
-        line for line in service.output.splitlines()
-        if line.strip() and "/usr/bin/twistd3 is not executable" not in line
-    ]
-    assert complaints == [], service.output
+    assert complaints(service.output) == [], service.output
+
+
+def complaints(output: str) -> list[str]:
+    """
+    What systemd-analyze verify says, but for an absent Debian twistd3: everything else must
+    verify here; `make deb-test` verifies the installed units again with twistd3 in place.
+    """
+    return [line for line in output.splitlines() if line.strip() and "/usr/bin/twistd3 is not executable" not in line]
+
+
+@ensureDeferred
+async def test_node_template_unit_verifies_and_keeps_one_cache_per_instance(tmp_path):
+    instance = await run_process(
+        ["systemd-analyze", "verify", str(UNITS / "pypicached@2.service")], env=clean_env(tmp_path), timeout=60
+    )
+    assert complaints(instance.output) == [], instance.output
+    unit = (UNITS / "pypicached@.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    # its own config, and its own cache whatever that config says (flags win over the file)
+    assert exec_start.endswith(" pypicached --config /etc/pypicached/%i.toml --cache-dir /var/cache/pypicached/%i")
+    assert "\nCacheDirectory=pypicached/%i\n" in unit and "\nWorkingDirectory=/var/cache/pypicached/%i\n" in unit
