@@ -208,6 +208,7 @@ class Metrics:
             ["kind", "cache"],
             registry=self.registry,
         )
+        self._request_counters: dict[tuple[str, str], Any] = {}
         self.stale_pages = Counter(
             "pypicached_stale_pages_served",
             "Index pages served past their TTL (STALE, or UPDATING while a refresh runs).",
@@ -248,7 +249,11 @@ class Metrics:
 
     def answered(self, kind: str, status: CacheStatus | None, nbytes: int, project: str | None) -> None:
         """A client request finished (or was abandoned) after ``nbytes`` were sent."""
-        self.requests.labels(kind, status.value if status else "-").inc()
+        labels = (kind, status.value if status else "-")
+        counter = self._request_counters.get(labels)
+        if counter is None:  # looked up once per label pair, not once per request
+            counter = self._request_counters[labels] = self.requests.labels(*labels)
+        counter.inc()
         if kind not in CACHE_KINDS or status is None:
             return
         if kind == "page" and status in STALE:
