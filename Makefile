@@ -11,7 +11,7 @@ endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-current test-bookworm test-trixie tools e2e browser haproxy wrk bench bench-memory \
-	bench-outage bench-cluster deb deb-deps deb-test apt-repo deb-test-trixie clean
+	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -71,6 +71,11 @@ bench: $(VENV)/.installed
 # against the version before pages were sent from disk (BENCH_ARGS="--only current" skips it).
 bench-memory: $(VENV)/.installed
 	$(VENV)/bin/python bench/page_memory.py $(BENCH_ARGS)
+
+# Warm page and file requests per second for one daemon process, against the version before this
+# work and nginx serving the same bytes, in one run (installs wrk and nginx).
+bench-rps: $(VENV)/.installed
+	$(VENV)/bin/python bench/page_rps.py $(BENCH_ARGS)
 
 # pip's wall time with the upstream killed or hanging and every page expired, against warm.
 bench-outage: $(VENV)/.installed tools
