@@ -213,3 +213,23 @@ def test_while_one_revalidation_hangs_other_expired_pages_do_not_wait(world):
     w.advance(1)  # the probe answers
     assert not health.is_down and not health.is_slow
     assert w.page("pcx-many-05").header("X-Pypi-Cache") in ("REVALIDATED", "EXPIRED")
+
+
+def test_a_slow_body_leaves_the_upstream_slow_only_while_it_lasts(world):
+    w = world()
+    warm(w)
+    w.advance(TTL + 1)
+    w.upstream.add(build_wheel("pcx-many-02", "2.0"))
+    # the headers come at once, the body holds after its first bytes: slow, but it answered
+    w.upstream.behaviour["/simple/pcx-many-02/"] = "gate:10"
+    first = w.request("/simple/pcx-many-02/")
+    w.advance(2)
+    assert w.reply(first).header("X-Pypi-Cache") == "STALE"
+    health = w.proxy.upstream_health
+    assert health.is_slow
+    assert w.page("pcx-many-07").header("X-Pypi-Cache") == "STALE"  # nothing else waits meanwhile
+    w.upstream.gate("/simple/pcx-many-02/").open()
+    w.flush()
+    assert not health.is_slow  # the body came: the next expired page is asked for again
+    assert w.page("pcx-many-07").header("X-Pypi-Cache") in ("REVALIDATED", "EXPIRED")
+    assert b"pcx_many_02-2.0" in w.get("/simple/pcx-many-02/", {"Accept": "text/html"}).body

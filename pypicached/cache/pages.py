@@ -148,7 +148,9 @@ class PageCache:
             if timer.active():
                 timer.cancel()
                 answer.callback(result)  # a Failure goes on as one
-            elif isinstance(result, Failure):
+                return
+            self._health.not_slow()  # however it ended: the wait that made the upstream slow is over
+            if isinstance(result, Failure):
                 log.warn("Slow revalidation of {url} failed: {e}", url=stored.url, e=result.getErrorMessage())
 
         shared.addBoth(revalidated)

@@ -83,6 +83,10 @@ class UpstreamHealth:
             self.slow_since = self.clock.seconds()
             log.warn("Upstream {url} is slow to answer; serving cached pages until it does", url=self.url)
 
+    def not_slow(self) -> None:
+        """The request that was waiting has ended (its body may have been what was slow)."""
+        self.slow_since = None
+
     # --- what the upstream client reports ------------------------------------------
 
     def answered(self, code: int) -> None:
