@@ -33,7 +33,6 @@ def summary(
     daemon knows; they come out as ``null``.
     """
     today = ledger.day(now)
-    upstream = upstreams[0] if upstreams else None
     return {
         "version": __version__,
         "now": iso(now),
@@ -56,17 +55,22 @@ def summary(
         "digest_mismatches": digest_mismatches,
         "stale_pages_served": stale_pages_served,
         "upstreams": [u.state() for u in upstreams or ()],
-        "upstream": {
-            "url": upstream_url,
-            "state": upstream.state()["state"] if upstream else None,
-            "since": iso(upstream.down_since) if upstream else None,
-            "next_probe": iso(upstream.next_probe) if upstream else None,
-            "last_answer": iso(upstream.last_answer) if upstream else None,
-            "last_error": iso(upstream.last_error) if upstream else None,
-            "recent_errors": [
-                {"time": iso(when), "error": reason} for when, reason in (upstream.recent_errors if upstream else ())
-            ],
-        },
+        "upstream": _upstream(upstream_url, upstreams[0] if upstreams else None),
+    }
+
+
+def _upstream(url: str, upstream: UpstreamHealth | None) -> dict[str, Any]:
+    """The first upstream's figures (``null`` where only a running daemon knows them)."""
+    return {
+        "url": url,
+        "state": upstream.state()["state"] if upstream else None,
+        "since": iso(upstream.down_since) if upstream else None,
+        "next_probe": iso(upstream.next_probe) if upstream else None,
+        "last_answer": iso(upstream.last_answer) if upstream else None,
+        "last_error": iso(upstream.last_error) if upstream else None,
+        "recent_errors": [
+            {"time": iso(when), "error": reason} for when, reason in (upstream.recent_errors if upstream else ())
+        ],
     }
 
 
