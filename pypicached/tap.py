@@ -21,7 +21,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", None, None, "TOML file with any of the settings below (flags win)."],
-        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen" and not s.switch],
+        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen" and not s.switch and not s.toml_only],
     ]
     optFlags = [[s.flag, None, s.help] for s in SETTINGS if s.switch]
 
@@ -38,6 +38,8 @@ class Options(usage.Options):
         """The settings given on the command line, as the config file would spell them."""
         given: dict[str, Any] = {}
         for s in SETTINGS:
+            if s.toml_only:
+                continue
             value = self.get(s.flag)
             if s.name == "listen":
                 if value:

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import attrs
-from hyperlink import URL
+
+from pypicached.config.indexes import index_tables, indexes_of
+from pypicached.config.values import (
+    ConfigError, bool_, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token, upstream,
+)
 
 #: The one place the public index is named: the default upstream.
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
-
-
-class ConfigError(Exception):
-    """A setting is wrong; the message names the setting and the fix."""
 
 
 @attrs.frozen
@@ -51,6 +51,8 @@ class Settings:
     tls_chain: Path | None = None
     log_format: str = "text"
     admin_token: str | None = attrs.field(default=None, repr=False)
+    #: The ``[[index]]`` tables as given (empty: one index, ``upstream``, named ``pypi``); see ``indexes_of``.
+    index: tuple[dict[str, Any], ...] = ()
 
     def effective(self) -> dict[str, Any]:
         """Every setting as the config file would spell it, secrets masked, for the start-up log."""
@@ -67,112 +69,6 @@ class Settings:
         return shown
 
 
-def _listen(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(
-        isinstance(v, str) and v for v in value
-    ):
-        raise ValueError("expected an endpoint string or a non-empty list of them")
-    return tuple(value)
-
-
-def _upstream(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a URL string")
-    try:
-        url = URL.from_text(value)
-    except Exception as e:
-        raise ValueError(f"not a URL: {e}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(
-            f"{value!r} is not an http:// or https:// URL of a simple index"
-        )
-    if url.query or url.fragment:
-        raise ValueError(f"{value!r} must not carry a query or a fragment")
-    if url.userinfo:
-        raise ValueError("credentials in the upstream URL are not supported")
-    text = url.to_text()
-    return text if text.endswith("/") else text + "/"
-
-
-def _path(value: Any) -> Path:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a file or directory path")
-    return Path(value)
-
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}
-
-
-def _with_unit(value: Any, units: dict[str, int], what: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected {what}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(digits):]
-        if unit not in units:
-            raise ValueError(f"expected {what}, not {value!r}")
-        try:
-            number = float(digits) * units[unit]
-        except ValueError:
-            raise ValueError(f"expected {what}, not {value!r}") from None
-    else:
-        raise ValueError(f"expected {what}")
-    if number < 0:
-        raise ValueError("must not be negative")
-    return number
-
-
-def _seconds(value: Any) -> float:
-    return _with_unit(value, _DURATION_UNITS, "a number of seconds (or a string like '90s', '10m', '12h', '180d')")
-
-
-def _positive_seconds(value: Any) -> float:
-    seconds = _seconds(value)
-    if seconds < 1:
-        raise ValueError("must be at least 1 second")
-    return seconds
-
-
-def _seconds_or_forever(value: Any) -> float | None:
-    if isinstance(value, str) and value.strip().lower() in ("forever", "unlimited"):
-        return None
-    return _seconds(value)
-
-
-def _size(value: Any) -> int:
-    return int(_with_unit(value, _SIZE_UNITS, "a size in bytes (or a string like '50GiB', '500MB')"))
-
-
-def _log_format(value: Any) -> str:
-    if value not in ("text", "json"):
-        raise ValueError(f"expected 'text' or 'json', not {value!r}")
-    return str(value)
-
-
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or len(value) < 16 or not value.isprintable() or " " in value:
-        raise ValueError("expected a token of at least 16 printable characters without spaces")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
 @attrs.frozen
 class Setting:
     """How one setting is spelled, parsed and explained."""
@@ -184,6 +80,8 @@ class Setting:
     switch: bool = False
     #: Masked wherever settings are shown.
     secret: bool = False
+    #: Only in the config file (a table), never a command-line flag.
+    toml_only: bool = False
 
     @property
     def flag(self) -> str:
@@ -193,104 +91,111 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "listen",
-        _listen,
+        listen,
         "Twisted endpoint to listen on, e.g. tcp:3141, "
         "ssl:443:privateKey=key.pem:certKey=cert.pem, systemd:domain=INET:index=0. "
         "Repeat for several. [default: tcp:3141]",
     ),
     Setting(
         "upstream",
-        _upstream,
+        upstream,
         "URL of the upstream simple index (PEP 503/691). [default: the public index]",
     ),
-    Setting("cache_dir", _path, "Directory of the disk cache. [default: ./cache]"),
+    Setting("cache_dir", path, "Directory of the disk cache. [default: ./cache]"),
     Setting(
         "index_ttl",
-        _seconds,
+        seconds,
         "Seconds an index page stays fresh before it is revalidated upstream. "
         "[default: 600]",
     ),
     Setting(
         "offline",
-        _bool,
+        bool_,
         "Never contact the upstream: serve what is cached, answer 503 for anything else.",
         switch=True,
     ),
     Setting(
         "stale_if_error",
-        _seconds_or_forever,
+        seconds_or_forever,
         "How long past its TTL an index page may still be served when the upstream fails "
         "(seconds, or 'forever'). [default: forever]",
     ),
     Setting(
         "stale_while_revalidate",
-        _seconds,
+        seconds,
         "Serve an expired index page at once for this long past its TTL while one "
         "background request refreshes it; 0 turns it off. [default: 0]",
     ),
     Setting(
         "stale_if_slow",
-        _seconds,
+        seconds,
         "When an expired index page's revalidation has not answered within this many seconds, "
         "serve the cached copy (STALE) and let the revalidation finish in the background; "
         "0 turns it off. [default: 2]",
     ),
     Setting(
         "upstream_retry_max",
-        _positive_seconds,
+        positive_seconds,
         "While the upstream is down, one probe decides when it is back: first after 1s, "
         "the delay doubling up to this. [default: 60]",
     ),
-    Setting("connect_timeout", _seconds, "Seconds to connect to the upstream. [default: 10]"),
+    Setting("connect_timeout", seconds, "Seconds to connect to the upstream. [default: 10]"),
     Setting(
         "response_timeout",
-        _seconds,
+        seconds,
         "Seconds to wait for the upstream's response headers to an index page request; "
         "below pip's own 15s. [default: 10]",
     ),
     Setting(
         "file_response_timeout",
-        _seconds,
+        seconds,
         "Seconds to wait for the upstream's response headers to a package file request "
         "(a big file's first byte can take longer). [default: 30]",
     ),
     Setting(
         "idle_timeout",
-        _seconds,
+        seconds,
         "Seconds an upstream body may stall (no byte at all) before the download is abandoned. [default: 60]",
     ),
     Setting(
         "client_timeout",
-        _seconds,
+        seconds,
         "Seconds a client connection may sit idle, or not read what it is sent, before it is dropped. [default: 60]",
     ),
-    Setting("header_timeout", _seconds, "Seconds a client has to send its request headers. [default: 30]"),
+    Setting("header_timeout", seconds, "Seconds a client has to send its request headers. [default: 30]"),
     Setting(
         "max_size",
-        _size,
+        size,
         "Most the cached files may take on disk; least recently used go first. [default: 50GiB]",
     ),
     Setting(
         "min_free",
-        _size,
+        size,
         "Free space to keep on the cache's filesystem; files are evicted to keep it. [default: 5GiB]",
     ),
     Setting(
         "inactive",
-        _seconds,
+        seconds,
         "Drop cached files unused for this long. [default: 180d]",
     ),
     Setting(
         "tls_cert",
-        _path,
+        path,
         "PEM certificate (optionally followed by its chain) for ssl:PORT listeners that name no files.",
     ),
-    Setting("tls_key", _path, "PEM private key for tls_cert."),
-    Setting("tls_chain", _path, "PEM intermediate certificates to send after tls_cert (optional)."),
-    Setting("log_format", _log_format, "Access log lines as 'text' or 'json' (one object a line). [default: text]"),
+    Setting("tls_key", path, "PEM private key for tls_cert."),
+    Setting("tls_chain", path, "PEM intermediate certificates to send after tls_cert (optional)."),
+    Setting("log_format", log_format, "Access log lines as 'text' or 'json' (one object a line). [default: text]"),
+    Setting(
+        "index",
+        index_tables,
+        "Several upstream indexes, as [[index]] tables: name, url, projects (names or globs pinned to it) "
+        "and any of the per-upstream settings. [default: one index named pypi, at upstream]",
+        toml_only=True,
+    ),
     Setting(
         "admin_token",
-        _token,
+        token,
         "Bearer token that lets a non-loopback client use the admin endpoints (purge). "
         "[default: none: loopback clients only]",
         secret=True,
@@ -332,7 +237,14 @@ def build_settings(
                 raise ConfigError(f"{key} ({origin}): {e}") from None
     if (values.get("tls_cert") is None) != (values.get("tls_key") is None):
         raise ConfigError("tls_cert and tls_key: give both or neither")
-    return Settings(**values)
+    if "index" in values and "upstream" in values:
+        raise ConfigError(
+            "upstream and [[index]]: give one or the other (upstream is one index named 'pypi'; "
+            "with [[index]] tables, name every index there)"
+        )
+    settings = Settings(**values)
+    indexes_of(settings)  # an [[index]] table's own mistakes stop the start too
+    return settings
 
 
 def check_cache_dir(path: Path) -> None:

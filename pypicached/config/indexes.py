@@ -1,0 +1,112 @@
+"""
+Several indexes behind one URL, without dependency confusion: which index a
+project comes from. A project an index's ``projects`` names comes from that index
+alone; any other from the first index, in file order, among those that name no
+projects, that has it, whole. Files are never merged across indexes, and an
+index that fails is never taken for one that answered 404.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any
+
+import attrs
+
+from pypicached.config.values import ConfigError, upstream
+
+#: The settings an ``[[index]]`` table may override for its own upstream.
+PER_INDEX = (
+    "index_ttl", "offline", "stale_if_error", "stale_while_revalidate", "stale_if_slow",
+    "upstream_retry_max", "response_timeout", "file_response_timeout", "idle_timeout",
+)
+_NAME = re.compile(r"[a-z0-9-]+")
+_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]+")
+
+
+@attrs.frozen
+class IndexSettings:
+    """One upstream index, as configured: its name, URL, pinned projects and own settings."""
+
+    name: str
+    url: str
+    #: Normalized project names or globs of them served from this index alone.
+    projects: tuple[str, ...] = ()
+    index_ttl: float = 600.0
+    offline: bool = False
+    stale_if_error: float | None = None
+    stale_while_revalidate: float = 0.0
+    stale_if_slow: float = 2.0
+    upstream_retry_max: float = 60.0
+    response_timeout: float = 10.0
+    file_response_timeout: float = 30.0
+    idle_timeout: float = 60.0
+
+    def pins(self, project: str) -> bool:
+        return any(fnmatch.fnmatchcase(project, pattern) for pattern in self.projects)
+
+
+def index_tables(value: Any) -> tuple[dict[str, Any], ...]:
+    """``[[index]]`` tables, checked as far as they can be alone (names, URLs, patterns; overrides later)."""
+    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
+        raise ValueError("expected one or more [[index]] tables")
+    names: set[str] = set()
+    for number, table in enumerate(value, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(f"index {number}: 'name' must be lower-case letters, digits and '-', not {name!r}")
+        if name in names:
+            raise ValueError(f"index {number}: the name {name!r} is used twice")
+        names.add(name)
+        if "url" not in table:
+            raise ValueError(f"index {name!r}: 'url' is missing")
+        projects = table.get("projects", [])
+        if not isinstance(projects, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in projects):
+            raise ValueError(
+                f"index {name!r}: 'projects' must be a list of normalized project names or globs "
+                f"(lower case, '-' for '_' and '.'), not {projects!r}"
+            )
+    return tuple(value)
+
+
+def indexes_of(settings: Any) -> tuple[IndexSettings, ...]:
+    """Each index with the global settings, overridden by what its own table says."""
+    defaults = {name: getattr(settings, name) for name in PER_INDEX}
+    if not settings.index:
+        return (IndexSettings("pypi", settings.upstream, **defaults),)
+    indexes = []
+    for table in settings.index:
+        name = table["name"]
+        values = dict(defaults)
+        for key, raw in table.items():
+            if key in ("name", "projects"):
+                continue
+            if key != "url" and key not in PER_INDEX:
+                raise ConfigError(
+                    f"index {name!r}: unknown setting {key!r}; an index takes name, url, projects and "
+                    + ", ".join(PER_INDEX)
+                )
+            try:
+                values[key] = upstream(raw) if key == "url" else _parser(key)(raw)
+            except ValueError as e:
+                raise ConfigError(f"index {name!r}: {key}: {e}") from None
+        indexes.append(IndexSettings(name, values.pop("url"), tuple(table.get("projects", ())), **values))
+    if all(index.projects for index in indexes):
+        raise ConfigError("[[index]]: every index pins projects, so nothing could serve any other project; "
+                          "leave 'projects' out of at least one")
+    return tuple(indexes)
+
+
+def _parser(name: str) -> Any:
+    from pypicached.config.settings import SETTINGS  # the one table of how each setting is read
+
+    return next(s.parse for s in SETTINGS if s.name == name)
+
+
+def route_for(indexes: tuple[IndexSettings, ...], project: str) -> tuple[IndexSettings, ...]:
+    """The indexes to ask for ``project``, in order: its pinning index alone, or every unpinning one."""
+    pinned = [index for index in indexes if index.pins(project)]
+    if pinned:
+        return (pinned[0],)
+    return tuple(index for index in indexes if not index.projects)

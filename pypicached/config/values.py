@@ -1,0 +1,118 @@
+"""How each setting's value is read and checked: one parser per kind of value, each saying what it expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hyperlink import URL
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the setting and the fix."""
+
+
+def listen(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, str) and v for v in value
+    ):
+        raise ValueError("expected an endpoint string or a non-empty list of them")
+    return tuple(value)
+
+
+def upstream(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a URL string")
+    try:
+        url = URL.from_text(value)
+    except Exception as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(
+            f"{value!r} is not an http:// or https:// URL of a simple index"
+        )
+    if url.query or url.fragment:
+        raise ValueError(f"{value!r} must not carry a query or a fragment")
+    if url.userinfo:
+        raise ValueError("credentials in the upstream URL are not supported")
+    text = url.to_text()
+    return text if text.endswith("/") else text + "/"
+
+
+def path(value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a file or directory path")
+    return Path(value)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+
+
+def _with_unit(value: Any, units: dict[str, int], what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        if unit not in units:
+            raise ValueError(f"expected {what}, not {value!r}")
+        try:
+            number = float(digits) * units[unit]
+        except ValueError:
+            raise ValueError(f"expected {what}, not {value!r}") from None
+    else:
+        raise ValueError(f"expected {what}")
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def seconds(value: Any) -> float:
+    return _with_unit(value, _DURATION_UNITS, "a number of seconds (or a string like '90s', '10m', '12h', '180d')")
+
+
+def positive_seconds(value: Any) -> float:
+    value_ = seconds(value)
+    if value_ < 1:
+        raise ValueError("must be at least 1 second")
+    return value_
+
+
+def seconds_or_forever(value: Any) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("forever", "unlimited"):
+        return None
+    return seconds(value)
+
+
+def size(value: Any) -> int:
+    return int(_with_unit(value, _SIZE_UNITS, "a size in bytes (or a string like '50GiB', '500MB')"))
+
+
+def log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ValueError(f"expected 'text' or 'json', not {value!r}")
+    return str(value)
+
+
+def token(value: Any) -> str:
+    if not isinstance(value, str) or len(value) < 16 or not value.isprintable() or " " in value:
+        raise ValueError("expected a token of at least 16 printable characters without spaces")
+    return value
+
+
+def bool_(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
