@@ -27,7 +27,6 @@ from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage, remove_project_records, unlink
 from pypicached.cache.rendered import Form, Rendering, Renderer, prune_versions
 from pypicached.index.links import FileLink
-from pypicached.index.names import projects_for_filename
 from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamIndex
 
 log = Logger()
@@ -215,29 +214,24 @@ class PageCache:
         self._remember(page)
         return page
 
-    def find_link(self, segments: tuple[str, ...]) -> "Deferred[FileLink]":
-        """The upstream location of the file the proxy serves at ``segments``."""
-        return ensureDeferred(self._find_link(segments))
+    def linked(self, project: str, segments: tuple[str, ...]) -> FileLink | None:
+        """The file at ``segments`` if ``project``'s page, as already cached, links it."""
+        page = self.cached(PageKey(PROJECT, project))
+        return None if page is None else page.links().get(segments)
 
-    async def _find_link(self, segments: tuple[str, ...]) -> FileLink:
-        keys = [PageKey(PROJECT, p) for p in projects_for_filename(segments[-1])]
-        for key in keys:
-            page = self.cached(key)
-            if page is not None and segments in page.links():
-                return page.links()[segments]
-        for key in keys:
-            try:
-                result = await self.get(key)
-                if segments not in result.page.links() and result.status is CacheStatus.HIT and not self._health.is_down:
-                    # a fresh page may predate a new release: ask once more, at most so often
-                    if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
-                        result = await self._refresh(key, result.page)
-            except NotFound:
-                continue
-            link = result.page.links().get(segments)
-            if link is not None:
-                return link
-        raise NotFound("no index page links to this file")
+    async def link(self, project: str, segments: tuple[str, ...]) -> FileLink | None:
+        """
+        The file at ``segments`` if ``project``'s page links it (``NotFound`` if this
+        index has no such project); a fresh page that lacks it is asked for once more,
+        at most every ``MIN_REFRESH`` seconds, since it may predate a new release.
+        """
+        key = PageKey(PROJECT, project)
+        result = await self.get(key)
+        links = result.page.links()
+        if segments not in links and result.status is CacheStatus.HIT and not self._health.is_down:
+            if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
+                links = (await self._refresh(key, result.page)).page.links()
+        return links.get(segments)
 
     def purge(self, project: str) -> "Deferred[int]":
         """

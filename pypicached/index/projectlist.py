@@ -17,6 +17,7 @@ import html
 import json
 import re
 import shutil
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -24,7 +25,8 @@ from typing import Any, BinaryIO, Iterator
 import attrs
 
 from pypicached.cache.disk import durable_file
-from pypicached.cache.rendered import CHUNK, GZIP_MIN, Form, gzip_file
+from pypicached.cache.rendered import CHUNK, GZIP_MIN, Form, gzip_file, prune_versions
+from pypicached.index.names import normalize
 from pypicached.index.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_rows, is_project_entry
 
 #: The forms of the project list: its links are relative, so one depth serves.
@@ -61,21 +63,59 @@ def convert(source: Path, *, content_type: str, encoding: str, directory: Path, 
     else:
         raise BadPage(f"unexpected content type {content_type!r}")
     with open(source, "rb") as raw:
-        text = _decoded(raw, encoding, limit)
-        staging = tmp / f"list-{source.name}"
-        staging.mkdir()
-        try:
-            listing = _write(parse(text), staging, tmp)
-            final = directory / listing.version
-            if not final.exists():
-                for form in PLAIN_FORMS:
-                    plain = staging / form.filename
-                    if plain.stat().st_size >= GZIP_MIN:
-                        gzip_file(plain, staging / attrs.evolve(form, gzip=True).filename, tmp)
-                directory.mkdir(parents=True, exist_ok=True)
-                staging.rename(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        return _publish(parse(_decoded(raw, encoding, limit)), directory, tmp)
+
+
+def union(sources: list[Path], meta: dict[str, Any], *, directory: Path, tmp: Path) -> ProjectList:
+    """
+    (In a disk thread.) One list of the names in several (the JSON renderings in
+    ``sources``), each name once, under ``directory/<version>/``, the other versions
+    there removed. Only the names of all lists but the longest are held (to leave out
+    their repeats from it), so memory grows with the shorter lists alone.
+    """
+    ordered = sorted(sources, key=lambda source: source.stat().st_size)
+    seen: set[str] = set()
+
+    def events() -> Iterator[tuple[str, Any]]:
+        yield "key", ("meta", meta)
+        yield "projects-start", None
+        for number, source in enumerate(ordered, 1):
+            with open(source, "rb") as raw:
+                for event, value in _from_json(_decoded(raw, "", 1 << 40)):
+                    if event == "projects":
+                        yield "projects", _new_names(value, seen, remember=number < len(ordered))
+        yield "projects-end", None
+
+    listing = _publish(events(), directory, tmp)
+    prune_versions(directory, listing.version)
+    return listing
+
+
+def _new_names(entries: list[Any], seen: set[str], *, remember: bool) -> list[dict[str, str]]:
+    fresh = []
+    for entry in entries:
+        if is_project_entry(entry) and (name := normalize(entry["name"])) not in seen:
+            if remember:
+                seen.add(name)
+            fresh.append({"name": entry["name"]})
+    return fresh
+
+
+def _publish(events: Iterator[tuple[str, Any]], directory: Path, tmp: Path) -> ProjectList:
+    """Write the forms in a new folder in ``tmp``, then move it to ``directory/<version>`` (unless that version is there)."""
+    staging = Path(tempfile.mkdtemp(dir=tmp, prefix="list-"))
+    try:
+        listing = _write(events, staging, tmp)
+        final = directory / listing.version
+        if not final.exists():
+            for form in PLAIN_FORMS:
+                plain = staging / form.filename
+                if plain.stat().st_size >= GZIP_MIN:
+                    gzip_file(plain, staging / attrs.evolve(form, gzip=True).filename, tmp)
+            directory.mkdir(parents=True, exist_ok=True)
+            staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return listing
 
 

@@ -1,0 +1,148 @@
+"""
+Several upstream indexes behind one URL. Each has its own page cache, client and
+health; this module decides which one answers for a project (``config.indexes``
+has the rule) and joins their project lists into one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from pypicached.cache.disk import RunInThread
+from pypicached.cache.fetch import NotFound
+from pypicached.cache.inflight import Inflight
+from pypicached.cache.outcome import CacheStatus
+from pypicached.cache.pagekind import INDEX, PageKey
+from pypicached.cache.pages import PageCache, PageResult
+from pypicached.cache.records import StoredPage
+from pypicached.cache.rendered import Form, Rendering, ensure_packed, ensure_plain
+from pypicached.config.indexes import IndexSettings, route_for
+from pypicached.index import projectlist
+from pypicached.index.links import FileLink
+from pypicached.index.names import projects_for_filename
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.upstream.client import UpstreamClient, UpstreamIndex
+
+
+@attrs.frozen(eq=False)
+class Upstream:
+    """One configured index at run time: its settings, client, health and pages."""
+
+    settings: IndexSettings
+    index: UpstreamIndex
+    health: UpstreamHealth
+    client: UpstreamClient
+    pages: PageCache
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
+class Indexes:
+    """Which index answers for what."""
+
+    def __init__(self, upstreams: Sequence[Upstream], *, root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
+        self.upstreams = tuple(upstreams)
+        self._by_name = {u.name: u for u in self.upstreams}
+        self._settings = tuple(u.settings for u in self.upstreams)
+        self._union = _Union(self.upstreams, root / "pages" / "union", tmp, run_in_thread)
+
+    def named(self, name: str) -> Upstream | None:
+        return self._by_name.get(name)
+
+    def route(self, project: str) -> tuple[Upstream, ...]:
+        """The indexes to ask for ``project``, in order (its pinning index alone, or every unpinning one)."""
+        return tuple(self._by_name[s.name] for s in route_for(self._settings, project))
+
+    async def page(self, key: PageKey) -> tuple[PageResult, Upstream | None]:
+        """
+        The page from the index that answers for it: the first in its route that has
+        it. Only a 404 moves on to the next; a failing index answers (stale, or an error).
+        The project list joins every index's (no single upstream: None).
+        """
+        if key.kind is INDEX:
+            if len(self.upstreams) == 1:
+                return await self.upstreams[0].pages.get(key), self.upstreams[0]
+            return await self._union.page(), None
+        for upstream in self.route(key.project):
+            try:
+                return await upstream.pages.get(key), upstream
+            except NotFound:
+                continue
+        raise NotFound("no index has this project")
+
+    def rendering(self, upstream: Upstream | None, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+        if upstream is None:
+            return self._union.rendering(page, form)
+        return upstream.pages.rendering(page, form)
+
+    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, UpstreamClient]]":
+        return ensureDeferred(self._find_link(segments))
+
+    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, UpstreamClient]:
+        """The file a path names, from the index that answers for its project: never another's."""
+        projects = projects_for_filename(segments[-1])
+        for project in projects:  # what a cached page already says, where one index alone can answer
+            route = self.route(project)
+            if len(route) == 1 and (link := route[0].pages.linked(project, segments)) is not None:
+                return link, route[0].client
+        for project in projects:
+            for upstream in self.route(project):
+                try:
+                    link = await upstream.pages.link(project, segments)
+                except NotFound:
+                    continue  # not on this index: the next unpinning one may have it
+                if link is not None:
+                    return link, upstream.client
+                break  # the project is on this index, and its files come from it alone
+        raise NotFound("no index page links to this file")
+
+    def purge(self, project: str) -> "Deferred[int]":
+        """Forget ``project``'s pages on every index."""
+        return ensureDeferred(self._purge(project))
+
+    async def _purge(self, project: str) -> int:
+        return sum([await u.pages.purge(project) for u in self.upstreams])
+
+
+class _Union:
+    """Every index's project list as one, rendered once per combination of their versions."""
+
+    def __init__(self, upstreams: tuple[Upstream, ...], root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
+        self._upstreams = upstreams
+        self._root = root
+        self._tmp = tmp
+        self._run_in_thread = run_in_thread
+        self._work: Inflight[str, projectlist.ProjectList] = Inflight()
+
+    async def page(self) -> PageResult:
+        results = [await u.pages.get(PageKey(INDEX)) for u in self._upstreams]
+        sources = [(await u.pages.rendering(r.page, Form(json=True, depth=1))).path
+                   for u, r in zip(self._upstreams, results)]
+        version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._upstreams, results))
+        meta = results[0].page.page.get("meta") or {"api-version": "1.0"}
+        listing = await self._work.run(version, lambda: self._run_in_thread(
+            projectlist.union, sources, meta, directory=self._root, tmp=self._tmp,
+        ))
+        stale = [r for r in results if r.status is not CacheStatus.HIT]
+        worst = stale[0] if stale else results[0]
+        page = StoredPage(
+            PageKey(INDEX), "", min(r.page.fetched for r in results), None, None,
+            {"meta": listing.meta, "count": listing.count}, listing.version,
+        )
+        return PageResult(page, worst.status, None, worst.warning)
+
+    def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+        directory = self._root / page.version
+
+        def packed(plain: Rendering) -> "Deferred[Rendering]":
+            if not form.gzip:
+                return plain  # type: ignore[return-value]
+            return self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
+
+        return self._run_in_thread(ensure_plain, directory, page.version, form.plain(), None, self._tmp).addCallback(packed)
