@@ -16,11 +16,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
-from pypicached.config import Settings
+from pypicached.config import IndexSettings, Settings, indexes_of
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.ops.control import Control
 from pypicached.cache.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.cache.files import FileCache
+from pypicached.cache.indexes import Indexes, Upstream
 from pypicached.cache.freshness import Freshness
 from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Budget, Housekeeper
@@ -59,15 +60,11 @@ class Proxy:
         self._http_pool = None
         if agent is None:
             agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
-        self._connect_upstream(agent, clock)
-        self.pages = PageCache(
-            clock=clock, index=self.index, client=self.client, root=root, freshness=freshness_of(settings),
-            run_in_thread=run,
-        )
-        self.files = FileCache(
-            root=root, client=self.client, clock=clock, run_in_thread=run, find_link=self.pages.find_link,
-            offline=settings.offline, response_timeout=settings.file_response_timeout,
-        )
+        self.upstreams = [self._upstream(index, agent, clock, run) for index in indexes_of(settings)]
+        self.indexes = Indexes(self.upstreams, root=root, tmp=root / "tmp", run_in_thread=run)
+        first = self.upstreams[0]  # what a single-index proxy (and many tests) call them
+        self.index, self.upstream_health, self.client, self.pages = first.index, first.health, first.client, first.pages
+        self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = self.housekeeper.committed
@@ -78,30 +75,30 @@ class Proxy:
         self._save_lock = DeferredLock()
         self.site = self._site(clock)
 
-    def _connect_upstream(self, agent: IAgent, clock: IReactorTime) -> None:
-        """The upstream index, its shared health (probed with a HEAD of its URL) and the client that reports to it."""
-        settings = self.settings
-        self.index = UpstreamIndex(settings.upstream)
-        self.upstream_health = UpstreamHealth(
-            settings.upstream, clock, lambda: self.client.probe(self.index.simple_url),
-            retry_max=settings.upstream_retry_max,
+    def _upstream(self, settings: IndexSettings, agent: IAgent, clock: IReactorTime, run: RunInThread) -> Upstream:
+        """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
+        index = UpstreamIndex(settings.url)
+        health = UpstreamHealth(settings.url, clock, lambda: client.probe(index.simple_url),
+                                retry_max=settings.upstream_retry_max, name=settings.name)
+        self.metrics.upstreams.append(health)
+        client = UpstreamClient(
+            agent, clock=clock, health=health, metrics=self.metrics, response_timeout=settings.response_timeout,
+            file_timeout=settings.file_response_timeout, idle_timeout=settings.idle_timeout,
         )
-        self.metrics.upstreams.append(self.upstream_health)
-        self.client = UpstreamClient(
-            agent, clock=clock, health=self.upstream_health, metrics=self.metrics,
-            response_timeout=settings.response_timeout, idle_timeout=settings.idle_timeout,
-        )
+        pages = PageCache(clock=clock, index=index, client=client, root=self._root, freshness=freshness_of(settings),
+                          run_in_thread=run)
+        return Upstream(settings, index, health, client, pages)
 
     def _site(self, clock: IReactorTime) -> ProxySite:
         """What answers clients: the resource over the caches and the operator's side, in a site."""
         settings = self.settings
         control = Control(
-            metrics=self.metrics, health=self.health, pages=self.pages, files=self.files,
+            metrics=self.metrics, health=self.health, indexes=self.indexes, files=self.files,
             housekeeper=self.housekeeper, clock=clock, upstream_url=settings.upstream,
             admin_token=settings.admin_token,
         )
         self.resource = ProxyResource(
-            pages=self.pages, files=self.files, clock=clock, control=control,
+            indexes=self.indexes, files=self.files, clock=clock, control=control,
             access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
             client_timeout=settings.client_timeout,
         )
@@ -147,7 +144,8 @@ class Proxy:
             return
         self.housekeeper.stop()
         self.health.stop()
-        self.upstream_health.stop()
+        for upstream in self.upstreams:
+            upstream.health.stop()
         self._saver.stop()
         await self.save_state()
         await self.disk_work.idle()
@@ -198,7 +196,7 @@ class _CacheService(Service):
         return ensureDeferred(self._proxy.stop())
 
 
-def freshness_of(settings: Settings) -> Freshness:
+def freshness_of(settings: IndexSettings) -> Freshness:
     """The settings that decide how long index pages are trusted and what stands in for them."""
     return Freshness(
         ttl=settings.index_ttl,

@@ -64,6 +64,7 @@ class FakeClient:
         self.response = response
         self.clock = clock
         self.idle_timeout = 60.0
+        self.file_timeout = 30.0
         self.metrics = Metrics(clock)
         self.health = UpstreamHealth("http://upstream.test/simple/", clock)
 
@@ -79,11 +80,9 @@ def rig(tmp_path: Path):
         clock = Clock()
         (tmp_path / "tmp").mkdir(exist_ok=True)
         place = DownloadPlace(
-            client=FakeClient(response, clock),  # type: ignore[arg-type]
             clock=clock,
             run_in_thread=run_inline,
             tmp=tmp_path / "tmp",
-            response_timeout=30.0,
             open_temporary=open_temporary_file,
             final_path=lambda segments: tmp_path.joinpath("files", *segments),
             disk_failed=events["disk"].append,
@@ -93,7 +92,8 @@ def rig(tmp_path: Path):
         )
         hashes = (("sha256", sha256 if sha256 is not None else hashlib.sha256(DATA).hexdigest()),)
         growing = GrowingFile(tmp_path / "tmp" / "pending")
-        Download(place, SEGMENTS, FileLink("http://upstream.test/f/pkg-1.0-py3-none-any.whl", SEGMENTS[-1], hashes),
+        link = FileLink("http://upstream.test/f/pkg-1.0-py3-none-any.whl", SEGMENTS[-1], hashes)
+        Download(place, FakeClient(response, clock), SEGMENTS, link,  # type: ignore[arg-type]
                  growing).start()
         return growing
 

@@ -38,11 +38,9 @@ MAX_MEMORY_TAIL = 512 * 1024**2
 class DownloadPlace:
     """What a download needs from the cache it fills, and what it tells the cache."""
 
-    client: UpstreamClient
     clock: IReactorTime
     run_in_thread: RunInThread
     tmp: Path
-    response_timeout: float
     #: An unbuffered new file in a directory, and its path.
     open_temporary: Callable[[Path], "tuple[BinaryIO, Path]"]
     #: Where the file goes when it is whole (the final path).
@@ -58,11 +56,14 @@ class DownloadPlace:
 
 
 class Download(BodyReader):
-    """Fetches ``link`` into ``growing``, for the cache entry at ``segments``."""
+    """Fetches ``link`` with ``client`` (its index's) into ``growing``, for the cache entry at ``segments``."""
 
-    def __init__(self, place: DownloadPlace, segments: tuple[str, ...], link: FileLink, growing: GrowingFile) -> None:
-        super().__init__(place.client)
+    def __init__(
+        self, place: DownloadPlace, client: UpstreamClient, segments: tuple[str, ...], link: FileLink, growing: GrowingFile
+    ) -> None:
+        super().__init__(client)
         self._place = place
+        self._client = client
         self._segments = segments
         self._link = link
         self._growing = growing
@@ -73,7 +74,7 @@ class Download(BodyReader):
         self._started = place.clock.seconds()
 
     def start(self) -> None:
-        self._place.client.get(self._link.url, timeout=self._place.response_timeout).addCallbacks(
+        self._client.get(self._link.url, timeout=self._client.file_timeout).addCallbacks(
             self._response, self._fetch_failed
         )
 
@@ -85,13 +86,13 @@ class Download(BodyReader):
         place, growing = self._place, self._growing
         growing.upstream_seconds = place.clock.seconds() - self._started
         if response.code != 200:
-            discard_body(place.client, response)
+            discard_body(self._client, response)
             status = 404 if response.code in (404, 410) else 502
             self._fail(f"upstream answered {response.code} for {self._link.url}", status)
             return
         size = response.length if response.length is not UNKNOWN_LENGTH else None
         if size is not None and size > MAX_FILE_BYTES:
-            discard_body(place.client, response)
+            discard_body(self._client, response)
             self._fail(f"upstream file of {size} bytes is over the {MAX_FILE_BYTES} byte limit")
             return
         path: Path | None = None

@@ -29,11 +29,15 @@ from pypicached.index.links import FileLink
 from pypicached.cache.freshness import Offline
 from pypicached.http.paths import under
 from pypicached.cache.outcome import CacheStatus
-from pypicached.upstream.client import UpstreamClient
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pypicached.cache.indexes import Upstream
 
 log = Logger()
 
-FindLink = Callable[[tuple[str, ...]], "Deferred[FileLink]"]
+#: Where the file a path names lives, and the index it comes from.
+FindLink = Callable[[tuple[str, ...]], "Deferred[tuple[FileLink, Upstream]]"]
 
 
 #: Refresh a file's access time (its "last used") at most this often.
@@ -47,22 +51,17 @@ class FileCache:
         self,
         *,
         root: Path,
-        client: UpstreamClient,
         clock: IReactorTime,
         run_in_thread: RunInThread,
         find_link: FindLink,
-        offline: bool = False,
-        response_timeout: float = 30.0,
         open_temporary: "Callable[[Path], tuple[BinaryIO, Path]] | None" = None,
     ) -> None:
         self._files = root / "files"
         self._tmp = root / "tmp"
-        self._client = client
         self._clock = clock
         self._run_in_thread = run_in_thread
         self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
-        self._offline = offline
         #: How a download gets its temporary file (a test swaps in a disk that fills up).
         self.open_temporary = open_temporary or open_temporary_file
         self._disk_trouble: str | None = None
@@ -70,11 +69,9 @@ class FileCache:
         #: Called with (path, size) after each commit; housekeeping listens here.
         self.on_commit: Callable[[Path, int], None] = lambda path, size: None
         self._place = DownloadPlace(
-            client=client,
             clock=clock,
             run_in_thread=run_in_thread,
             tmp=self._tmp,
-            response_timeout=response_timeout,
             open_temporary=lambda directory: self.open_temporary(directory),
             final_path=lambda segments: under(self._files, segments),
             disk_failed=self._disk_failed,
@@ -115,17 +112,17 @@ class FileCache:
         found = self._existing(segments)
         if found is not None:
             return found
-        if self._offline:
-            raise Offline("offline mode: this file is not in the cache")
-        link = await self._find_link(segments)
+        link, upstream = await self._find_link(segments)
         found = self._existing(segments)
         if found is not None:
             return found
-        if self._client.health.is_down:
-            raise self._client.health.outage()
+        if upstream.settings.offline:
+            raise Offline("offline mode: this file is not in the cache")
+        if upstream.health.is_down:
+            raise upstream.health.outage()
         growing = GrowingFile(self._tmp / "pending")
         self._downloads[segments] = growing
-        Download(self._place, segments, link, growing).start()
+        Download(self._place, upstream.client, segments, link, growing).start()
         return growing, CacheStatus.MISS
 
     def _existing(self, segments: tuple[str, ...]) -> tuple[GrowingFile, CacheStatus] | None:

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 
 from pypicached.cache.disk import RunInThread
 from pypicached.cache.fetch import NotFound
+from pypicached.cache.freshness import Offline
 from pypicached.cache.inflight import Inflight
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PageKey
@@ -81,16 +82,18 @@ class Indexes:
             return self._union.rendering(page, form)
         return upstream.pages.rendering(page, form)
 
-    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, UpstreamClient]]":
+    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, Upstream]]":
         return ensureDeferred(self._find_link(segments))
 
-    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, UpstreamClient]:
+    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, Upstream]:
         """The file a path names, from the index that answers for its project: never another's."""
+        if all(u.settings.offline for u in self.upstreams):
+            raise Offline("offline mode: this file is not in the cache")
         projects = projects_for_filename(segments[-1])
         for project in projects:  # what a cached page already says, where one index alone can answer
             route = self.route(project)
             if len(route) == 1 and (link := route[0].pages.linked(project, segments)) is not None:
-                return link, route[0].client
+                return link, route[0]
         for project in projects:
             for upstream in self.route(project):
                 try:
@@ -98,7 +101,7 @@ class Indexes:
                 except NotFound:
                     continue  # not on this index: the next unpinning one may have it
                 if link is not None:
-                    return link, upstream.client
+                    return link, upstream
                 break  # the project is on this index, and its files come from it alone
         raise NotFound("no index page links to this file")
 

@@ -20,3 +20,5 @@ class CacheStatus(str, enum.Enum):
 
 
 HEADER = b"X-Pypi-Cache"
+#: Which index a page came from ("*": every index's project list, joined).
+INDEX_HEADER = b"X-Pypi-Index"

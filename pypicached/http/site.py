@@ -33,6 +33,8 @@ class ProxyRequest(server.Request):
     #: page, file, metadata, status, admin, or other: the metrics' ``kind`` label.
     kind: str = "other"
     project: str | None = None
+    #: The index a page came from ("*": all of them), where the answer names one.
+    index: str | None = None
 
 
 class ProxyChannel(HTTPChannel):

@@ -25,13 +25,14 @@ from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKin
 from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
 from pypicached.cache.freshness import Offline
 from pypicached.cache.fetch import NotFound
-from pypicached.cache.pages import PageCache, PageResult
+from pypicached.cache.indexes import Indexes
+from pypicached.cache.pages import PageResult
 from pypicached.http.paths import BadPath, RequestPath
 from pypicached.cache.rendered import Form, Rendering
 from pypicached.http.conditional import not_modified
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
-from pypicached.cache.outcome import HEADER, CacheStatus
+from pypicached.cache.outcome import HEADER, INDEX_HEADER, CacheStatus
 from pypicached.upstream.client import UpstreamError
 
 errors = Logger(namespace="pypicached")
@@ -54,7 +55,7 @@ class ProxyResource(Resource):
     def __init__(
         self,
         *,
-        pages: PageCache,
+        indexes: Indexes,
         files: FileCache,
         clock: IReactorTime,
         control: Control,
@@ -62,7 +63,7 @@ class ProxyResource(Resource):
         client_timeout: float = 60.0,
     ) -> None:
         super().__init__()
-        self._pages = pages
+        self._indexes = indexes
         self._files = files
         self._clock = clock
         self.control = control
@@ -119,36 +120,48 @@ class ProxyResource(Resource):
 
     async def _page(self, request: ProxyRequest, kind: PageKind, found: Found) -> None:
         """
-        A page in the form the client asked for, sent from its rendering on disk;
+        A page in the form the client asked for, sent from its rendering on disk, from
+        the index that answers for it (or the one its ``/index/<name>/`` path names);
         any other spelling of its path (a name not normalized, a missing slash) is
         redirected to the canonical one, whose depth the relative links start from.
         """
         key = self._key(kind, found.values)
-        if found.path.text() != key.path:
-            return self._redirect(request, key.path)
+        name = found.values.get("index")
+        path = (f"/index/{name}" if name is not None else "") + key.path
+        if found.path.text() != path:
+            return self._redirect(request, path)
+        chosen = None if name is None else self._indexes.named(name)
+        if name is not None and chosen is None:
+            raise HTTPError(404, f"no index named {name!r}")
         request.project = key.project or None
         fmt = key.kind.format_for(_header(request, b"accept"))
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        form = Form(json=fmt.is_json, depth=key.depth, gzip=compress)
+        form = Form(json=fmt.is_json, depth=path.count("/") - 1, gzip=compress)
         for attempt in (1, 2):
-            result = await self._pages.get(key)
+            result, upstream = (await chosen.pages.get(key), chosen) if chosen else await self._indexes.page(key)
+            request.index = upstream.name if upstream else "*"
             try:  # a newer version's arrival may prune this one's renderings at any moment
-                rendering = await self._pages.rendering(result.page, form)
+                rendering = await self._indexes.rendering(upstream, result.page, form)
                 if request.channel is None:
                     return
-                return self._send_page(request, key, fmt, result, rendering)
+                ttl = min(u.pages.freshness.ttl for u in ([upstream] if upstream else self._indexes.upstreams))
+                return self._send_page(request, key, fmt, result, rendering, ttl)
             except FileNotFoundError:
-                await self._pages.lost(result.page)
+                if upstream is not None:
+                    await upstream.pages.lost(result.page)
                 if attempt == 2:
                     raise
 
-    def _send_page(self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering) -> None:
+    def _send_page(
+        self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering, ttl: float
+    ) -> None:
         request.upstream_seconds = result.upstream_seconds
         request.setHeader(b"Content-Type", key.kind.content_type(fmt).encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", rendering.etag)
-        remaining = max(0, int(self._pages.freshness.ttl - (self._clock.seconds() - result.page.fetched)))
+        remaining = max(0, int(ttl - (self._clock.seconds() - result.page.fetched)))
         request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
+        request.setHeader(INDEX_HEADER, request.index.encode())
         if rendering.gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
         if result.warning:
@@ -248,6 +261,10 @@ ROUTES = (
     _page_route(PROJECT, "simple", "{project}"),
     _page_route(JSON_API, "pypi", "{project}", "json", slash=False),
     _page_route(JSON_API, "pypi", "{project}", "{version}", "json", slash=False),
+    _page_route(INDEX, "index", "{index}", "simple"),
+    _page_route(PROJECT, "index", "{index}", "simple", "{project}"),
+    _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "json", slash=False),
+    _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "{version}", "json", slash=False),
     Route(GET_HEAD, ("packages", "{+file}"), lambda proxy, request, found: proxy._file(request, found), "file", slash=False),
 )
 METHODS = methods_of(ROUTES)

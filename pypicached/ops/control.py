@@ -29,7 +29,7 @@ from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Housekeeper
 from pypicached.ops.metrics import Metrics
 from pypicached.index.names import is_valid_name, normalize
-from pypicached.cache.pages import PageCache
+from pypicached.cache.indexes import Indexes
 from pypicached.ops.summary import summary
 from pypicached.ops.statuspage import base_url, render
 
@@ -81,7 +81,7 @@ class Control:
         *,
         metrics: Metrics,
         health: Health,
-        pages: PageCache,
+        indexes: Indexes,
         files: FileCache,
         housekeeper: Housekeeper,
         clock: IReactorTime,
@@ -90,7 +90,7 @@ class Control:
     ) -> None:
         self._metrics = metrics
         self._health = health
-        self._pages = pages
+        self._indexes = indexes
         self._files = files
         self._housekeeper = housekeeper
         self._clock = clock
@@ -148,7 +148,7 @@ class Control:
         if not is_valid_name(project):
             return _json(400, {"error": f"not a project name: {project!r}"})
         project = normalize(project)
-        removed = await self._pages.purge(project)
+        removed = await self._indexes.purge(project)
         return _json(200, {"project": project, "removed_pages": removed})
 
     async def purge_file(self, request: Request, filename: str) -> Answer:

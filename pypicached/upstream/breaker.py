@@ -52,6 +52,8 @@ class UpstreamHealth:
     #: Starts one request to the upstream; its outcome reaches us through ``answered``/``failed``.
     probe: Callable[[], "Deferred[Any]"] = lambda: Deferred()
     retry_max: float = 60.0
+    #: The index's name, where several are configured.
+    name: str = "pypi"
     down_since: float | None = None
     #: Since when a request has waited longer than ``stale_if_slow`` with no answer yet.
     slow_since: float | None = None
@@ -138,6 +140,7 @@ class UpstreamHealth:
     def state(self) -> dict[str, Any]:
         """For /health and /stats."""
         return {
+            "name": self.name,
             "url": self.url,
             "state": "down" if self.is_down else "slow" if self.is_slow else "up",
             "since": iso(self.down_since),

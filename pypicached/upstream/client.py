@@ -83,6 +83,7 @@ class UpstreamClient:
         health: UpstreamHealth,
         metrics: Metrics,
         response_timeout: float = 10.0,
+        file_timeout: float = 30.0,
         idle_timeout: float = 60.0,
     ) -> None:
         self._agent = agent
@@ -90,6 +91,8 @@ class UpstreamClient:
         self.health = health
         self.metrics = metrics
         self.response_timeout = response_timeout
+        #: Seconds to wait for a package file's response headers (a big file's first byte can take longer).
+        self.file_timeout = file_timeout
         self.idle_timeout = idle_timeout
 
     def get(
