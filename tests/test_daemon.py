@@ -141,7 +141,7 @@ async def test_json_access_log_and_the_effective_configuration_with_secrets_mask
     assert config["upstream"] == fake_upstream_json.simple_url and config["index_ttl"] == 600
     access = [json.loads(line.split("] ", 1)[1]) for line in log.splitlines() if "[pypicached.access#info]" in line]
     first = access[0]
-    assert set(first) == {"client", "method", "path", "status", "bytes", "cache", "total", "upstream"}
-    assert first["client"] == "127.0.0.1" and first["path"] == "/simple/pcx-alpha/"
+    assert set(first) == {"client", "method", "path", "status", "bytes", "cache", "total", "upstream", "index"}
+    assert first["client"] == "127.0.0.1" and first["path"] == "/simple/pcx-alpha/" and first["index"] == "pypi"
     assert first["status"] == 200 and first["bytes"] == len(body) and first["cache"] == "MISS"
     assert first["total"] >= first["upstream"] > 0

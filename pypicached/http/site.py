@@ -176,6 +176,7 @@ class AccessLog:
             "cache": raw_status or "-",
             "total": round(total, 3),
             "upstream": None if request.upstream_seconds is None else round(request.upstream_seconds, 3),
+            "index": request.index,
         }
         if self._log_format == "json":
             log.info("{json}", json=json.dumps(fields), **fields)
@@ -185,6 +186,6 @@ class AccessLog:
         log.info(
             "{line}",
             line=f'{fields["client"]} "{fields["method"]} {fields["path"]}" {fields["status"]} {fields["bytes"]} '
-                 f'{fields["cache"]} {total:.3f}s upstream={upstream}',
+                 f'{fields["cache"]} {total:.3f}s upstream={upstream}' + (f" index={request.index}" if request.index else ""),
             **fields,
         )

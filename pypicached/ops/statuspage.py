@@ -71,6 +71,7 @@ Evicted since start: {cache['evictions'] or 0}. Digest mismatches refused: {stat
 <p id="upstream">Last answer: {e(answered)}. Last error: {e(up['last_error'] or 'none')}.
 Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
 <ul id="upstream-errors">{errors}</ul>
+{_indexes(stats)}
 
 <h2>Use this proxy</h2>
 {snippets}
@@ -109,6 +110,19 @@ def _errors(up: dict[str, Any]) -> str:
     return "".join(
         f"<li><span class=sub>{escape(err['time'])}</span> {escape(err['error'])}</li>" for err in up["recent_errors"]
     ) or "<li class=ok>none since the daemon started</li>"
+
+
+def _indexes(stats: dict[str, Any]) -> str:
+    """With several indexes, one row each: name, URL, state."""
+    upstreams = stats.get("upstreams", ())
+    if len(upstreams) < 2:
+        return ""
+    rows = "".join(
+        f'<tr><td>{escape(u["name"])}</td><td><code>{escape(u["url"])}</code></td>'
+        f'<td class="{"bad" if u["state"] != "up" else "ok"}">{escape(u["state"])}</td></tr>'
+        for u in upstreams
+    )
+    return f'<table id="indexes"><tr><th>index</th><th>url</th><th>state</th></tr>{rows}</table>'
 
 
 def _outages(stats: dict[str, Any]) -> str:
