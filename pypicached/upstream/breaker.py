@@ -132,10 +132,8 @@ class UpstreamHealth:
     def outage(self) -> UpstreamDown:
         """The one-line refusal for a request the cache cannot answer while down."""
         self.spared += 1
-        return UpstreamDown(
-            f"upstream {self.url} is down since {iso(self.down_since)} ({self.reason}); "
-            f"next try at {iso(self.next_probe)}"
-        )
+        retry = "a try is under way" if self.next_probe is None else f"next try at {iso(self.next_probe)}"
+        return UpstreamDown(f"upstream {self.url} is down since {iso(self.down_since)} ({self.reason}); {retry}")
 
     def state(self) -> dict[str, Any]:
         """For /health and /stats."""
