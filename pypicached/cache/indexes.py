@@ -124,9 +124,8 @@ class _Union:
         self._work: Inflight[str, projectlist.ProjectList] = Inflight()
 
     async def page(self) -> PageResult:
-        results = [await u.pages.get(PageKey(INDEX)) for u in self._upstreams]
-        sources = [(await u.pages.rendering(r.page, Form(json=True, depth=1))).path
-                   for u, r in zip(self._upstreams, results)]
+        listed = [await self._listed(u) for u in self._upstreams]
+        results, sources = [r for r, _ in listed], [path for _, path in listed]
         version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._upstreams, results))
         meta = results[0].page.page.get("meta") or {"api-version": "1.0"}
         listing = await self._work.run(version, lambda: self._run_in_thread(
@@ -139,6 +138,19 @@ class _Union:
             {"meta": listing.meta, "count": listing.count}, listing.version,
         )
         return PageResult(page, worst.status, None, worst.warning)
+
+    @staticmethod
+    async def _listed(upstream: Upstream) -> tuple[PageResult, Path]:
+        """An index's project list and its JSON rendering's file (fetched anew if that file was lost)."""
+        for attempt in (1, 2):
+            result = await upstream.pages.get(PageKey(INDEX))
+            try:
+                return result, (await upstream.pages.rendering(result.page, Form(json=True, depth=1))).path
+            except FileNotFoundError:
+                await upstream.pages.lost(result.page)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
         directory = self._root / page.version
