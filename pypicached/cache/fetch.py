@@ -48,7 +48,9 @@ class PageFetcher:
         self._tmp = tmp
         self._rendered_root = rendered_root
 
-    async def fetch(self, key: PageKey, stored: StoredPage | None) -> tuple[StoredPage, CacheStatus, float]:
+    async def fetch(
+        self, key: PageKey, stored: StoredPage | None, received: Callable[[], None] = lambda: None
+    ) -> tuple[StoredPage, CacheStatus, float]:
         """The page's new version (or ``stored``, confirmed), what the cache did, and seconds waited on upstream."""
         url = key.upstream_url(self._index)
         if url is None:
@@ -67,7 +69,7 @@ class PageFetcher:
             status = CacheStatus.REVALIDATED
         elif response.code == 200:
             try:
-                fresh = await self._receive(key, response, url)
+                fresh = await self._receive(key, response, url, received)
             except simple.BadPage as e:
                 raise UpstreamError(f"upstream sent a bad page for {url}: {e}") from None
             status = CacheStatus.MISS if stored is None else CacheStatus.EXPIRED
@@ -80,7 +82,7 @@ class PageFetcher:
             raise UpstreamError(f"upstream answered {response.code} {phrase} for {url}")
         return fresh, status, self._clock.seconds() - started
 
-    async def _receive(self, key: PageKey, response: Any, url: str) -> StoredPage:
+    async def _receive(self, key: PageKey, response: Any, url: str, received: Callable[[], None]) -> StoredPage:
         """
         A page's new version from the upstream's 200, parsed in a disk thread (parsing a
         big page is seconds of CPU); the project list is streamed to disk and rendered there.
@@ -89,10 +91,11 @@ class PageFetcher:
         encoding = b",".join(headers.getRawHeaders(b"content-encoding") or []).strip().lower().decode("latin-1")
         content_type = (headers.getRawHeaders(b"content-type") or [b"text/html"])[0].decode("latin-1")
         if key.kind.parse is None:
-            listing = await self._receive_list(response, content_type, encoding)
+            listing = await self._receive_list(response, content_type, encoding, received)
             page, version = {"meta": listing.meta, "count": listing.count}, listing.version
         else:
             body = await read_body(self._client, response)
+            received()  # the upstream's part is over: what follows is ours
             page, version = await self._run_in_thread(parse_page, key.kind.parse, body, encoding, content_type, url)
         etag = headers.getRawHeaders(b"etag")
         modified = headers.getRawHeaders(b"last-modified")
@@ -106,12 +109,15 @@ class PageFetcher:
             version,
         )
 
-    async def _receive_list(self, response: Any, content_type: str, encoding: str) -> projectlist.ProjectList:
+    async def _receive_list(
+        self, response: Any, content_type: str, encoding: str, received: Callable[[], None]
+    ) -> projectlist.ProjectList:
         """The project list, too big to hold: its body goes to disk as it comes, and is rendered from there."""
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="list-")
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
                 await read_body_into(self._client, response, out)
+            received()
             return await self._run_in_thread(
                 projectlist.convert, Path(name), content_type=content_type, encoding=encoding,
                 directory=self._rendered_root(PageKey(INDEX)), tmp=self._tmp, limit=MAX_PAGE_BYTES,

@@ -83,6 +83,8 @@ class PageCache:
             rendered_root=self._rendered_root,
         )
         self._failed_until: dict[PageKey, float] = {}
+        #: Pages whose new version has arrived and is being read: slowness now is ours, not the upstream's.
+        self._parsing: set[PageKey] = set()
         self._health = client.health
         self._answers = self._answer_table()
 
@@ -120,7 +122,7 @@ class PageCache:
             Do.REFUSE_DOWN: lambda key, stored: fail(self._health.outage()),
             Do.NOT_FOUND: lambda key, stored: fail(NotFound("no such page upstream (remembered)")),
             Do.REFRESH: self._refresh,
-            Do.REFRESH_UNLESS_SLOW: lambda key, stored: self._unless_slow(self._refresh(key, stored), stored),
+            Do.REFRESH_UNLESS_SLOW: lambda key, stored: self._unless_slow(key, self._refresh(key, stored), stored),
             Do.REFRESH_IN_BACKGROUND: self._in_background,
         }
 
@@ -130,7 +132,7 @@ class PageCache:
         )
         return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
 
-    def _unless_slow(self, shared: "Deferred[PageResult]", stored: StoredPage) -> "Deferred[PageResult]":
+    def _unless_slow(self, key: PageKey, shared: "Deferred[PageResult]", stored: StoredPage) -> "Deferred[PageResult]":
         """
         The revalidation's answer if it comes within ``stale_if_slow``, else the stale
         copy at once; the revalidation goes on and updates the cache when it answers.
@@ -138,7 +140,8 @@ class PageCache:
         answer: Deferred[PageResult] = Deferred()
 
         def slow() -> None:
-            self._health.slow()
+            if key not in self._parsing:  # still waiting on the upstream, not on our own parsing of its answer
+                self._health.slow()
             answer.callback(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING))
 
         timer = self._clock.callLater(self.freshness.stale_if_slow, slow)
@@ -164,23 +167,32 @@ class PageCache:
 
     async def _revalidate(self, key: PageKey, stored: StoredPage | None) -> PageResult:
         try:
-            fresh, status, waited = await self._fetcher.fetch(key, stored)
+            fresh, status, waited = await self._fetcher.fetch(key, stored, lambda: self._parsing.add(key))
         except NotFound:
             self._forget(key)
             raise
+        except OSError as e:  # the new version could not be stored (a full disk): like a failing upstream
+            failure = UpstreamError(f"cannot store the page: {e.strerror or e}", 503)
+            return self._stand_in(key, stored, failure)
         except UpstreamError as e:
-            if stored is None or not self._may_serve_stale(stored):
-                raise
-            self._failed_until[key] = self._clock.seconds() + RETRY_AFTER
-            log.warn(
-                "Upstream failed for {url} ({reason}); serving the copy validated {age:.0f}s ago",
-                url=stored.url, reason=e.reason, age=self._clock.seconds() - stored.fetched,
-            )
-            return PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)
+            return self._stand_in(key, stored, e)
+        finally:
+            self._parsing.discard(key)
         self._failed_until.pop(key, None)
         self._remember(fresh)
         self._store(fresh)
         return PageResult(fresh, status, waited)
+
+    def _stand_in(self, key: PageKey, stored: StoredPage | None, error: UpstreamError) -> PageResult:
+        """The stale copy for a failed revalidation, if it may stand in; else the failure."""
+        if stored is None or not self._may_serve_stale(stored):
+            raise error
+        self._failed_until[key] = self._clock.seconds() + RETRY_AFTER
+        log.warn(
+            "Upstream failed for {url} ({reason}); serving the copy validated {age:.0f}s ago",
+            url=stored.url, reason=error.reason, age=self._clock.seconds() - stored.fetched,
+        )
+        return PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)
 
     def waiting(self, key: PageKey) -> int:
         """How many requests wait on the revalidation of ``key`` now."""
@@ -231,6 +243,8 @@ class PageCache:
         if segments not in links and result.status is CacheStatus.HIT and not self._health.is_down:
             if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
                 links = (await self._refresh(key, result.page)).page.links()
+        if segments not in links and self._health.is_down:
+            raise self._health.outage()  # a stale page may predate the file: never a 404 for that
         return links.get(segments)
 
     def purge(self, project: str) -> "Deferred[int]":
@@ -260,8 +274,9 @@ class PageCache:
         it again next time; the project list, which only its fetch renders, is fetched again.
         """
         page.renderings.clear()
-        if page.key.kind.render is not None:
-            return succeed(None)
+        current = self.cached(page.key)
+        if page.key.kind.render is not None or current is None or current.version != page.version:
+            return succeed(None)  # rendered on demand, or a newer version is the record now: keep it
         self._memory.pop(page.key, None)
         return self._run_in_thread(unlink, self._root.joinpath(*page.key.relpath()))
 

@@ -56,7 +56,8 @@ class Form:
 class Rendering:
     """A rendered body on disk, with the validator it is sent under."""
 
-    path: Path
+    #: None for a rendering the disk would not take (its bytes are in ``body``).
+    path: Path | None
     size: int
     etag: bytes
     gzipped: bool
@@ -102,6 +103,20 @@ def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rend
     return Rendering.of(path, etag_for(version, form), True)
 
 
+def in_memory(render: Callable[[], bytes], version: str, form: Form) -> Rendering:
+    """(In a disk thread.) A rendering the disk would not take: the bytes alone, for this request."""
+    body = render()
+    return Rendering(None, len(body), etag_for(version, form), False, body)
+
+
+def packed_in_memory(plain: Rendering, version: str, form: Form) -> Rendering:
+    body = plain.body if plain.body is not None else plain.path.read_bytes()  # type: ignore[union-attr]
+    if len(body) < GZIP_MIN:
+        return plain
+    packed = gzip.compress(body, 6, mtime=0)
+    return Rendering(None, len(packed), etag_for(version, form), True, packed)
+
+
 def gzip_file(source: Path, final: Path, tmp: Path) -> None:
     """Compress ``source`` into ``final`` in chunks, so a big page never sits in memory."""
     with durable_file(final, tmp) as out, open(source, "rb") as src:
@@ -136,7 +151,8 @@ class Renderer:
             return succeed(done)
 
         def keep(rendering: Rendering) -> Rendering:
-            page.renderings[form] = rendering
+            if rendering.path is not None:  # one the disk refused is made again next time, maybe onto disk
+                page.renderings[form] = rendering
             return rendering
 
         work = (page.key, page.version, form)
@@ -145,7 +161,19 @@ class Renderer:
     async def _render(self, page: "StoredPage", form: Form, directory: Path) -> Rendering:
         if form.gzip:  # from the plain rendering, made once whichever form asks first
             plain = await self.rendering(page, form.plain(), directory)
-            return await self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
+            try:
+                if plain.path is None:
+                    raise OSError("the plain rendering is not on disk either")
+                return await self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
+            except OSError:
+                return await self._run_in_thread(packed_in_memory, plain, page.version, form)
         key = page.key
         render = None if key.kind.render is None else functools.partial(key.kind.render, page.page, key.project, form)
-        return await self._run_in_thread(ensure_plain, directory, page.version, form, render, self._tmp)
+        try:
+            return await self._run_in_thread(ensure_plain, directory, page.version, form, render, self._tmp)
+        except FileNotFoundError:
+            raise
+        except OSError:  # the disk refuses (full, read-only): this client still gets the page, from memory
+            if render is None:
+                raise
+            return await self._run_in_thread(in_memory, render, page.version, form)

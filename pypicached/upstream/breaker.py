@@ -69,6 +69,7 @@ class UpstreamHealth:
     _delay: float = FIRST_RETRY
     _timer: IDelayedCall | None = None
     _probing: bool = False
+    _stopped: bool = False
 
     @property
     def is_down(self) -> bool:
@@ -150,6 +151,8 @@ class UpstreamHealth:
         }
 
     def stop(self) -> None:
+        """No more probes (the daemon is stopping)."""
+        self._stopped = True
         self._cancel()
 
     # --- the probe -----------------------------------------------------------------
@@ -170,7 +173,7 @@ class UpstreamHealth:
 
     def _probed(self, _: object) -> None:
         self._probing = False
-        if self.down_since is not None:
+        if self.down_since is not None and not self._stopped:
             self._schedule()
 
     def _cancel(self) -> None:

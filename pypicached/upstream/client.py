@@ -13,13 +13,14 @@ from typing import BinaryIO, Mapping
 
 import attrs
 from hyperlink import URL
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import _HTTP11ClientFactory, Agent, BrowserLikeRedirectAgent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
+from twisted.web.error import Error as WebError
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
@@ -29,6 +30,8 @@ from pypicached.cache.disk import write_all
 from pypicached.ops.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
+#: A probe's limit when ``response_timeout`` is 0 (no limit for requests).
+PROBE_TIMEOUT = 10.0
 #: No index page of any real project comes near this; the public project list is ~40 MB.
 MAX_PAGE_BYTES = 256 * 1024 * 1024
 
@@ -112,7 +115,11 @@ class UpstreamClient:
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
         started = self.clock.seconds()
-        d = self._agent.request(method, _as_uri(url), sent)
+        try:
+            uri = _as_uri(url)
+        except Exception as e:  # a link no request can be made of: this page's fault, not the upstream's
+            return fail(UpstreamError(f"cannot request {url!r}: {e}"))
+        d = self._agent.request(method, uri, sent)
         wait = self.response_timeout if timeout is None else timeout
         if wait:
             d.addTimeout(wait, self.clock)
@@ -125,7 +132,10 @@ class UpstreamClient:
         def failed(failure: Failure) -> Failure:
             error = _as_upstream_error(failure, url)
             self.metrics.upstream_failed(error.value.reason, answered=False)
-            self.health.failed(error.value.reason)
+            if _answered_anyway(failure):
+                self.health.note(error.value.reason)
+            else:
+                self.health.failed(error.value.reason)
             return error
 
         return d.addCallbacks(answered, failed)
@@ -136,7 +146,9 @@ class UpstreamClient:
         def drop(response: IResponse) -> None:
             discard_body(self, response)
 
-        return self.get(url, method=b"HEAD").addCallbacks(drop, lambda _: None)
+        # always bounded: a probe that never ends would leave the upstream down for good
+        timeout = self.response_timeout or PROBE_TIMEOUT
+        return self.get(url, method=b"HEAD", timeout=timeout).addCallbacks(drop, lambda _: None)
 
 
 class _QuietFactory(_HTTP11ClientFactory):
@@ -156,8 +168,20 @@ def pooled_agent(reactor, connect_timeout: float) -> tuple[IAgent, HTTPConnectio
 
 
 def _as_uri(url: str) -> bytes:
-    """An absolute URL as the ASCII bytes an agent sends (non-ASCII characters percent-encoded)."""
+    """
+    An absolute URL as the ASCII bytes an agent sends: as it is when it is plain ASCII
+    (a host like ``devpi_server`` is no IDNA name, but a fine one to connect to), else
+    with its non-ASCII characters encoded.
+    """
+    if url.isascii() and url.isprintable() and " " not in url:
+        return url.encode("ascii")
     return URL.from_text(url).to_uri().to_text().encode("ascii")
+
+
+def _answered_anyway(failure: Failure) -> bool:
+    """A redirect loop or a redirect without a Location: the upstream did answer, so it is not down."""
+    reasons = failure.value.reasons if failure.check(ResponseFailed) else [failure]
+    return any(r.check(WebError) for r in reasons)
 
 
 def _as_upstream_error(failure: Failure, url: str) -> Failure:
