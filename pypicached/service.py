@@ -94,7 +94,7 @@ class Proxy:
         settings = self.settings
         control = Control(
             metrics=self.metrics, health=self.health, indexes=self.indexes, files=self.files,
-            housekeeper=self.housekeeper, clock=clock, upstream_url=settings.upstream,
+            housekeeper=self.housekeeper, clock=clock, upstream_url=self.upstreams[0].settings.url,
             admin_token=settings.admin_token,
         )
         self.resource = ProxyResource(
@@ -178,7 +178,7 @@ class _CacheService(Service):
         settings = self._proxy.settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
-            upstream=settings.upstream,
+            upstream=", ".join(f"{u.name}={u.settings.url}" for u in self._proxy.upstreams),
             cache=str(Path(settings.cache_dir).resolve()),
             listen=", ".join(settings.listen),
             ttl=settings.index_ttl,

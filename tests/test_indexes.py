@@ -24,6 +24,8 @@ from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from pypicached.config import DEFAULT_UPSTREAM, ConfigError, build_settings, indexes_of, read_toml
 from pypicached.service import Proxy
@@ -31,7 +33,7 @@ from pypicached.service import Proxy
 from .fake_upstream import PIP_ACCEPT, FakeUpstream
 from .installers import clean_env, run_pip, run_process, run_uv, run_uv_project, tool_bin
 from .observe import ClientLog
-from .proxy_rig import RunningProxy, settled, until
+from .proxy_rig import Reply, RunningProxy, settled, until
 from .test_matrix import assert_installed, site_packages
 from .test_operator import ADMIN, samples
 from .torch_upstream import ServedTorch, TorchUpstream, start_torch_upstream
@@ -173,13 +175,51 @@ def assert_each_from_its_index(r: Rig) -> None:
     }
     # the files from the host the links name, by the links' own spelling of the local version
     assert {q.host for q in torch.requests("files")} == {urlsplit(torch.files_base).netloc}
-    assert all("%2Bcu124" in q.raw_path for q in torch.requests("files") if "cu124-" in q.raw_path)
+    assert not [q.raw_path for q in torch.log if "+" in q.raw_path]  # "%2B", as the links spell it
     assert not torch.about(SHARED), "pcx-shared is not pinned: the first index has it, the newer one is not asked"
     # pcx-shared whole from the first index; the impostors of the pinned projects never asked
     assert {q.path for q in r.public.page_requests()} == {"/simple/pcx-shared/"}
     assert {q.path for q in r.public.file_requests()} == {c.shared.pypi_path, c.shared.pypi_path + ".metadata"}
     agents = {q.user_agent for q in torch.log} | {q.user_agent for q in r.public.log}
     assert all((a or "").startswith("pypicached/") for a in agents), agents
+
+
+def fetch_from(url: str, accept: str = PIP_ACCEPT) -> Any:
+    """A response straight from an upstream (not through the proxy), body unread."""
+    agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+    return agent.request(b"GET", url.encode(), Headers({"Accept": [accept]})).addCallback(Reply)
+
+
+@ensureDeferred
+async def test_the_pytorch_like_index_is_like_the_real_one(catalogue):
+    """The fake itself: HTML whatever is asked, absolute links to another host, %2B, metadata, no JSON API."""
+    torch = TorchUpstream(catalogue.on_torch)
+    served = start_torch_upstream(torch)
+    try:
+        c = catalogue
+        reply = await fetch_from(torch.simple_url)
+        listing = await reply.text()
+        assert reply.code == 200 and reply.header("Content-Type") == "text/html"
+        assert '<a href="/whl/cu124/pcx-torch/">pcx-torch</a>' in listing
+        reply = await fetch_from(torch.simple_url + "pcx-torch/")  # PEP 691 JSON preferred: HTML all the same
+        page = await reply.text()
+        assert reply.header("Content-Type") == "text/html"
+        file_url = f"http://127.0.0.2:{urlsplit(torch.files_base).port}/whl/cu124/pcx_torch-2.5.1%2Bcu124-py3-none-any.whl"
+        assert (
+            f'<a href="{file_url}#sha256={c.torch.sha256}" data-dist-info-metadata="sha256={c.torch.metadata_sha256}"'
+            f' data-core-metadata="sha256={c.torch.metadata_sha256}">{c.torch.filename}</a>'
+        ) in page
+        assert "upload" not in page and "requires-python" not in page
+        assert await (await fetch_from(file_url)).content() == c.torch.data
+        assert await (await fetch_from(file_url + ".metadata")).content() == c.torch.metadata
+        assert (await fetch_from(file_url.replace("%2B", "+"))).code == 404  # an S3 key: "+" is a space
+        assert (await fetch_from(torch.index_base + urlsplit(file_url).path)).code == 404  # files live elsewhere
+        assert (await fetch_from(torch.index_base + "/pypi/pcx-torch/json")).code == 404
+        assert [(q.server, q.host) for q in torch.log if q.server == "files"] == [("files", urlsplit(file_url).netloc)] * 3
+        torch.failing = 503
+        assert (await fetch_from(torch.simple_url)).code == 503
+    finally:
+        await served.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,11 +373,16 @@ async def test_the_project_list_joins_both_indexes(two_indexes):
     reply, page = await r.page("/simple/")
     names = [p["name"] for p in page["projects"]]
     assert reply.header("X-Pypi-Index") == "*"
-    assert sorted(names) == sorted({d.project for d in c.on_torch + c.on_public}), names
+    # a pinning index offers only its pinned names: pcx-triton, which it has but does not pin,
+    # would be a 404 here (no unpinning index has it), so it is not listed
+    pinned = {d.project for d in c.on_torch if d.project == "pcx-torch" or d.project.startswith("pcx-nvidia-")}
+    assert sorted(names) == sorted({d.project for d in c.on_public} | pinned), names
+    assert "pcx-triton" not in names
     reply, body = await r.get("/simple/", HTML_ACCEPT)
     assert reply.code == 200 and reply.header("X-Pypi-Index") == "*"
-    assert '<a href="pcx-triton/">' in body.decode() and '<a href="pcx-alpha/">' in body.decode()
+    assert '<a href="pcx-torch/">' in body.decode() and '<a href="pcx-alpha/">' in body.decode()
     assert r.public.count("/simple/") == 1 and r.torch.asked() == {("index", r.torch.prefix)}
+    assert (await r.get("/simple/pcx-triton/"))[0].code == 404
 
 
 @ensureDeferred

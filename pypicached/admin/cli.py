@@ -28,7 +28,7 @@ from twisted.internet.task import react
 from pypicached.admin import prefetch
 
 from pypicached.admin import verify
-from pypicached.config import ConfigError, Settings, build_settings, read_toml
+from pypicached.config import ConfigError, Settings, build_settings, indexes_of, read_toml
 from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
 from pypicached.http.tls import split_endpoint
@@ -124,7 +124,7 @@ class Admin:
             self.settings.max_size,
             self.settings.min_free,
         )
-        return summary(Ledger.load(self.root / STATE_FILE, now), usage, now=now, upstream_url=self.settings.upstream)
+        return summary(Ledger.load(self.root / STATE_FILE, now), usage, now=now, upstream_url=indexes_of(self.settings)[0].url)
 
     # --- purges --------------------------------------------------------------------
 

@@ -103,6 +103,10 @@ class Indexes:
                 if link is not None:
                     return link, upstream
                 break  # the project is on this index, and its files come from it alone
+        for project in projects:  # linked from a page of /index/<name>/ alone: from that index
+            for upstream in self.upstreams:
+                if (link := upstream.pages.linked(project, segments)) is not None:
+                    return link, upstream
         raise NotFound("no index page links to this file")
 
     def purge(self, project: str) -> "Deferred[int]":
@@ -111,6 +115,10 @@ class Indexes:
 
     async def _purge(self, project: str) -> int:
         return sum([await u.pages.purge(project) for u in self.upstreams])
+
+
+def _any(name: str) -> bool:
+    return True
 
 
 class _Union:
@@ -125,7 +133,9 @@ class _Union:
 
     async def page(self) -> PageResult:
         listed = [await self._listed(u) for u in self._upstreams]
-        results, sources = [r for r, _ in listed], [path for _, path in listed]
+        results = [r for r, _ in listed]
+        # an index that pins projects offers only those: any other name there would be a 404 here
+        sources = [(path, u.settings.pins if u.settings.projects else _any) for u, (_, path) in zip(self._upstreams, listed)]
         version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._upstreams, results))
         meta = results[0].page.page.get("meta") or {"api-version": "1.0"}
         listing = await self._work.run(version, lambda: self._run_in_thread(

@@ -136,7 +136,9 @@ class ProxyResource(Resource):
         request.project = key.project or None
         fmt = key.kind.format_for(_header(request, b"accept"))
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
-        form = Form(json=fmt.is_json, depth=path.count("/") - 1, gzip=compress)
+        # the project list's links are relative to itself: its one depth serves every path it has
+        depth = 1 if key.kind is INDEX else path.count("/") - 1
+        form = Form(json=fmt.is_json, depth=depth, gzip=compress)
         for attempt in (1, 2):
             result, upstream = (await chosen.pages.get(key), chosen) if chosen else await self._indexes.page(key)
             request.index = upstream.name if upstream else "*"

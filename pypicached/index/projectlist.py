@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import attrs
 
@@ -66,24 +66,27 @@ def convert(source: Path, *, content_type: str, encoding: str, directory: Path, 
         return _publish(parse(_decoded(raw, encoding, limit)), directory, tmp)
 
 
-def union(sources: list[Path], meta: dict[str, Any], *, directory: Path, tmp: Path) -> ProjectList:
+def union(
+    sources: list[tuple[Path, Callable[[str], bool]]], meta: dict[str, Any], *, directory: Path, tmp: Path
+) -> ProjectList:
     """
     (In a disk thread.) One list of the names in several (the JSON renderings in
-    ``sources``), each name once, under ``directory/<version>/``, the other versions
-    there removed. Only the names of all lists but the longest are held (to leave out
-    their repeats from it), so memory grows with the shorter lists alone.
+    ``sources``, each with which of its names it may offer), each name once, under
+    ``directory/<version>/``, the other versions there removed. Only the names of all
+    lists but the longest are held (to leave out their repeats from it), so memory
+    grows with the shorter lists alone.
     """
-    ordered = sorted(sources, key=lambda source: source.stat().st_size)
+    ordered = sorted(sources, key=lambda source: source[0].stat().st_size)
     seen: set[str] = set()
 
     def events() -> Iterator[tuple[str, Any]]:
         yield "key", ("meta", meta)
         yield "projects-start", None
-        for number, source in enumerate(ordered, 1):
+        for number, (source, offers) in enumerate(ordered, 1):
             with open(source, "rb") as raw:
                 for event, value in _from_json(_decoded(raw, "", 1 << 40)):
                     if event == "projects":
-                        yield "projects", _new_names(value, seen, remember=number < len(ordered))
+                        yield "projects", _new_names(value, seen, offers, remember=number < len(ordered))
         yield "projects-end", None
 
     listing = _publish(events(), directory, tmp)
@@ -91,10 +94,10 @@ def union(sources: list[Path], meta: dict[str, Any], *, directory: Path, tmp: Pa
     return listing
 
 
-def _new_names(entries: list[Any], seen: set[str], *, remember: bool) -> list[dict[str, str]]:
+def _new_names(entries: list[Any], seen: set[str], offers: Callable[[str], bool], *, remember: bool) -> list[dict[str, str]]:
     fresh = []
     for entry in entries:
-        if is_project_entry(entry) and (name := normalize(entry["name"])) not in seen:
+        if is_project_entry(entry) and (name := normalize(entry["name"])) not in seen and offers(name):
             if remember:
                 seen.add(name)
             fresh.append({"name": entry["name"]})

@@ -94,7 +94,11 @@ def as_text(stats: dict[str, Any]) -> str:
     lines = []
     state = f"running since {stats['started']}" if stats["running"] else "not running (figures from the cache directory)"
     lines.append(f"pypicached {stats['version']}: {state}")
-    lines.append(f"upstream           {stats['upstream']['url']}")
+    upstreams = stats.get("upstreams") or []
+    if len(upstreams) > 1:
+        lines += [f"index {u['name']:<12} {u['url']} ({u['state']})" for u in upstreams]
+    else:
+        lines.append(f"upstream           {stats['upstream']['url']}")
     for label, key in (("today", "today"), ("all time", "all_time")):
         t = stats[key]
         lines.append(
