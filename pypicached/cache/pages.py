@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -83,6 +83,7 @@ class PageCache:
             rendered_root=self._rendered_root,
         )
         self._failed_until: dict[PageKey, float] = {}
+        self._stores = DeferredLock()
         #: Pages whose new version has arrived and is being read: slowness now is ours, not the upstream's.
         self._parsing: set[PageKey] = set()
         self._health = client.health
@@ -312,7 +313,9 @@ class PageCache:
             atomic_write(path, page.to_json(), self._tmp)
             prune_versions(self._rendered_root(page.key), page.version)
 
-        self._run_in_thread(write).addErrback(
+        # one store at a time, in the order the versions came: an older one landing last
+        # would put its record back and prune the newer version's renderings
+        self._stores.run(self._run_in_thread, write).addErrback(
             lambda f: log.error(
                 "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
             )
