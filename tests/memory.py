@@ -201,7 +201,7 @@ class World:
     def response(self, pending: "Deferred[IResponse]") -> IResponse:
         """The response (status and headers, body unread) to a request made earlier: it must have arrived."""
         self.flush()
-        return _result(pending)
+        return result_of(pending)
 
     def read(self, response: IResponse) -> "Deferred[bytes]":
         """Start reading a body and move every byte that can move; see ``_result`` and ``failure_of``."""
@@ -212,7 +212,7 @@ class World:
     def reply(self, pending: "Deferred[IResponse]") -> "Reply":
         """The answer to a request made earlier, which must have arrived by now."""
         response = self.response(pending)
-        return Reply(response, _result(self.read(response)))
+        return Reply(response, result_of(self.read(response)))
 
     def page(self, project: str) -> "Reply":
         return self.get(f"/simple/{project}/", {"Accept": PIP_ACCEPT})
@@ -225,7 +225,7 @@ class World:
             other.stop()
         d = ensureDeferred(self.proxy.stop())
         self.flush()
-        _result(d)
+        result_of(d)
 
 
 def _headers(headers: dict[str, str] | None) -> Headers:
@@ -248,7 +248,7 @@ def failure_of(d: Deferred) -> Failure:
     return box[0]
 
 
-def _result(d: Deferred) -> Any:
+def result_of(d: Deferred) -> Any:
     """A Deferred's result now; fails the test if it has not fired."""
     box: list[Any] = []
     d.addBoth(box.append)
