@@ -239,23 +239,27 @@ def answered(d: Deferred) -> bool:
     return bool(box)
 
 
-def failure_of(d: Deferred) -> Failure:
-    """How a Deferred failed; fails the test if it has not fired, or succeeded."""
+def outcome_of(d: Deferred) -> Any:
+    """What a Deferred fired with, result or ``Failure``; fails the test if it has not fired."""
     box: list[Any] = []
     d.addBoth(lambda result: (box.append(result), None)[1])
     assert box, "no answer yet"
-    assert isinstance(box[0], Failure), f"succeeded with {box[0]!r}"
     return box[0]
+
+
+def failure_of(d: Deferred) -> Failure:
+    """How a Deferred failed; fails the test if it has not fired, or succeeded."""
+    outcome = outcome_of(d)
+    assert isinstance(outcome, Failure), f"succeeded with {outcome!r}"
+    return outcome
 
 
 def result_of(d: Deferred) -> Any:
-    """A Deferred's result now; fails the test if it has not fired."""
-    box: list[Any] = []
-    d.addBoth(box.append)
-    assert box, "no answer yet"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
+    """A Deferred's result now (its failure raised); fails the test if it has not fired."""
+    outcome = outcome_of(d)
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return outcome
 
 
 @attrs.frozen
