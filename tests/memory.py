@@ -204,7 +204,7 @@ class World:
         return result_of(pending)
 
     def read(self, response: IResponse) -> "Deferred[bytes]":
-        """Start reading a body and move every byte that can move; see ``_result`` and ``failure_of``."""
+        """Start reading a body and move every byte that can move; see ``result_of`` and ``failure_of``."""
         body = readBody(response)
         self.flush()
         return body
