@@ -82,6 +82,25 @@ class ServedUpstream:
 
 
 @pytest.fixture
+def make_world(dists, tmp_path):
+    """Proxies joined in memory to an upstream (tests/memory.py): ``make_world(upstream=dists, flavour="json",
+    cache_dir=None, **settings)``; every one stopped after the test."""
+    from .memory import World
+
+    worlds = []
+
+    def make(upstream: Any = None, flavour: str = "json", cache_dir: Any = None, **settings: Any) -> World:
+        world = World(dists if upstream is None else upstream, cache_dir or tmp_path / f"cache{len(worlds)}",
+                      flavour, **settings)
+        worlds.append(world)
+        return world
+
+    yield make
+    for world in worlds:
+        world.stop()
+
+
+@pytest.fixture
 def start_proxy(tmp_path):
     """Start proxies on 127.0.0.1 (``yield start_proxy(upstream_url, **settings)``); all stopped after."""
     from .proxy_rig import start_proxy as start

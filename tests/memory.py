@@ -2,10 +2,16 @@
 In-memory HTTP for tests: the proxy and its fake upstream talk through
 ``iosim`` pumps on one ``Clock``, with disk work inline, so a test drives
 timeouts, probes and TTLs by advancing the clock and never opens a socket.
+
+The upstream is a ``FakeUpstream`` (built from dists, or passed in built with
+options) or any other ``Resource`` (an upstream that lies), always at
+``http://upstream.test``; clients reach the proxy at ``http://pip.example.lan``
+(or any URL a test passes whole: every connection goes to the proxy).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +23,10 @@ from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, BrowserLikeRedirectAgent, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
@@ -31,6 +38,7 @@ from pypicached.service import Proxy
 from .fake_upstream import FakeUpstream
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+UPSTREAM = "http://upstream.test"
 
 
 @attrs.define
@@ -102,26 +110,60 @@ class ScriptedAgent:
 
 
 class World:
-    """A proxy and a fake upstream on one ``Clock``, joined in memory."""
+    """A proxy and an upstream on one ``Clock``, joined in memory."""
 
-    def __init__(self, dists: Any, cache_dir: Path, flavour: str = "json", **settings: Any) -> None:
+    base_url = "http://pip.example.lan"
+
+    def __init__(self, upstream: Any, cache_dir: Path, flavour: str = "json", **settings: Any) -> None:
+        """``upstream``: the dists of a ``FakeUpstream`` of ``flavour``, a ``FakeUpstream``, or any ``Resource``."""
         self.clock = MemoryReactorClock()
-        self.upstream = upstream = FakeUpstream(dists, flavour, reactor=self.clock)  # type: ignore[arg-type]
-        upstream.base_url = "http://upstream.test"
-        self._upstream_agent = SiteAgent(Site(upstream))
+        self._agents: list[SiteAgent] = []  # every connection, shared with chained worlds
+        self._chained: list[World] = []
+        if not isinstance(upstream, Resource):
+            upstream = FakeUpstream(upstream, flavour)  # type: ignore[arg-type]
+        if isinstance(upstream, FakeUpstream):
+            upstream.base_url = UPSTREAM
+            upstream._reactor = self.clock  # its bodies go out one chunk per turn of this clock
+        self.upstream = upstream
+        self._upstream_agent = self._connect(Site(upstream))
         self.network = ScriptedAgent(self._upstream_agent)
-        self.proxy = Proxy(
-            Settings(upstream=upstream.simple_url, cache_dir=cache_dir, **settings),
-            self.clock, clock=self.clock, run_in_thread=run_inline, agent=self.network,
-        )
+        self._start(Settings(upstream=UPSTREAM + "/simple/", cache_dir=cache_dir, **settings))
+
+    def _connect(self, site: Site) -> SiteAgent:
+        agent = SiteAgent(site)
+        self._agents.append(agent)
+        return agent
+
+    def _start(self, settings: Settings) -> None:
+        # redirects followed, as the daemon's pooled agent does
+        self.proxy = Proxy(settings, self.clock, clock=self.clock, run_in_thread=run_inline,
+                           agent=BrowserLikeRedirectAgent(self.network))
         self.proxy.start()
-        self._client = SiteAgent(self.proxy.site)
+        self._client = self._connect(self.proxy.site)
+
+    def restart(self, **changes: Any) -> None:
+        """Stop the proxy (if it runs) and start a new one on the same cache, with ``changes`` to its settings."""
+        settings = attrs.evolve(self.proxy.settings, **changes)
+        self.stop()
+        self._start(settings)
+
+    def chained(self, cache_dir: Path, **settings: Any) -> "World":
+        """A second proxy on this clock whose upstream is this world's proxy (a site's proxy behind a central one)."""
+        other = copy.copy(self)  # the clock, the upstream and the list of connections are shared
+        other._chained = []
+        other.network = ScriptedAgent(self._connect(self.proxy.site))
+        other._start(Settings(upstream=self.base_url + "/simple/", cache_dir=cache_dir, **settings))
+        self._chained.append(other)
+        return other
 
     def flush(self) -> None:
         """Run everything that can run now, without moving the clock on."""
         for _ in range(1000):
             self.clock.advance(0)
-            if not (self._upstream_agent.flush() | self._client.flush()):
+            moved = False
+            for agent in list(self._agents):
+                moved = agent.flush() or moved
+            if not moved:
                 return
         raise AssertionError("the pumps never settled")
 
@@ -135,33 +177,59 @@ class World:
             self.clock.advance(min(MAX_LAG - 1, end - self.clock.seconds()))
             self.flush()
 
-    def request(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Deferred[IResponse]":
-        sent = Headers({k: [v] for k, v in (headers or {}).items()})
-        d = self._client.request(method.encode(), b"http://pip.example.lan" + path.encode(), sent)
-        self.flush()
+    def request(self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+                flush: bool = True) -> "Deferred[IResponse]":
+        """
+        Send a request to the proxy (``path``, or a whole URL); with ``flush=False`` its bytes
+        wait for the next flush, so that several requests arrive together.
+        """
+        url = path if "://" in path else self.base_url + path
+        d = self._client.request(method.encode(), url.encode(), _headers(headers))
+        if flush:
+            self.flush()
         return d
 
     def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Reply":
         """The whole answer to a request that the proxy answers without waiting on the clock."""
         return self.reply(self.request(path, headers, method))
 
-    def reply(self, pending: "Deferred[IResponse]") -> "Reply":
-        """The answer to a request made earlier, which must have arrived by now."""
+    def upstream_get(self, path: str, headers: dict[str, str] | None = None) -> "Reply":
+        """The upstream's own answer to ``GET path``, asked directly (not through the proxy)."""
+        d = self._upstream_agent.request(b"GET", (UPSTREAM + path).encode(), _headers(headers))
+        return self.reply(d)
+
+    def response(self, pending: "Deferred[IResponse]") -> IResponse:
+        """The response (status and headers, body unread) to a request made earlier: it must have arrived."""
         self.flush()
-        response = _result(pending)
+        return result_of(pending)
+
+    def read(self, response: IResponse) -> "Deferred[bytes]":
+        """Start reading a body and move every byte that can move; see ``result_of`` and ``failure_of``."""
         body = readBody(response)
         self.flush()
-        return Reply(response, _result(body))
+        return body
+
+    def reply(self, pending: "Deferred[IResponse]") -> "Reply":
+        """The answer to a request made earlier, which must have arrived by now."""
+        response = self.response(pending)
+        return Reply(response, result_of(self.read(response)))
 
     def page(self, project: str) -> "Reply":
         return self.get(f"/simple/{project}/", {"Accept": PIP_ACCEPT})
 
     def stop(self) -> None:
+        """Stop the proxy (and any chained to it); does nothing to one already stopped."""
         from twisted.internet.defer import ensureDeferred
 
+        for other in self._chained:
+            other.stop()
         d = ensureDeferred(self.proxy.stop())
         self.flush()
-        _result(d)
+        result_of(d)
+
+
+def _headers(headers: dict[str, str] | None) -> Headers:
+    return Headers({k: [v] for k, v in (headers or {}).items()})
 
 
 def answered(d: Deferred) -> bool:
@@ -171,14 +239,27 @@ def answered(d: Deferred) -> bool:
     return bool(box)
 
 
-def _result(d: Deferred) -> Any:
-    """A Deferred's result now; fails the test if it has not fired."""
+def outcome_of(d: Deferred) -> Any:
+    """What a Deferred fired with, result or ``Failure``; fails the test if it has not fired."""
     box: list[Any] = []
-    d.addBoth(box.append)
+    d.addBoth(lambda result: (box.append(result), None)[1])
     assert box, "no answer yet"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
     return box[0]
+
+
+def failure_of(d: Deferred) -> Failure:
+    """How a Deferred failed; fails the test if it has not fired, or succeeded."""
+    outcome = outcome_of(d)
+    assert isinstance(outcome, Failure), f"succeeded with {outcome!r}"
+    return outcome
+
+
+def result_of(d: Deferred) -> Any:
+    """A Deferred's result now (its failure raised); fails the test if it has not fired."""
+    outcome = outcome_of(d)
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return outcome
 
 
 @attrs.frozen
@@ -189,6 +270,11 @@ class Reply:
     @property
     def code(self) -> int:
         return self.response.code
+
+    @property
+    def length(self) -> int:
+        """The ``Content-Length`` the proxy sent (``UNKNOWN_LENGTH`` if none)."""
+        return self.response.length
 
     def header(self, name: str) -> str | None:
         values = self.response.headers.getRawHeaders(name)
