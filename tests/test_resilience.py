@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pypicached.cache import fetch as fetch_module, rendered
-from pypicached.cache.pagekind import INDEX, PageKey
+from pypicached.cache.pagekind import INDEX, PROJECT, PageKey
 from pypicached.upstream.client import PROBE_TIMEOUT, _as_uri
 
 from .memory import World
@@ -100,3 +100,58 @@ def test_losing_an_old_version_keeps_the_new_record(world):
 def test_an_ascii_url_is_sent_as_it_is():
     assert _as_uri("http://devpi_server:3141/root/pypi/+simple/x/") == b"http://devpi_server:3141/root/pypi/+simple/x/"
     assert _as_uri("http://h.example/p/caf\u00e9.whl") == b"http://h.example/p/caf%C3%A9.whl"
+
+
+class HeldDisk:
+    """Disk work that waits until the test lets it run, so that it can land in any order."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.queue: list = []
+
+    def __call__(self, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from twisted.internet.defer import Deferred
+
+        d: Deferred = Deferred()
+        if self.hold:
+            self.queue.append((f, args, kwargs, d))
+        else:
+            d.callback(f(*args, **kwargs))
+        return d
+
+    def release(self) -> None:
+        while self.queue:
+            f, args, kwargs, d = self.queue.pop(0)
+            d.callback(f(*args, **kwargs))
+
+
+def test_page_versions_are_stored_in_the_order_they_came(tmp_path):
+    from twisted.web.client import BrowserLikeRedirectAgent
+
+    from pypicached.service import Proxy
+
+    class HeldWorld(World):
+        def _start(self, settings):  # type: ignore[no-untyped-def]
+            self.disk = HeldDisk()
+            self.proxy = Proxy(settings, self.clock, clock=self.clock, run_in_thread=self.disk,
+                               agent=BrowserLikeRedirectAgent(self.network))
+            self.proxy.start()
+            self._client = self._connect(self.proxy.site)
+
+    w = HeldWorld({"pcx-res": [build_wheel("pcx-res", "1.0")]}, tmp_path / "cache", index_ttl=0)
+    try:
+        assert w.page("pcx-res").header("X-Pypi-Cache") == "MISS"
+        w.disk.hold = True
+        w.request("/simple/pcx-res/")  # revalidated: the store of this (older) version waits on the disk
+        w.disk.hold = False
+        w.upstream.add(build_wheel("pcx-res", "2.0"))
+        newer = w.request("/simple/pcx-res/", {"Accept": "text/html"})  # a newer version, stored after it
+        w.disk.release()
+        w.flush()
+        assert b"pcx_res-2.0" in w.reply(newer).body
+        pages = w.proxy.pages
+        record = w.proxy.settings.cache_dir / "pages" / pages.index.key / "simple" / "pcx-res.json"
+        assert json.loads(record.read_bytes())["version"] == pages.cached(PageKey(PROJECT, "pcx-res")).version
+        assert any(record.with_suffix(".r").iterdir())  # the newer version's renderings are still there
+    finally:
+        w.stop()
