@@ -9,16 +9,18 @@ Every response is fetched unbuffered; callers either stream the body through
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import attrs
 from hyperlink import URL
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import TimeoutError
+from twisted.web.error import SchemeNotSupported
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import _HTTP11ClientFactory, Agent, BrowserLikeRedirectAgent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import _HTTP11ClientFactory, Agent, BrowserLikePolicyForHTTPS, BrowserLikeRedirectAgent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.error import Error as WebError
 from twisted.web.http_headers import Headers
@@ -30,6 +32,8 @@ from pypicached.cache.disk import write_all
 from pypicached.ops.metrics import Metrics
 
 USER_AGENT = f"pypicached/{__version__}"
+#: Seconds between connection attempts at a host's addresses (happy eyeballs).
+ATTEMPT_DELAY = 0.05
 #: A probe's limit when ``response_timeout`` is 0 (no limit for requests).
 PROBE_TIMEOUT = 10.0
 #: No index page of any real project comes near this; the public project list is ~40 MB.
@@ -163,8 +167,30 @@ def pooled_agent(reactor, connect_timeout: float) -> tuple[IAgent, HTTPConnectio
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 8
     pool._factory = _QuietFactory  # no "Starting factory" line per upstream connection
-    agent = Agent(reactor, pool=pool, connectTimeout=connect_timeout or None)
+    agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor, connect_timeout or None), pool=pool)
     return BrowserLikeRedirectAgent(agent), pool
+
+
+@attrs.frozen
+class _Endpoints:
+    """
+    Agent's usual endpoints (TCP, TLS with the browser-like policy), but with a short
+    delay between attempts at a host's addresses: with the default 0.3 s, a refused
+    connection to a host of one address is reported only that much later.
+    """
+
+    reactor: Any
+    timeout: float | None
+    policy: Any = attrs.field(factory=BrowserLikePolicyForHTTPS)
+
+    def endpointForURI(self, uri: Any) -> Any:
+        host = uri.host.decode("ascii")
+        endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=self.timeout or 30, attemptDelay=ATTEMPT_DELAY)
+        if uri.scheme == b"https":
+            return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        if uri.scheme != b"http":
+            raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+        return endpoint
 
 
 def _as_uri(url: str) -> bytes:
