@@ -320,13 +320,15 @@ def free_port() -> int:
 class Daemon:
     """One pypicached process on a loopback port, with a cache directory of its own."""
 
-    def __init__(self, python: str, code: Code, upstream: str, scratch: Path, *options: str) -> None:
-        """``options``: more of pypicached's flags (``--index-ttl 10``), after the ones every bench needs."""
+    def __init__(
+        self, python: str, code: Code, upstream: str, scratch: Path, *options: str, twistd: tuple[str, ...] = ()
+    ) -> None:
+        """``options``: more of pypicached's flags (``--index-ttl 10``); ``twistd``: twistd's own (``--logger=…``)."""
         self.code = code
         self.port = free_port()
         self.log_path = scratch / "daemon.log"
         argv = [
-            python, "-c", _LAUNCH, "--nodaemon", "--pidfile=", "pypicached",
+            python, "-c", _LAUNCH, "--nodaemon", "--pidfile=", *twistd, "pypicached",
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--cache-dir", str(scratch / "cache"),
             "--upstream", upstream,

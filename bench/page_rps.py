@@ -433,10 +433,20 @@ def load(wrk: str, server: Server, kind: str, *, duration: float, connections: i
     )
 
 
-def daemon_server(code: Code, python: str, upstream: str, scratch: Path, wheel: Dist, cpu: int) -> tuple[Daemon, Server]:
+def logger_options(code: Code, logger: str) -> tuple[str, ...]:
+    """twistd's flag for the packaged unit's log observer, where this version of the code keeps it."""
+    if logger == "twistd":
+        return ()
+    module = "pypicached.ops.journal" if (code.root / "pypicached" / "ops" / "journal.py").exists() else "pypicached.journal"
+    return (f"--logger={module}.observer",)
+
+
+def daemon_server(
+    code: Code, python: str, upstream: str, scratch: Path, wheel: Dist, cpu: int, logger: str = "journal"
+) -> tuple[Daemon, Server]:
     """A daemon of ``code`` with a cache of its own, pinned to ``cpu``, its page and wheel warm."""
     scratch.mkdir()
-    daemon = Daemon(python, code, upstream, scratch)
+    daemon = Daemon(python, code, upstream, scratch, twistd=logger_options(code, logger))
     try:
         daemon.wait_ready()
         pin(daemon.pid, cpu)
@@ -527,6 +537,9 @@ def main() -> None:
     parser.add_argument("--nginx-access-log", choices=("on", "off"), default="on", help="[%(default)s]")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install wrk and nginx if missing")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the daemons [this one]")
+    parser.add_argument("--logger", choices=("twistd", "journal"), default="journal",
+                        help="the daemons' log observer: twistd's default (timestamps) or the packaged unit's "
+                             "journal observer [%(default)s]")
     args = parser.parse_args()
     cpus = os.sched_getaffinity(0)
     if args.server_cpu == args.client_cpu or not {args.server_cpu, args.client_cpu} <= cpus:
@@ -557,7 +570,7 @@ def main() -> None:
             servers = []
             for number, code in enumerate(codes):
                 daemon, server = daemon_server(
-                    code, args.python, upstream, scratch_root / f"daemon-{number}", wheel, args.server_cpu
+                    code, args.python, upstream, scratch_root / f"daemon-{number}", wheel, args.server_cpu, args.logger
                 )
                 stack.callback(daemon.stop)
                 servers.append(server)

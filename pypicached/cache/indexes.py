@@ -66,9 +66,9 @@ class Indexes:
         it. Only a 404 moves on to the next; a failing index answers (stale, or an error).
         The project list joins every index's (no single upstream: None).
         """
+        if len(self.upstreams) == 1:  # nothing to choose
+            return await self.upstreams[0].pages.get(key), self.upstreams[0]
         if key.kind is INDEX:
-            if len(self.upstreams) == 1:
-                return await self.upstreams[0].pages.get(key), self.upstreams[0]
             return await self._union.page(), None
         for upstream in self.route(key.project):
             try:

@@ -36,7 +36,7 @@ CHUNK = 1 << 20
 KEEP_IN_MEMORY = 16 * 1024
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of every page's renderings, looked up on every request
 class Form:
     """One way a page version is sent: JSON or HTML, how deep its relative links start, gzip or not."""
 
@@ -49,7 +49,13 @@ class Form:
         return f"{'json' if self.json else 'html'}-{self.depth}" + (".gz" if self.gzip else "")
 
     def plain(self) -> "Form":
-        return attrs.evolve(self, gzip=False)
+        return form(self.json, self.depth, False)
+
+
+@functools.lru_cache(maxsize=64)
+def form(json: bool, depth: int, gzip: bool = False) -> Form:
+    """The one ``Form`` value for these (its hash worked out once)."""
+    return Form(json, depth, gzip)
 
 
 @attrs.frozen

@@ -42,7 +42,7 @@ class RequestPath:
         segments = []
         for piece in pieces:
             try:
-                segment = unquote_to_bytes(piece).decode("utf-8")
+                segment = (unquote_to_bytes(piece) if b"%" in piece else piece).decode("utf-8")
             except UnicodeDecodeError:
                 raise BadPath("path is not UTF-8") from None
             if len(piece) > 255 * 3 or len(segment.encode("utf-8")) > 255:

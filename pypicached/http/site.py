@@ -65,11 +65,18 @@ class ProxyChannel(HTTPChannel):
         return self._peer
 
     def dataReceived(self, data: bytes) -> None:
-        # The clock starts with a request's first byte; an idle keep-alive
-        # connection is the client_timeout's business, and closed silently.
-        if not self._in_request and self._header_timer is None and self.header_timeout:
-            self._header_timer = self.callLater(self.header_timeout, self._headers_too_slow)
         super().dataReceived(data)
+        # The clock starts once a request's headers have begun and are not all here (most
+        # arrive in one read, and then no timer is needed); an idle keep-alive connection
+        # is the client_timeout's business, and closed silently.
+        if (
+            not self._in_request
+            and self._header_timer is None
+            and self.header_timeout
+            and (self._line_count or self._buffer)
+            and not getattr(self.transport, "disconnecting", False)
+        ):
+            self._header_timer = self.callLater(self.header_timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None

@@ -28,7 +28,7 @@ from pypicached.cache.fetch import NotFound
 from pypicached.cache.indexes import Indexes
 from pypicached.cache.pages import PageResult
 from pypicached.http.paths import BadPath, RequestPath
-from pypicached.cache.rendered import Form, Rendering
+from pypicached.cache.rendered import Rendering, form as page_form
 from pypicached.http.conditional import not_modified
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
@@ -138,7 +138,7 @@ class ProxyResource(Resource):
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
         # the project list's links are relative to itself: its one depth serves every path it has
         depth = 1 if key.kind is INDEX else path.count("/") - 1
-        form = Form(json=fmt.is_json, depth=depth, gzip=compress)
+        form = page_form(fmt.is_json, depth, compress)
         for attempt in (1, 2):
             result, upstream = (await chosen.pages.get(key), chosen) if chosen else await self._indexes.page(key)
             request.index = upstream.name if upstream else "*"

@@ -20,8 +20,13 @@ _PRIORITY = {
 }
 
 
+#: Events whose whole message one field already holds (the access log's): no format string to parse.
+_PREFORMATTED = {"{line}": "line", "{json}": "json"}
+
+
 def format_line(event: dict[str, Any]) -> str:
-    text = formatEvent(event)
+    field = _PREFORMATTED.get(event.get("log_format", ""))
+    text = event[field] if field is not None and isinstance(event.get(field), str) else formatEvent(event)
     if event.get("log_failure") is not None:
         text += "\n" + event["log_failure"].getTraceback()
     priority = _PRIORITY.get(event.get("log_level", LogLevel.info), 6)
