@@ -32,16 +32,17 @@ class IndexSettings:
     name: str
     url: str
     #: Normalized project names or globs of them served from this index alone.
-    projects: tuple[str, ...] = ()
-    index_ttl: float = 600.0
-    offline: bool = False
-    stale_if_error: float | None = None
-    stale_while_revalidate: float = 0.0
-    stale_if_slow: float = 2.0
-    upstream_retry_max: float = 60.0
-    response_timeout: float = 10.0
-    file_response_timeout: float = 30.0
-    idle_timeout: float = 60.0
+    projects: tuple[str, ...]
+    # the per-upstream settings (PER_INDEX): no defaults here, ``indexes_of`` gives the global ones
+    index_ttl: float
+    offline: bool
+    stale_if_error: float | None
+    stale_while_revalidate: float
+    stale_if_slow: float
+    upstream_retry_max: float
+    response_timeout: float
+    file_response_timeout: float
+    idle_timeout: float
 
     def pins(self, project: str) -> bool:
         return any(fnmatch.fnmatchcase(project, pattern) for pattern in self.projects)
@@ -74,7 +75,7 @@ def indexes_of(settings: Any) -> tuple[IndexSettings, ...]:
     """Each index with the global settings, overridden by what its own table says."""
     defaults = {name: getattr(settings, name) for name in PER_INDEX}
     if not settings.index:
-        return (IndexSettings("pypi", settings.upstream, **defaults),)
+        return (IndexSettings("pypi", settings.upstream, (), **defaults),)
     indexes = []
     for table in settings.index:
         name = table["name"]
