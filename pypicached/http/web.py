@@ -146,7 +146,7 @@ class ProxyResource(Resource):
                 rendering = await self._indexes.rendering(upstream, result.page, form)
                 if request.channel is None:
                     return
-                ttl = min(u.pages.freshness.ttl for u in ([upstream] if upstream else self._indexes.upstreams))
+                ttl = upstream.pages.freshness.ttl if upstream else min(u.pages.freshness.ttl for u in self._indexes.upstreams)
                 return self._send_page(request, key, fmt, result, rendering, ttl)
             except FileNotFoundError:
                 if upstream is not None:
@@ -173,8 +173,12 @@ class ProxyResource(Resource):
             request.setResponseCode(304)
             request.finish()
             return
-        if rendering.body is not None:
-            return self._send(request, 200, rendering.body, key.kind.content_type(fmt), result.status)
+        if rendering.body is not None:  # the headers are all set: just the body
+            request.setHeader(b"Content-Length", b"%d" % rendering.size)
+            if request.method != b"HEAD":
+                request.write(rendering.body)
+            request.finish()
+            return
         send_whole(request, rendering.path, clock=self._clock, stall_timeout=self._client_timeout)
 
     # --- files ---------------------------------------------------------------------

@@ -11,11 +11,13 @@ _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORE
 _VALID_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.!+_-]{0,127}$")
 
 
+@functools.lru_cache(maxsize=4096)  # a farm asks for the same few hundred names all day
 def is_valid_name(name: str) -> bool:
     """Whether ``name`` is a legal project name (PEP 508's rule)."""
     return len(name) <= 200 and _VALID_NAME.match(name) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize(name: str) -> str:
     """The PEP 503 normal form: lower case, runs of ``-_.`` folded to ``-``."""
     return canonicalize_name(name)
