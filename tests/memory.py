@@ -36,6 +36,7 @@ from pypicached.ops.health import MAX_LAG
 from pypicached.service import Proxy
 
 from .fake_upstream import FakeUpstream
+from .proxy_rig import ResponseView
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UPSTREAM = "http://upstream.test"
@@ -263,19 +264,8 @@ def result_of(d: Deferred) -> Any:
 
 
 @attrs.frozen
-class Reply:
+class Reply(ResponseView):
+    """A whole answer: its status line and headers, and its body as read."""
+
     response: IResponse
     body: bytes
-
-    @property
-    def code(self) -> int:
-        return self.response.code
-
-    @property
-    def length(self) -> int:
-        """The ``Content-Length`` the proxy sent (``UNKNOWN_LENGTH`` if none)."""
-        return self.response.length
-
-    def header(self, name: str) -> str | None:
-        values = self.response.headers.getRawHeaders(name)
-        return values[0] if values else None

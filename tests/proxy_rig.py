@@ -23,14 +23,10 @@ from pypicached.service import Proxy
 _PENDING = object()
 
 
-@attrs.define
-class Reply:
-    """A response as the proxy sent it: no content decoding, no redirect following."""
+class ResponseView:
+    """What a test reads of a response's status line and headers (``self.response`` is the response)."""
 
     response: IResponse
-    _body: "Deferred[bytes] | None" = None
-    _waiters: "list[Deferred[bytes]]" = attrs.field(factory=list)
-    _result: Any = _PENDING
 
     @property
     def code(self) -> int:
@@ -42,11 +38,22 @@ class Reply:
 
     @property
     def length(self) -> int:
+        """The ``Content-Length`` the proxy sent (``UNKNOWN_LENGTH`` if none)."""
         return self.response.length
 
     def header(self, name: str) -> str | None:
         values = self.response.headers.getRawHeaders(name)
         return values[0] if values else None
+
+
+@attrs.define
+class Reply(ResponseView):
+    """A response as the proxy sent it: no content decoding, no redirect following."""
+
+    response: IResponse
+    _body: "Deferred[bytes] | None" = None
+    _waiters: "list[Deferred[bytes]]" = attrs.field(factory=list)
+    _result: Any = _PENDING
 
     def content(self) -> "Deferred[bytes]":
         """The body (read once, however often asked); fails if it was cut short."""
