@@ -20,7 +20,7 @@ from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PageKey
 from pypicached.cache.pages import PageCache, PageResult
 from pypicached.cache.records import StoredPage
-from pypicached.cache.rendered import Form, Rendering, ensure_packed, ensure_plain
+from pypicached.cache.rendered import Form, Renderer, Rendering
 from pypicached.config.indexes import IndexSettings, route_for
 from pypicached.index import projectlist
 from pypicached.index.links import FileLink
@@ -130,6 +130,7 @@ class _Union:
         self._tmp = tmp
         self._run_in_thread = run_in_thread
         self._work: Inflight[str, projectlist.ProjectList] = Inflight()
+        self._renderer = Renderer(run_in_thread, tmp)
 
     async def page(self) -> PageResult:
         listed = [await self._listed(u) for u in self._upstreams]
@@ -163,11 +164,5 @@ class _Union:
         raise AssertionError("unreachable")
 
     def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
-        directory = self._root / page.version
-
-        def packed(plain: Rendering) -> "Deferred[Rendering]":
-            if not form.gzip:
-                return plain  # type: ignore[return-value]
-            return self._run_in_thread(ensure_packed, plain, page.version, form, self._tmp)
-
-        return self._run_in_thread(ensure_plain, directory, page.version, form.plain(), None, self._tmp).addCallback(packed)
+        """A form of the joined list, made as any page's are (rendered when joined, gzipped on demand)."""
+        return self._renderer.rendering(page, form, self._root / page.version)

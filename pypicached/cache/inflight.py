@@ -26,14 +26,6 @@ class Inflight(Generic[K, V]):
         """How many callers share the operation running for ``key`` (0 if none runs)."""
         return len(self._waiting.get(key, ()))
 
-    def join(self, key: K) -> "Deferred[V] | None":
-        """A share of the operation running for ``key``, if one is."""
-        if key not in self._waiting:
-            return None
-        mine: Deferred[V] = Deferred()
-        self._waiting[key].append(mine)
-        return mine
-
     def run(self, key: K, start: Callable[[], "Deferred[V] | V"]) -> "Deferred[V]":
         mine: Deferred[V] = Deferred()
         if key in self._waiting:

@@ -120,8 +120,3 @@ class PageKey:
     def path(self) -> str:
         """Where the proxy serves this page."""
         return self.kind.path(self.project, self.version)
-
-    @property
-    def depth(self) -> int:
-        """How many directories below the root the page's URL is: where its relative links start."""
-        return self.path.count("/") - 1

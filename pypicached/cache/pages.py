@@ -199,15 +199,6 @@ class PageCache:
         """How many requests wait on the revalidation of ``key`` now."""
         return self._inflight.waiting(key)
 
-    async def settled(self, key: PageKey) -> None:
-        """Wait for a revalidation of ``key`` in flight (a background one included) to end."""
-        running = self._inflight.join(key)
-        if running is not None:
-            try:
-                await running
-            except Exception:
-                pass
-
     def cached(self, key: PageKey) -> StoredPage | None:
         """The last validated copy, whatever its age, from memory or disk."""
         page = self._memory.get(key)
