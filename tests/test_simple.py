@@ -23,7 +23,7 @@ def href(url: str, sha256: str, fragment: str) -> str:
 
 
 def test_html_is_read_attribute_by_attribute():
-    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL)
     first, second, third = page["files"]
     assert first["url"] == "http://up.test/files/foo-1.0-py3-none-any.whl"
     assert first["hashes"] == {"sha256": "aa11"}
@@ -36,7 +36,7 @@ def test_html_is_read_attribute_by_attribute():
 
 
 def test_html_round_trip_keeps_what_installers_read():
-    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL)
     out = simple.render_project(page, "foo", Format.HTML, href).decode()
     assert 'href="PROXY:http://up.test/files/foo-1.0-py3-none-any.whl#sha256=aa11"' in out
     assert 'data-requires-python="&gt;=3.8"' in out
@@ -48,7 +48,7 @@ def test_html_round_trip_keeps_what_installers_read():
 
 
 def test_html_to_json():
-    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL)
     out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
     assert out["name"] == "foo"
     assert out["meta"]["api-version"] == "1.1"
@@ -79,7 +79,7 @@ def test_json_survives_with_unknown_keys():
             }
         ],
     }
-    page = simple.parse(json.dumps(upstream).encode(), "application/vnd.pypi.simple.v1+json", PAGE_URL, index=False)
+    page = simple.parse(json.dumps(upstream).encode(), "application/vnd.pypi.simple.v1+json", PAGE_URL)
     out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
     assert out["x-extra"] == {"kept": True} and out["versions"] == ["1.0"]
     assert out["meta"] == {"api-version": "1.1", "_last-serial": 7}
@@ -94,7 +94,7 @@ def test_json_survives_with_unknown_keys():
 
 
 def test_links_table_includes_metadata_only_when_advertised():
-    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL, index=False)
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL)
     links = simple.file_links(page)
     link, meta = links["foo-1.0-py3-none-any.whl"]
     assert link.hashes == (("sha256", "aa11"),)
@@ -102,11 +102,19 @@ def test_links_table_includes_metadata_only_when_advertised():
     assert links["foo-0.9.tar.gz"][1] is None
 
 
-def test_index_page_both_ways():
-    page = simple.parse(b'<a href="/simple/foo-bar/">Foo.Bar</a><a href="baz/">baz</a>', "text/html", "http://u/simple/", index=True)
-    assert [p["name"] for p in page["projects"]] == ["Foo.Bar", "baz"]
-    assert b'<a href="foo-bar/">Foo.Bar</a>' in simple.render_index(page, Format.HTML)
-    assert json.loads(simple.render_index(page, Format.JSON))["projects"][0] == {"name": "Foo.Bar"}
+def test_index_page_both_ways(tmp_path):
+    from pypicached.index import projectlist
+
+    source, tmp = tmp_path / "list", tmp_path / "tmp"
+    tmp.mkdir()
+    source.write_bytes(b'<a href="/simple/foo-bar/">Foo.Bar</a><a href="baz/">baz</a>')
+    listing = projectlist.convert(source, content_type="text/html", encoding="", directory=tmp_path / "out",
+                                  tmp=tmp, limit=1 << 20)
+    out = tmp_path / "out" / listing.version
+    page = json.loads((out / "json-1").read_bytes())
+    assert [p["name"] for p in page["projects"]] == ["Foo.Bar", "baz"] and listing.count == 2
+    assert b'<a href="foo-bar/">Foo.Bar</a>' in (out / "html-1").read_bytes()
+    assert page["projects"][0] == {"name": "Foo.Bar"}
 
 
 def test_bad_pages_are_refused():
@@ -114,7 +122,7 @@ def test_bad_pages_are_refused():
 
     for body, ctype in [(b"{", "application/vnd.pypi.simple.v1+json"), (b"[]", "application/vnd.pypi.simple.v1+json"), (b"x", "image/png")]:
         with pytest.raises(simple.BadPage):
-            simple.parse(body, ctype, PAGE_URL, index=False)
+            simple.parse(body, ctype, PAGE_URL)
 
 
 def test_pypi_json_urls_rewritten():

@@ -87,7 +87,7 @@ PROJECT = PageKind(
     record=lambda project, version: ("simple", project + ".json"),
     path=lambda project, version: f"/simple/{project}/",
     upstream_url=lambda index, project, version: index.project_url(project),
-    parse=lambda body, content_type, url: simple.parse(body, content_type, url, index=False),
+    parse=lambda body, content_type, url: simple.parse(body, content_type, url),
     render=_render_project,
 )
 JSON_API = PageKind(

@@ -5,7 +5,7 @@ plain and gzip, as files, in one streaming pass in a disk thread.
 
 No Python object per name is ever held: names flow from the upstream's body on
 disk to the output files a few at a time, so memory stays flat however long
-the list grows. The output is byte for byte what ``simple.render_index`` makes.
+the list grows. Its HTML has the head, title and rows of ``simple``'s pages.
 """
 
 from __future__ import annotations

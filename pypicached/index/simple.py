@@ -48,29 +48,25 @@ _KEY_FOR_ATTRIBUTE["data-dist-info-metadata"] = "core-metadata"
 # --- reading -------------------------------------------------------------------------
 
 
-def parse(body: bytes, content_type: str, page_url: str, *, index: bool) -> Page:
-    """A project page (or, with ``index``, the project list) in the one form."""
+def parse(body: bytes, content_type: str, page_url: str) -> Page:
+    """A project page in the one form (the project list is ``projectlist``'s, streamed)."""
     media = content_type.split(";")[0].strip().lower()
     if media.endswith("+json") or media == "application/json":
         page = parse_json_object(body)
     elif media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
-        page = _parse_html(body, index=index)
+        page = _parse_html(body)
     else:
         raise BadPage(f"unexpected content type {content_type!r}")
-    if index:
-        if not isinstance(page.get("projects"), list):
-            raise BadPage("project list has no 'projects'")
-    else:
-        files = page.get("files")
-        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-            raise BadPage("project page has no 'files' list")
-        for entry in files:
-            url = entry.get("url")
-            if not isinstance(url, str):
-                raise BadPage("a file entry has no 'url'")
-            entry["url"] = urljoin(page_url, url)
-            if not isinstance(entry.get("filename"), str):
-                entry["filename"] = _filename_of(entry["url"])
+    files = page.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise BadPage("project page has no 'files' list")
+    for entry in files:
+        url = entry.get("url")
+        if not isinstance(url, str):
+            raise BadPage("a file entry has no 'url'")
+        entry["url"] = urljoin(page_url, url)
+        if not isinstance(entry.get("filename"), str):
+            entry["filename"] = _filename_of(entry["url"])
     return page
 
 
@@ -115,7 +111,7 @@ class _AnchorParser(HTMLParser):
             self._open = None
 
 
-def _parse_html(body: bytes, *, index: bool) -> Page:
+def _parse_html(body: bytes) -> Page:
     parser = _AnchorParser()
     try:
         parser.feed(body.decode("utf-8"))
@@ -123,8 +119,6 @@ def _parse_html(body: bytes, *, index: bool) -> Page:
     except UnicodeDecodeError as e:
         raise BadPage(f"HTML is not UTF-8: {e}") from None
     meta = {"api-version": parser.api_version}
-    if index:
-        return {"meta": meta, "projects": [{"name": text} for _, text in parser.anchors if text]}
     return {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
 
 
@@ -246,14 +240,6 @@ def _metadata_attribute(value: Any) -> str:
         name = "sha256" if "sha256" in value else sorted(value)[0]
         return f"{name}={value[name]}"
     return "true"
-
-
-def render_index(page: Page, fmt: Format) -> bytes:
-    """The project list; each project links to its normalized name (``projectlist`` streams the big one)."""
-    projects = [p for p in page.get("projects", ()) if is_project_entry(p)]
-    if fmt.is_json:
-        return _json(dict(page, projects=projects))
-    return _html(page, INDEX_TITLE, [index_rows([p["name"] for p in projects])] if projects else [])
 
 
 INDEX_TITLE = "Simple index"
