@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
@@ -31,6 +31,8 @@ from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
+from pypicached.policy.advisories import EMPTY, AdvisoryFeed
+from pypicached.policy.gate import Gate
 
 log = Logger()
 
@@ -65,6 +67,11 @@ class Proxy:
         first = self.upstreams[0]  # what a single-index proxy (and many tests) call them
         self.index, self.upstream_health, self.client, self.pages = first.index, first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
+        self.advisories = self._advisories(agent, clock, run)
+        feed = self.advisories
+        self.gate = Gate(clock=clock, indexes=self.indexes, advisories=(lambda: feed.current) if feed else (lambda: EMPTY),
+                         advised=feed is not None)
+        self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = self.housekeeper.committed
@@ -89,16 +96,33 @@ class Proxy:
                           run_in_thread=run)
         return Upstream(settings, index, health, client, pages)
 
+    def _advisories(self, agent: IAgent, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
+        """
+        The advisory feed, if one is configured: fetched like a page, by a client whose
+        health is its own (a feed host that fails must not mark an index down).
+        """
+        url = self.settings.advisories_url
+        if url is None:
+            return None
+        health = UpstreamHealth(url, clock, lambda: client.probe(url), retry_max=self.settings.upstream_retry_max,
+                                name="advisories")
+        client = UpstreamClient(
+            agent, clock=clock, health=health, metrics=self.metrics, response_timeout=self.settings.response_timeout,
+            file_timeout=self.settings.file_response_timeout, idle_timeout=self.settings.idle_timeout,
+        )
+        return AdvisoryFeed(clock=clock, client=client, url=url, refresh=self.settings.advisories_refresh,
+                            path=self._root / "advisories" / "advisories.zip", tmp=self._root / "tmp", run_in_thread=run)
+
     def _site(self, clock: IReactorTime) -> ProxySite:
         """What answers clients: the resource over the caches and the operator's side, in a site."""
         settings = self.settings
         control = Control(
-            metrics=self.metrics, health=self.health, indexes=self.indexes, files=self.files,
+            metrics=self.metrics, health=self.health, indexes=self.indexes, gate=self.gate, files=self.files,
             housekeeper=self.housekeeper, clock=clock, upstream_url=self.upstreams[0].settings.url,
             admin_token=settings.admin_token,
         )
         self.resource = ProxyResource(
-            indexes=self.indexes, files=self.files, clock=clock, control=control,
+            indexes=self.indexes, gate=self.gate, files=self.files, clock=clock, control=control,
             access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
             client_timeout=settings.client_timeout,
         )
@@ -114,6 +138,8 @@ class Proxy:
             log.info("Removed {n} unfinished downloads left by the last run", n=removed)
         self.housekeeper.start()
         self.health.start()
+        if self.advisories is not None:
+            self.advisories.startService()
         self._saver.start(SAVE_EVERY, now=False)
 
     def _watch(self) -> None:
@@ -144,6 +170,8 @@ class Proxy:
             return
         self.housekeeper.stop()
         self.health.stop()
+        if self.advisories is not None:
+            await maybeDeferred(self.advisories.stopService)
         for upstream in self.upstreams:
             upstream.health.stop()
         self._saver.stop()

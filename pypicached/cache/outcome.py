@@ -17,6 +17,7 @@ class CacheStatus(str, enum.Enum):
     UPDATING = "UPDATING"  # page past its TTL, served at once while a background request refreshes it
     PASS = "PASS"  # nothing cacheable: a redirect, a refusal or the proxy's own page
     ERROR = "ERROR"  # the upstream failed and nothing cached could stand in
+    DENIED = "DENIED"  # the policy holds this project or file back (403, the reason in the body)
 
 
 HEADER = b"X-Pypi-Cache"

@@ -131,13 +131,16 @@ def gzip_file(source: Path, final: Path, tmp: Path) -> None:
 
 
 def prune_versions(directory: Path, keep: str) -> None:
-    """Remove the renderings of every version but ``keep`` (readers keep their open files)."""
+    """
+    Remove the renderings of every version but ``keep`` and the policy's views of
+    it (``keep.<tag>``); readers keep their open files.
+    """
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return
     for entry in entries:
-        if entry.name != keep and entry.is_dir(follow_symlinks=False):
+        if entry.name.partition(".")[0] != keep and entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

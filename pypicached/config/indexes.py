@@ -8,21 +8,23 @@ index that fails is never taken for one that answered 404.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Any
 
 import attrs
 
-from pypicached.config.values import ConfigError, upstream
+from pypicached.config.values import ConfigError, globs, upstream
+from pypicached.index.names import matches_any
+from pypicached.policy.rules import Policy
 
 #: The settings an ``[[index]]`` table may override for its own upstream.
 PER_INDEX = (
     "index_ttl", "offline", "stale_if_error", "stale_while_revalidate", "stale_if_slow",
     "upstream_retry_max", "response_timeout", "file_response_timeout", "idle_timeout",
 )
+#: The policy's settings, which an ``[[index]]`` table may override too (as ``IndexSettings.policy``).
+POLICY = ("min_release_age", "min_release_age_exempt", "missing_upload_time", "deny", "allow", "deny_vulnerable")
 _NAME = re.compile(r"[a-z0-9-]+")
-_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]+")
 
 
 @attrs.frozen
@@ -43,9 +45,10 @@ class IndexSettings:
     response_timeout: float
     file_response_timeout: float
     idle_timeout: float
+    policy: Policy = Policy()
 
     def pins(self, project: str) -> bool:
-        return any(fnmatch.fnmatchcase(project, pattern) for pattern in self.projects)
+        return matches_any(self.projects, project)
 
 
 def index_tables(value: Any) -> tuple[dict[str, Any], ...]:
@@ -62,20 +65,18 @@ def index_tables(value: Any) -> tuple[dict[str, Any], ...]:
         names.add(name)
         if "url" not in table:
             raise ValueError(f"index {name!r}: 'url' is missing")
-        projects = table.get("projects", [])
-        if not isinstance(projects, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in projects):
-            raise ValueError(
-                f"index {name!r}: 'projects' must be a list of normalized project names or globs "
-                f"(lower case, '-' for '_' and '.'), not {projects!r}"
-            )
+        try:
+            globs(table.get("projects", []))
+        except ValueError as e:
+            raise ValueError(f"index {name!r}: 'projects' {e}") from None
     return tuple(value)
 
 
 def indexes_of(settings: Any) -> tuple[IndexSettings, ...]:
     """Each index with the global settings, overridden by what its own table says."""
-    defaults = {name: getattr(settings, name) for name in PER_INDEX}
+    defaults = {name: getattr(settings, name) for name in PER_INDEX + POLICY}
     if not settings.index:
-        return (IndexSettings("pypi", settings.upstream, (), **defaults),)
+        return (_index("pypi", settings.upstream, (), defaults),)
     indexes = []
     for table in settings.index:
         name = table["name"]
@@ -83,20 +84,25 @@ def indexes_of(settings: Any) -> tuple[IndexSettings, ...]:
         for key, raw in table.items():
             if key in ("name", "projects"):
                 continue
-            if key != "url" and key not in PER_INDEX:
+            if key != "url" and key not in PER_INDEX + POLICY:
                 raise ConfigError(
                     f"index {name!r}: unknown setting {key!r}; an index takes name, url, projects and "
-                    + ", ".join(PER_INDEX)
+                    + ", ".join(PER_INDEX + POLICY)
                 )
             try:
                 values[key] = upstream(raw) if key == "url" else _parser(key)(raw)
             except ValueError as e:
                 raise ConfigError(f"index {name!r}: {key}: {e}") from None
-        indexes.append(IndexSettings(name, values.pop("url"), tuple(table.get("projects", ())), **values))
+        indexes.append(_index(name, values.pop("url"), tuple(table.get("projects", ())), values))
     if all(index.projects for index in indexes):
         raise ConfigError("[[index]]: every index pins projects, so nothing could serve any other project; "
                           "leave 'projects' out of at least one")
     return tuple(indexes)
+
+
+def _index(name: str, url: str, projects: tuple[str, ...], values: dict[str, Any]) -> IndexSettings:
+    policy = Policy(**{key: values.pop(key) for key in POLICY})
+    return IndexSettings(name, url, projects, **values, policy=policy)
 
 
 def _parser(name: str) -> Any:

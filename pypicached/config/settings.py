@@ -17,8 +17,10 @@ import attrs
 
 from pypicached.config.indexes import index_tables, indexes_of
 from pypicached.config.values import (
-    ConfigError, bool_, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token, upstream,
+    ConfigError, bool_, globs, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token,
+    upstream, url,
 )
+from pypicached.policy.rules import DenyEntry, allow_list, deny_list, missing_upload_time
 
 #: The one place the public index is named: the default upstream.
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
@@ -51,6 +53,14 @@ class Settings:
     tls_chain: Path | None = None
     log_format: str = "text"
     admin_token: str | None = attrs.field(default=None, repr=False)
+    min_release_age: float = 0.0
+    min_release_age_exempt: tuple[str, ...] = ()
+    missing_upload_time: str = "allow"
+    deny: tuple[DenyEntry, ...] = ()
+    allow: tuple[str, ...] | None = None
+    deny_vulnerable: bool = False
+    advisories_url: str | None = None
+    advisories_refresh: float = 3600.0
     #: The ``[[index]]`` tables as given (empty: one index, ``upstream``, named ``pypi``); see ``indexes_of``.
     index: tuple[dict[str, Any], ...] = ()
 
@@ -61,6 +71,8 @@ class Settings:
             value = getattr(self, setting.name)
             if setting.secret and value is not None:
                 value = "***"
+            elif setting.name == "deny":
+                value = [entry.text for entry in value]
             elif isinstance(value, Path):
                 value = os.fspath(value)
             elif isinstance(value, tuple):
@@ -192,6 +204,57 @@ SETTINGS: tuple[Setting, ...] = (
         "Several upstream indexes, as [[index]] tables: name, url, projects (names or globs pinned to it) "
         "and any of the per-upstream settings. [default: one index named pypi, at upstream]",
         toml_only=True,
+    ),
+    Setting(
+        "min_release_age",
+        seconds,
+        "Hide files uploaded more recently than this (their PEP 700 upload-time), e.g. '7d': "
+        "a release cooldown for every client; 0 turns it off. [default: 0]",
+    ),
+    Setting(
+        "min_release_age_exempt",
+        globs,
+        "Normalized project names or globs never held back by min_release_age (a team's own packages, "
+        "an urgent fix). [default: none]",
+        toml_only=True,
+    ),
+    Setting(
+        "missing_upload_time",
+        missing_upload_time,
+        "What min_release_age does with files that have no upload time (HTML-only indexes): "
+        "'allow' or 'hide'. [default: allow]",
+    ),
+    Setting(
+        "deny",
+        deny_list,
+        "Requirement strings never served: 'evil-pkg' (the whole project, 403), 'requests==2.32.0', "
+        "'urllib3<1.26.5'. [default: none]",
+        toml_only=True,
+    ),
+    Setting(
+        "allow",
+        allow_list,
+        "When set, only these projects (normalized names or globs) are served; any other gets 403. "
+        "[default: every project]",
+        toml_only=True,
+    ),
+    Setting(
+        "deny_vulnerable",
+        bool_,
+        "Also deny versions named by advisories other than malicious-package (MAL-) ones; "
+        "without it those are only counted and shown.",
+        switch=True,
+    ),
+    Setting(
+        "advisories_url",
+        url,
+        "URL of an OSV advisory feed for PyPI (a zip of OSV JSON files, as OSV publishes all.zip); "
+        "versions named by MAL- advisories are denied. [default: none]",
+    ),
+    Setting(
+        "advisories_refresh",
+        positive_seconds,
+        "Seconds between fetches of advisories_url; the last good copy is kept on disk. [default: 1h]",
     ),
     Setting(
         "admin_token",

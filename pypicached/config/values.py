@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +24,11 @@ def listen(value: Any) -> tuple[str, ...]:
 
 
 def upstream(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a URL string")
-    try:
-        url = URL.from_text(value)
-    except Exception as e:
-        raise ValueError(f"not a URL: {e}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(
-            f"{value!r} is not an http:// or https:// URL of a simple index"
-        )
-    if url.query or url.fragment:
+    """The URL of a simple index, ending in a slash."""
+    text = url(value)
+    parsed = URL.from_text(text)
+    if parsed.query or parsed.fragment:
         raise ValueError(f"{value!r} must not carry a query or a fragment")
-    if url.userinfo:
-        raise ValueError("credentials in the upstream URL are not supported")
-    text = url.to_text()
     return text if text.endswith("/") else text + "/"
 
 
@@ -116,3 +107,31 @@ def bool_(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
     return value
+
+
+#: A normalized project name, or a glob of them.
+_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]+")
+
+
+def globs(value: Any) -> tuple[str, ...]:
+    """A list of normalized project names or globs of them (``mycorp-*``)."""
+    if not isinstance(value, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in value):
+        raise ValueError(
+            f"must be a list of normalized project names or globs (lower case, '-' for '_' and '.'), not {value!r}"
+        )
+    return tuple(value)
+
+
+def url(value: Any) -> str:
+    """An http:// or https:// URL of a document (not an index: no slash is added)."""
+    if not isinstance(value, str):
+        raise ValueError("expected a URL string")
+    try:
+        parsed = URL.from_text(value)
+    except Exception as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    if parsed.userinfo:
+        raise ValueError("credentials in the URL are not supported")
+    return parsed.to_text()

@@ -34,6 +34,8 @@ from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
 from pypicached.cache.outcome import HEADER, INDEX_HEADER, CacheStatus
 from pypicached.upstream.client import UpstreamError
+from pypicached.policy.gate import Gate, max_age
+from pypicached.policy.judge import Denied
 
 errors = Logger(namespace="pypicached")
 
@@ -56,6 +58,7 @@ class ProxyResource(Resource):
         self,
         *,
         indexes: Indexes,
+        gate: Gate,
         files: FileCache,
         clock: IReactorTime,
         control: Control,
@@ -64,6 +67,7 @@ class ProxyResource(Resource):
     ) -> None:
         super().__init__()
         self._indexes = indexes
+        self._gate = gate
         self._files = files
         self._clock = clock
         self.control = control
@@ -97,6 +101,8 @@ class ProxyResource(Resource):
             self._error(request, e)
         except NotFound as e:
             self._error(request, HTTPError(404, str(e)))
+        except Denied as e:
+            self._error(request, HTTPError(403, e.verdict.reason, CacheStatus.DENIED))
         except (UpstreamError, UpstreamDown, DownloadFailed, Offline) as e:
             self._error(request, HTTPError(e.status, str(e), CacheStatus.ERROR))
         except Exception:
@@ -139,30 +145,35 @@ class ProxyResource(Resource):
         # the project list's links are relative to itself: its one depth serves every path it has
         depth = 1 if key.kind is INDEX else path.count("/") - 1
         form = page_form(fmt.is_json, depth, compress)
+        if key.project:  # refused by its name: never asked upstream, never a 404 that sends installers elsewhere
+            self._gate.check_project(chosen, key.project)
         for attempt in (1, 2):
             result, upstream = (await chosen.pages.get(key), chosen) if chosen else await self._indexes.page(key)
             request.index = upstream.name if upstream else "*"
+            made = self._gate.view(upstream, result.page)
+            page = made.page if made else result.page
             try:  # a newer version's arrival may prune this one's renderings at any moment
-                rendering = await self._indexes.rendering(upstream, result.page, form)
+                rendering = await self._indexes.rendering(upstream, page, form)
                 if request.channel is None:
                     return
                 ttl = upstream.pages.freshness.ttl if upstream else min(u.pages.freshness.ttl for u in self._indexes.upstreams)
-                return self._send_page(request, key, fmt, result, rendering, ttl)
+                now = self._clock.seconds()
+                fresh = max_age(made, now, ttl - (now - result.page.fetched))
+                return self._send_page(request, key, fmt, result, rendering, fresh)
             except FileNotFoundError:
                 if upstream is not None:
-                    await upstream.pages.lost(result.page)
+                    await upstream.pages.lost(page)
                 if attempt == 2:
                     raise
 
     def _send_page(
-        self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering, ttl: float
+        self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering, fresh: float
     ) -> None:
         request.upstream_seconds = result.upstream_seconds
         request.setHeader(b"Content-Type", key.kind.content_type(fmt).encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", rendering.etag)
-        remaining = max(0, int(ttl - (self._clock.seconds() - result.page.fetched)))
-        request.setHeader(b"Cache-Control", b"max-age=%d, public" % remaining)
+        request.setHeader(b"Cache-Control", b"max-age=%d, public" % max(0, int(fresh)))
         request.setHeader(INDEX_HEADER, request.index.encode())
         if rendering.gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
@@ -187,6 +198,7 @@ class ProxyResource(Resource):
         segments = found.path.segments
         request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
         request.project = next(iter(projects_for_filename(segments[-1])), None)
+        await self._gate.check_file(segments)
         for attempt in (1, 2):
             growing, status = await self._files.open(segments)
             await growing.started()
@@ -260,6 +272,8 @@ ROUTES = (
     _control_route(GET_HEAD, ("stats",), Control.stats, "status"),
     _control_route(GET_HEAD, ("metrics",), Control.metrics, "status"),
     _control_route(GET_HEAD, ("health",), Control.health, "status"),
+    _control_route(GET_HEAD, ("policy", "{project}"), Control.policy, "status"),
+    _control_route(GET_HEAD, ("policy", "{project}", "{version}"), Control.policy, "status"),
     _control_route(POST, ("admin", "purge", "{project}"), Control.purge, "admin"),
     _control_route(POST, ("admin", "purge-file", "{filename}"), Control.purge_file, "admin"),
     _control_route(POST, ("admin", "{*rest}"), lambda control, request, rest: control.no_such_action(request), "admin"),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _VALID_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.!+_-]{0,127}$")
@@ -21,6 +25,11 @@ def is_valid_name(name: str) -> bool:
 def normalize(name: str) -> str:
     """The PEP 503 normal form: lower case, runs of ``-_.`` folded to ``-``."""
     return canonicalize_name(name)
+
+
+def matches_any(patterns: tuple[str, ...], name: str) -> bool:
+    """Whether a normalized name matches one of ``patterns`` (names or globs such as ``mycorp-*``)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def is_valid_version(version: str) -> bool:
@@ -63,3 +72,32 @@ def _projects_for(filename: str) -> tuple[str, ...]:
         if is_valid_name(candidate) and normalize(candidate) not in names:
             names.append(normalize(candidate))
     return tuple(names[:MAX_CANDIDATES])
+
+
+_LEGACY_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".egg", ".exe", ".msi", ".rpm", ".tar")
+
+
+@functools.lru_cache(maxsize=65536)
+def version_of(project: str, filename: str) -> Version | None:
+    """The version a distribution file of ``project`` holds, from its name; None if it does not say."""
+    if filename.endswith(".metadata"):
+        filename = filename[: -len(".metadata")]
+    try:
+        if filename.endswith(".whl"):
+            return parse_wheel_filename(filename)[1]
+        if filename.endswith((".tar.gz", ".zip")):
+            return parse_sdist_filename(filename)[1]
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        pass
+    stem = next((filename[: -len(s)] for s in _LEGACY_SUFFIXES if filename.endswith(s)), filename)
+    prefix, _, rest = stem.partition("-")  # legacy: name-version[-pyX.Y][.platform]
+    while rest and normalize(prefix) != project:
+        more, _, rest = rest.partition("-")
+        prefix = f"{prefix}-{more}"
+    parts = rest.split("-")[0].split(".")
+    for end in range(len(parts), 0, -1):  # "1.0.win32": the longest prefix that is a version
+        try:
+            return Version(".".join(parts[:end]))
+        except InvalidVersion:
+            continue
+    return None

@@ -30,6 +30,8 @@ from pypicached.cache.housekeeping import Housekeeper
 from pypicached.ops.metrics import Metrics
 from pypicached.index.names import is_valid_name, normalize
 from pypicached.cache.indexes import Indexes
+from pypicached.policy.explain import explain
+from pypicached.policy.gate import Gate
 from pypicached.ops.summary import summary
 from pypicached.ops.statuspage import base_url, render
 
@@ -82,6 +84,7 @@ class Control:
         metrics: Metrics,
         health: Health,
         indexes: Indexes,
+        gate: Gate,
         files: FileCache,
         housekeeper: Housekeeper,
         clock: IReactorTime,
@@ -91,6 +94,7 @@ class Control:
         self._metrics = metrics
         self._health = health
         self._indexes = indexes
+        self._gate = gate
         self._files = files
         self._housekeeper = housekeeper
         self._clock = clock
@@ -111,7 +115,14 @@ class Control:
             evictions=self._housekeeper.evictions,
             digest_mismatches=self._files.digest_mismatches,
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
+            policy=self._gate.summary(),
         )
+
+    async def policy(self, request: Request, project: str, version: str | None = None) -> Answer:
+        """What the policy does to ``project`` (or one version of it), and why."""
+        if not is_valid_name(project):
+            return _json(404, {"error": f"not a project name: {project!r}"})
+        return _json(200, await explain(self._gate, self._indexes, normalize(project), version, self._clock.seconds()))
 
     def status_page(self, request: Request) -> Answer:
         base = base_url(request.getHeader(b"host"), request.isSecure())

@@ -27,6 +27,7 @@ def summary(
     evictions: int | None = None,
     digest_mismatches: int | None = None,
     stale_pages_served: int | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     Everything ``/stats`` reports. The ``None`` arguments are what only a running
@@ -55,6 +56,7 @@ def summary(
         "digest_mismatches": digest_mismatches,
         "stale_pages_served": stale_pages_served,
         "upstreams": [u.state() for u in upstreams or ()],
+        "policy": policy,
         "upstream": _upstream(upstream_url, upstreams[0] if upstreams else None),
     }
 

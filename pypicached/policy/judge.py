@@ -1,0 +1,129 @@
+"""
+The policy's verdicts: on a project by its name, and on one file by its name,
+upload time and its project's status. Each verdict names its rule and says why
+in one line, since that line is what a client's 403 and the admin command show.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+from typing import TYPE_CHECKING, Callable
+
+import attrs
+
+from pypicached.index.names import matches_any, version_of
+from pypicached.policy.rules import Policy
+
+if TYPE_CHECKING:
+    from pypicached.policy.advisories import AdvisoryIndex
+
+#: Every rule, in the order they are tried: the first that holds a file back names it.
+RULES = ("deny", "allow", "quarantined", "malicious", "vulnerable", "min_release_age", "missing_upload_time")
+
+
+@attrs.frozen
+class Verdict:
+    """What one rule does to a project or file, and why."""
+
+    rule: str
+    reason: str
+    #: False for a verdict that is only counted and shown (a vulnerability without ``deny_vulnerable``).
+    hides: bool = True
+
+
+class Denied(Exception):
+    """A project or file the policy holds back: 403, with the verdict's reason."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
+
+
+@attrs.frozen
+class FileVerdict:
+    """A file's verdict (None: shown) and how long it holds: a held-back release comes of age."""
+
+    verdict: Verdict | None
+    until: float = math.inf
+
+
+SHOWN = FileVerdict(None)
+
+
+def iso_z(when: float) -> str:
+    """A POSIX time as ``2026-11-28T10:00:00Z``."""
+    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=65536)
+def upload_time(text: str | None) -> float | None:
+    """A PEP 700 ``upload-time`` (ISO 8601, UTC) as a POSIX time; None if absent or unreadable."""
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+@attrs.frozen
+class Judge:
+    """One index's policy, and the advisories it consults (read afresh on each verdict: they are refreshed)."""
+
+    policy: Policy
+    advisories: Callable[[], "AdvisoryIndex"]
+
+    def project(self, project: str) -> Verdict | None:
+        """A verdict on the whole project, by its name alone: a bare deny entry, or not allowed."""
+        for entry in self.policy.deny:
+            if entry.whole_project and entry.project == project:
+                return Verdict("deny", f"{project}: denied by deny entry {entry.text!r}")
+        if self.policy.allow is not None and not matches_any(self.policy.allow, project):
+            return Verdict("allow", f"{project}: not in the allow list")
+        return None
+
+    def file(self, project: str, filename: str, uploaded: str | None, status: str, now: float, *, paged: bool = True) -> FileVerdict:
+        """
+        A verdict on one file of ``project``. ``paged`` False: no page says when it
+        was uploaded, so only the rules that need no upload time apply.
+        """
+        whole = self.project(project)
+        if whole is not None:
+            return FileVerdict(whole)
+        if status == "quarantined":
+            return FileVerdict(Verdict("quarantined", f"{project}: quarantined by its index (PEP 792); it offers no files"))
+        version = version_of(project, filename)
+        for entry in self.policy.deny:
+            if entry.denies(project, version):
+                return FileVerdict(Verdict("deny", f"{filename}: denied by deny entry {entry.text!r}"))
+        shown = SHOWN
+        if version is not None:
+            for advisory in self.advisories().affecting(project, str(version)):
+                if advisory.malicious:
+                    return FileVerdict(Verdict("malicious", f"{filename}: {advisory.id}, a malicious-package advisory"))
+                hides = self.policy.deny_vulnerable
+                why = f"{filename}: {advisory.id}" + (", denied by deny_vulnerable" if hides else ", a known vulnerability")
+                shown = FileVerdict(Verdict("vulnerable", why, hides))
+                if hides:
+                    return shown
+        if not paged or not self.policy.ages(project):
+            return shown
+        return self._aged(filename, uploaded, now) or shown
+
+    def _aged(self, filename: str, uploaded: str | None, now: float) -> FileVerdict | None:
+        """The age rules: held back until the release is ``min_release_age`` old, or for want of an upload time."""
+        when = upload_time(uploaded)
+        if when is None:
+            if self.policy.missing_upload_time == "hide":
+                return FileVerdict(Verdict("missing_upload_time", f'{filename}: no upload time, hidden by missing_upload_time = "hide"'))
+            return None
+        until = when + self.policy.min_release_age
+        if self.policy.min_release_age > 0 and now < until:
+            reason = f"{filename}: uploaded {iso_z(when)}, held back until {iso_z(until)} by min_release_age"
+            return FileVerdict(Verdict("min_release_age", reason), until)
+        return None

@@ -1,0 +1,163 @@
+"""
+A page as the policy lets clients see it: the stored page with the files it
+holds back left out, made from the cached page at answer time. The stored page
+keeps every file, so a policy change or a release coming of age shows at once.
+
+A view is a ``StoredPage`` of its own, whose version is the page's plus a tag
+naming what it hides, so it is rendered and validated (ETag) like any page, and
+a new view is a new rendering, never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Callable, Iterator
+
+import attrs
+from packaging.version import InvalidVersion, Version
+
+from pypicached.cache.records import StoredPage
+from pypicached.index.names import version_of
+from pypicached.policy.judge import FileVerdict, Judge, Verdict
+
+Entry = dict[str, Any]
+
+
+@attrs.frozen
+class View:
+    """What the policy does to one page version, until ``until`` (or a new advisory snapshot)."""
+
+    page: StoredPage
+    #: The files held back, by filename, and those only flagged (shown, counted).
+    hidden: dict[str, Verdict]
+    flagged: dict[str, Verdict]
+    until: float
+    advisories: str
+    #: The whole page is refused (a denied project, or a JSON release whose every file is held back).
+    refusal: Verdict | None = None
+
+
+@attrs.frozen
+class Shape:
+    """Where a kind of page keeps its file entries, and how it is rebuilt without some of them."""
+
+    entries: Callable[[dict[str, Any]], Iterator[Entry]]
+    uploaded: Callable[[Entry], "str | None"]
+    status: Callable[[dict[str, Any]], str]
+    without: Callable[[dict[str, Any], str, set[str]], dict[str, Any]]
+
+
+def view(judge: Judge, stored: StoredPage, now: float, advisories: str) -> View:
+    """The policy's view of ``stored`` at ``now``."""
+    project = stored.key.project
+    refusal = judge.project(project)
+    if refusal is not None:
+        return View(stored, {}, {}, math.inf, advisories, refusal)
+    shape = SHAPES[stored.key.kind.name]
+    status = shape.status(stored.page)
+    hidden: dict[str, Verdict] = {}
+    flagged: dict[str, Verdict] = {}
+    until = math.inf
+    for entry in shape.entries(stored.page):
+        filename = entry.get("filename")
+        if not isinstance(filename, str):
+            continue
+        found: FileVerdict = judge.file(project, filename, shape.uploaded(entry), status, now)
+        until = min(until, found.until)
+        if found.verdict is not None:
+            (hidden if found.verdict.hides else flagged)[filename] = found.verdict
+    if not hidden:
+        return View(stored, hidden, flagged, until, advisories)
+    tag = hashlib.blake2b("\n".join(sorted(hidden)).encode(), digest_size=6).hexdigest()
+    page = StoredPage(
+        stored.key, stored.url, stored.fetched, stored.etag, stored.last_modified,
+        shape.without(stored.page, project, set(hidden)), f"{stored.version}.{tag}",
+    )
+    return View(page, hidden, flagged, until, advisories, _all_held(stored, shape, hidden))
+
+
+def _all_held(stored: StoredPage, shape: Shape, hidden: dict[str, Verdict]) -> Verdict | None:
+    """For one release's JSON document: its first file's verdict, if every file is held back."""
+    if not stored.key.version:
+        return None
+    names = [e.get("filename") for e in shape.entries(stored.page)]
+    return hidden[names[0]] if names and all(n in hidden for n in names) else None  # type: ignore[index]
+
+
+# --- the simple API's project page ------------------------------------------------------
+
+
+def _project_entries(page: dict[str, Any]) -> Iterator[Entry]:
+    yield from (f for f in page.get("files", ()) if isinstance(f, dict))
+
+
+def _project_status(page: dict[str, Any]) -> str:
+    status = page.get("project-status")
+    return str(status.get("status", "active")) if isinstance(status, dict) else "active"
+
+
+def _project_without(page: dict[str, Any], project: str, hidden: set[str]) -> dict[str, Any]:
+    """The page without the hidden files; ``versions`` without those whose every file is hidden."""
+    out = dict(page)
+    out["files"] = [f for f in _project_entries(page) if f.get("filename") not in hidden]
+    versions = page.get("versions")
+    if isinstance(versions, list):
+        shown: set[Version] = set()
+        held: set[Version] = set()
+        for entry in _project_entries(page):
+            version = version_of(project, str(entry.get("filename")))
+            if version is not None:
+                (held if entry.get("filename") in hidden else shown).add(version)
+        gone = held - shown
+        out["versions"] = [v for v in versions if _parsed(v) not in gone]
+    return out
+
+
+def _parsed(text: Any) -> Version | None:
+    try:
+        return Version(str(text))
+    except InvalidVersion:
+        return None
+
+
+# --- the JSON API document ---------------------------------------------------------------
+
+
+def _json_entries(page: dict[str, Any]) -> Iterator[Entry]:
+    """Each file entry once: a release's files, or (for one release's document) its ``urls``."""
+    releases = page.get("releases")
+    if isinstance(releases, dict):
+        for files in releases.values():
+            yield from (f for f in files if isinstance(f, dict)) if isinstance(files, list) else ()
+    else:
+        yield from (f for f in page.get("urls") or () if isinstance(f, dict))
+
+
+def _json_uploaded(entry: Entry) -> str | None:
+    return entry.get("upload_time_iso_8601") or entry.get("upload-time")
+
+
+def _json_without(page: dict[str, Any], project: str, hidden: set[str]) -> dict[str, Any]:
+    """The document without the hidden files; a release whose every file is hidden is left out."""
+    out = dict(page)
+    if isinstance(page.get("urls"), list):
+        out["urls"] = [f for f in page["urls"] if not (isinstance(f, dict) and f.get("filename") in hidden)]
+    releases = page.get("releases")
+    if isinstance(releases, dict):
+        kept = {}
+        for version, files in releases.items():
+            if not isinstance(files, list):
+                kept[version] = files
+                continue
+            left = [f for f in files if not (isinstance(f, dict) and f.get("filename") in hidden)]
+            if left or not files:
+                kept[version] = left
+        out["releases"] = kept
+    return out
+
+
+SHAPES = {
+    "project": Shape(_project_entries, lambda e: e.get("upload-time"), _project_status, _project_without),
+    "json": Shape(_json_entries, _json_uploaded, lambda page: "active", _json_without),
+}
