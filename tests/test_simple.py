@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pypicached.index import pypijson
 
 from pypicached.index import simple
@@ -118,8 +120,6 @@ def test_index_page_both_ways(tmp_path):
 
 
 def test_bad_pages_are_refused():
-    import pytest
-
     for body, ctype in [(b"{", "application/vnd.pypi.simple.v1+json"), (b"[]", "application/vnd.pypi.simple.v1+json"), (b"x", "image/png")]:
         with pytest.raises(simple.BadPage):
             simple.parse(body, ctype, PAGE_URL)
@@ -131,3 +131,89 @@ def test_pypi_json_urls_rewritten():
     assert out["urls"][0]["url"] == "PROXY:https://f/packages/a.whl"
     assert out["releases"]["1.0"][0]["url"] == "PROXY:https://f/packages/a.whl"
     assert out["releases"]["1.0"][0]["digests"] == {"sha256": "x"}
+
+
+# --- the newest fields: PEP 700, 740 and 792, and the api-version the proxy claims -------------
+
+PROVENANCE = "https://up.test/integrity/foo/1.0/foo-1.0-py3-none-any.whl/provenance"
+REASON = 'malware: "evil" <script> & more'
+
+
+def status_json() -> dict:
+    return {
+        "meta": {"_last-serial": 9, "api-version": "1.4", "x-meta": [1]},
+        "name": "foo",
+        "project-status": {"status": "archived", "reason": REASON},
+        "versions": ["0.9", "1.0"],
+        "_private": {"kept": "as is"},
+        "alternate-locations": [],
+        "files": [
+            {
+                "filename": "foo-1.0-py3-none-any.whl",
+                "url": "https://files.test/packages/foo-1.0-py3-none-any.whl",
+                "hashes": {"sha256": "aa11"},
+                "provenance": PROVENANCE,
+                "size": 12345678901,
+                "upload-time": "2025-07-08T09:10:11.123456Z",
+                "_file-private": True,
+                "x-future": {"nested": [None, 1.5]},
+            },
+            {
+                "filename": "foo-0.9.tar.gz",
+                "url": "https://files.test/packages/foo-0.9.tar.gz",
+                "hashes": {"sha256": "cc33"},
+                "provenance": None,
+                "size": 0,
+                "upload-time": "2020-01-01T00:00:00Z",
+            },
+        ],
+    }
+
+
+def parse_json(doc: dict) -> simple.Page:
+    return simple.parse(json.dumps(doc).encode(), "application/vnd.pypi.simple.v1+json", PAGE_URL)
+
+
+@pytest.mark.parametrize(
+    "upstream, sent",
+    [
+        ("1.0", "1.0"), ("1.1", "1.1"), ("1.3", "1.3"), ("1.4", "1.4"), ("0.9", "0.9"),
+        ("1.5", "1.4"), ("1.10", "1.4"), ("2.0", "1.4"), ("2.1", "1.4"), (" 1.2 ", "1.2"), ("01.02", "1.2"),
+        ("", "1.0"), ("1", "1.0"), ("v1.1", "1.0"), ("1.1.1", "1.0"), ("one", "1.0"), (1.1, "1.0"), (None, "1.0"),
+    ],
+)
+def test_api_version_is_capped(upstream, sent):
+    assert simple.capped_api_version(upstream) == sent
+    doc = status_json()
+    doc["meta"]["api-version"] = upstream
+    page = parse_json(doc)
+    assert json.loads(simple.render_project(page, "foo", Format.JSON, href))["meta"]["api-version"] == sent
+    out = simple.render_project(page, "foo", Format.HTML, href).decode()
+    assert f'<meta name="pypi:repository-version" content="{sent}">' in out
+
+
+def test_api_version_cap_from_html_upstream_and_missing_meta():
+    body = HTML_PAGE.replace(b'content="1.1"', b'content="3.7"')
+    page = simple.parse(body, "text/html", PAGE_URL)
+    assert page["meta"]["api-version"] == "3.7"  # the cache keeps what the upstream said
+    assert json.loads(simple.render_project(page, "foo", Format.JSON, href))["meta"]["api-version"] == "1.4"
+    doc = status_json()
+    del doc["meta"]
+    out = json.loads(simple.render_project(parse_json(doc), "foo", Format.JSON, href))
+    assert out["meta"] == {"api-version": "1.0"}
+
+
+@pytest.mark.parametrize("upstream, sent", [("2.3", "1.4"), ("1.1", "1.1"), ("junk", "1.0")])
+def test_project_list_api_version_is_capped(tmp_path, upstream, sent):
+    from pypicached.index import projectlist
+
+    source, tmp = tmp_path / "list", tmp_path / "tmp"
+    tmp.mkdir()
+    body = {"meta": {"_last-serial": 5, "api-version": upstream}, "projects": [{"name": "foo"}]}
+    source.write_bytes(json.dumps(body).encode())
+    listing = projectlist.convert(source, content_type="application/vnd.pypi.simple.v1+json", encoding="",
+                                  directory=tmp_path / "out", tmp=tmp, limit=1 << 20)
+    out = tmp_path / "out" / listing.version
+    assert json.loads((out / "json-1").read_bytes())["meta"] == {"_last-serial": 5, "api-version": sent}
+    assert f'<meta name="pypi:repository-version" content="{sent}">'.encode() in (out / "html-1").read_bytes()
+    assert listing.meta["api-version"] == sent

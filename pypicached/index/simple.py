@@ -24,6 +24,14 @@ from pypicached.index.names import normalize
 from pypicached.index.negotiation import Format
 
 
+#: The newest simple-API version this proxy writes faithfully (PEP 792's 1.4). Pages
+#: claim the lower of this and the upstream's: claiming more would promise fields the
+#: proxy does not know how to carry (and a higher major makes installers refuse the page,
+#: PEP 629); claiming more than the upstream would promise fields its page lacks.
+API_VERSION = "1.4"
+_VERSION = re.compile(r"\s*(\d+)\.(\d+)\s*")
+
+
 class BadPage(ValueError):
     """The upstream sent something that is not a simple-API page."""
 
@@ -89,7 +97,8 @@ class _AnchorParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.api_version = "1.0"
+        #: The ``<meta>`` tags' contents by name (the page-wide fields).
+        self.metas: dict[str, str] = {}
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
@@ -98,8 +107,9 @@ class _AnchorParser(HTMLParser):
             self._open, self._text = dict(attrs), []
         elif tag == "meta":
             found = dict(attrs)
-            if found.get("name") == "pypi:repository-version" and found.get("content"):
-                self.api_version = found["content"] or "1.0"
+            name, content = found.get("name"), found.get("content")
+            if name and content:
+                self.metas.setdefault(name, content)
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -118,7 +128,7 @@ def _parse_html(body: bytes) -> Page:
         parser.close()
     except UnicodeDecodeError as e:
         raise BadPage(f"HTML is not UTF-8: {e}") from None
-    meta = {"api-version": parser.api_version}
+    meta = {"api-version": parser.metas.get("pypi:repository-version", "1.0")}
     return {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
 
 
@@ -178,6 +188,25 @@ def core_metadata(entry: dict[str, Any]) -> bool | dict[str, str]:
     return False
 
 
+# --- page-wide fields ----------------------------------------------------------------
+
+
+def capped_api_version(upstream: Any) -> str:
+    """The api-version a page is sent with: the upstream's, at most ``API_VERSION``; "1.0" if unreadable."""
+    match = _VERSION.fullmatch(upstream) if isinstance(upstream, str) else None
+    if match is None:
+        return "1.0"
+    theirs = (int(match[1]), int(match[2]))
+    ours = tuple(int(part) for part in API_VERSION.split("."))
+    return f"{theirs[0]}.{theirs[1]}" if theirs < ours else API_VERSION
+
+
+def capped_meta(meta: Any) -> dict[str, Any]:
+    """A page's ``meta`` as sent: every key kept, ``api-version`` capped (in its place)."""
+    kept = dict(meta) if isinstance(meta, dict) else {}
+    return {**kept, "api-version": capped_api_version(kept.get("api-version"))}
+
+
 # --- writing -------------------------------------------------------------------------
 
 
@@ -195,6 +224,7 @@ def render_project(page: Page, name: str, fmt: Format, href_for: HrefFor) -> byt
         files.append(out)
     if fmt.is_json:
         body = dict(page)
+        body["meta"] = capped_meta(page.get("meta"))
         body["files"] = files
         body.setdefault("name", name)
         return _json(body)
@@ -264,11 +294,13 @@ _NAME_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def html_head(page: Page, title: str) -> str:
-    version = str((page.get("meta") or {}).get("api-version", "1.0"))
+    """The page's head, with its capped repository version."""
+    version = capped_api_version((page.get("meta") or {}).get("api-version"))
+    tags = [("pypi:repository-version", version)]
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{html.escape(version)}">\n'
-        f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
+        + "".join(f'    <meta name="{name}" content="{html.escape(value)}">\n' for name, value in tags)
+        + f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{html.escape(title)}</h1>\n"
     )
 
