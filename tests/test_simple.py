@@ -135,8 +135,17 @@ def test_pypi_json_urls_rewritten():
 
 # --- the newest fields: PEP 700, 740 and 792, and the api-version the proxy claims -------------
 
+STATUS_PAGE_URL = "https://up.test/simple/foo/"
 PROVENANCE = "https://up.test/integrity/foo/1.0/foo-1.0-py3-none-any.whl/provenance"
 REASON = 'malware: "evil" <script> & more'
+STATUS_HTML = f"""<!DOCTYPE html><html><head>
+<meta name="pypi:repository-version" content="1.4">
+<meta name="pypi:project-status" content="quarantined">
+<meta name="pypi:project-status-reason" content="{REASON.replace('&', '&amp;').replace('"', '&quot;').replace('<', '&lt;')}">
+</head><body>
+<a href="../../files/foo-1.0-py3-none-any.whl#sha256=aa11"
+   data-provenance="/integrity/foo/1.0/foo-1.0-py3-none-any.whl/provenance">foo-1.0-py3-none-any.whl</a>
+</body></html>""".encode()
 
 
 def status_json() -> dict:
@@ -174,6 +183,101 @@ def parse_json(doc: dict) -> simple.Page:
     return simple.parse(json.dumps(doc).encode(), "application/vnd.pypi.simple.v1+json", PAGE_URL)
 
 
+def head_of(page_html: str) -> str:
+    return page_html.split("</head>", 1)[0]
+
+
+def test_html_status_and_relative_provenance_are_read():
+    page = simple.parse(STATUS_HTML, "text/html", STATUS_PAGE_URL)
+    assert page["project-status"] == {"status": "quarantined", "reason": REASON}
+    assert page["files"][0]["provenance"] == PROVENANCE
+    assert simple.project_status(page) == ("quarantined", REASON)
+
+
+def test_html_status_and_provenance_to_json_client():
+    page = simple.parse(STATUS_HTML, "text/html", STATUS_PAGE_URL)
+    out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
+    assert out["project-status"] == {"status": "quarantined", "reason": REASON}
+    assert out["files"][0]["provenance"] == PROVENANCE  # the upstream's URL, not the proxy's
+    assert out["files"][0]["url"].startswith("PROXY:")
+    assert out["meta"]["api-version"] == "1.4"
+
+
+def test_html_status_and_provenance_to_html_client_and_back():
+    page = simple.parse(STATUS_HTML, "text/html", STATUS_PAGE_URL)
+    out = simple.render_project(page, "foo", Format.HTML, href).decode()
+    head = head_of(out)
+    assert '<meta name="pypi:project-status" content="quarantined">' in head
+    assert ('<meta name="pypi:project-status-reason" '
+            'content="malware: &quot;evil&quot; &lt;script&gt; &amp; more">') in head
+    assert '<meta name="pypi:repository-version" content="1.4">' in head
+    assert f'data-provenance="{PROVENANCE}"' in out
+    again = simple.parse(out.encode(), "text/html", "http://proxy.test/simple/foo/")
+    assert again["project-status"] == page["project-status"]
+    assert again["files"][0]["provenance"] == PROVENANCE
+
+
+def test_html_to_json_to_html_keeps_status_and_provenance():
+    page = simple.parse(STATUS_HTML, "text/html", STATUS_PAGE_URL)
+    as_json = simple.render_project(page, "foo", Format.JSON, href)
+    again = simple.parse(as_json, "application/vnd.pypi.simple.v1+json", "http://proxy.test/simple/foo/")
+    out = simple.render_project(again, "foo", Format.HTML, href).decode()
+    assert '<meta name="pypi:project-status" content="quarantined">' in head_of(out)
+    assert "&lt;script&gt; &amp; more" in head_of(out)
+    assert f'data-provenance="{PROVENANCE}"' in out
+
+
+def test_json_page_passes_through_exactly_but_for_urls():
+    upstream = status_json()
+    out = json.loads(simple.render_project(parse_json(upstream), "foo", Format.JSON, href))
+    expected = status_json()
+    for entry in expected["files"]:
+        entry["url"] = "PROXY:" + entry["url"]
+    assert out == expected  # PEP 700 and 740 fields, _-keys and unknown keys at every level, untouched
+    assert list(out["meta"]) == ["_last-serial", "api-version", "x-meta"]
+
+
+def test_json_status_and_provenance_to_html_client_and_back():
+    out = simple.render_project(parse_json(status_json()), "foo", Format.HTML, href).decode()
+    head = head_of(out)
+    assert '<meta name="pypi:project-status" content="archived">' in head
+    assert "&quot;evil&quot; &lt;script&gt; &amp; more" in head and "<script>" not in out
+    assert f'data-provenance="{PROVENANCE}"' in out
+    assert out.count("data-provenance") == 1  # a null provenance is no attribute
+    again = simple.parse(out.encode(), "text/html", "http://proxy.test/simple/foo/")
+    back = json.loads(simple.render_project(again, "foo", Format.JSON, href))
+    assert back["project-status"] == {"status": "archived", "reason": REASON}
+    assert back["files"][0]["provenance"] == PROVENANCE
+
+
+def test_quarantined_files_are_carried_not_filtered():
+    doc = status_json()
+    doc["project-status"] = {"status": "Quarantined"}
+    page = parse_json(doc)
+    out = json.loads(simple.render_project(page, "foo", Format.JSON, href))
+    assert len(out["files"]) == 2 and out["project-status"] == {"status": "Quarantined"}
+    assert simple.project_status(page) == ("quarantined", "")
+
+
+def test_no_status_means_active_and_no_tags():
+    page = simple.parse(HTML_PAGE, "text/html", PAGE_URL)
+    assert "project-status" not in page
+    assert simple.project_status(page) == ("active", "")
+    assert "pypi:project-status" not in simple.render_project(page, "foo", Format.HTML, href).decode()
+    assert "project-status" not in json.loads(simple.render_project(page, "foo", Format.JSON, href))
+    assert simple.project_status({"project-status": "quarantined"}) == ("active", "")  # not the PEP's shape
+
+
+def test_status_reason_alone_stays_alone():
+    body = STATUS_HTML.replace(b'<meta name="pypi:project-status" content="quarantined">\n', b"")
+    page = simple.parse(body, "text/html", STATUS_PAGE_URL)
+    assert page["project-status"] == {"reason": REASON}
+    assert simple.project_status(page) == ("active", REASON)
+    out = simple.render_project(page, "foo", Format.HTML, href).decode()
+    assert "pypi:project-status-reason" in out and 'name="pypi:project-status"' not in out
+
+
+
 @pytest.mark.parametrize(
     "upstream, sent",
     [
@@ -193,8 +297,8 @@ def test_api_version_is_capped(upstream, sent):
 
 
 def test_api_version_cap_from_html_upstream_and_missing_meta():
-    body = HTML_PAGE.replace(b'content="1.1"', b'content="3.7"')
-    page = simple.parse(body, "text/html", PAGE_URL)
+    body = STATUS_HTML.replace(b'content="1.4"', b'content="3.7"')
+    page = simple.parse(body, "text/html", STATUS_PAGE_URL)
     assert page["meta"]["api-version"] == "3.7"  # the cache keeps what the upstream said
     assert json.loads(simple.render_project(page, "foo", Format.JSON, href))["meta"]["api-version"] == "1.4"
     doc = status_json()
