@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from pypicached.cache.records import StoredPage
 
 #: Part of every page ETag: a new rendering code means new validators.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 #: Smaller bodies are not worth compressing.
 GZIP_MIN = 1024
 CHUNK = 1 << 20

@@ -27,7 +27,7 @@ import attrs
 from pypicached.cache.disk import durable_file
 from pypicached.cache.rendered import CHUNK, GZIP_MIN, Form, gzip_file, prune_versions
 from pypicached.index.names import normalize
-from pypicached.index.simple import HTML_TAIL, INDEX_TITLE, BadPage, html_head, index_rows, is_project_entry
+from pypicached.index.simple import HTML_TAIL, INDEX_TITLE, BadPage, capped_meta, html_head, index_rows, is_project_entry
 
 #: The forms of the project list: its links are relative, so one depth serves.
 PLAIN_FORMS = (Form(json=False, depth=1), Form(json=True, depth=1))
@@ -142,8 +142,8 @@ def _write(events: Iterator[tuple[str, Any]], staging: Path, tmp: Path) -> Proje
         for event, value in events:
             if event == "key":
                 name, item = value
-                if name == "meta" and isinstance(item, dict):
-                    meta = item
+                if name == "meta":  # sent as the proxy's: its api-version capped like a project page's
+                    item = meta = capped_meta(item)
                 emit(separator + _dumps(name) + ":" + _dumps(item))
                 separator = ","
             elif event == "projects-start":

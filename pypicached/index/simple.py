@@ -7,7 +7,10 @@ The one form is PEP 691's JSON with absolute upstream URLs. An HTML page is
 translated into it attribute by attribute (``data-requires-python`` to
 ``requires-python``, ``data-yanked`` to ``yanked``, ``#sha256=`` to ``hashes`` and
 so on); unknown JSON keys and unknown ``data-*`` attributes are carried along,
-so nothing the upstream said is lost in either direction.
+so nothing the upstream said is lost in either direction. Project-wide fields
+travel as ``<meta>`` tags in HTML and keys in JSON (PEP 792's ``project-status``);
+file-level fields HTML has no attribute for (PEP 700's ``size``, ``upload-time``)
+exist in JSON only.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ from urllib.parse import unquote, urljoin, urlsplit
 from pypicached.index.links import FileLink, hashes_of, split_url
 from pypicached.index.names import normalize
 from pypicached.index.negotiation import Format
+
+
+#: The newest simple-API version this proxy writes faithfully (PEP 792's 1.4). Pages
+#: claim the lower of this and the upstream's: claiming more would promise fields the
+#: proxy does not know how to carry (and a higher major makes installers refuse the page,
+#: PEP 629); claiming more than the upstream would promise fields its page lacks.
+API_VERSION = "1.4"
+_VERSION = re.compile(r"\s*(\d+)\.(\d+)\s*")
+_STATUS_TAG, _REASON_TAG = "pypi:project-status", "pypi:project-status-reason"
 
 
 class BadPage(ValueError):
@@ -67,6 +79,8 @@ def parse(body: bytes, content_type: str, page_url: str) -> Page:
         entry["url"] = urljoin(page_url, url)
         if not isinstance(entry.get("filename"), str):
             entry["filename"] = _filename_of(entry["url"])
+        if isinstance(entry.get("provenance"), str) and entry["provenance"]:  # PEP 740: kept absolute, like urls
+            entry["provenance"] = urljoin(page_url, entry["provenance"])
     return page
 
 
@@ -89,7 +103,8 @@ class _AnchorParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
-        self.api_version = "1.0"
+        #: The ``<meta>`` tags' contents by name (the page-wide fields).
+        self.metas: dict[str, str] = {}
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
@@ -98,8 +113,9 @@ class _AnchorParser(HTMLParser):
             self._open, self._text = dict(attrs), []
         elif tag == "meta":
             found = dict(attrs)
-            if found.get("name") == "pypi:repository-version" and found.get("content"):
-                self.api_version = found["content"] or "1.0"
+            name, content = found.get("name"), found.get("content")
+            if name and content:
+                self.metas.setdefault(name, content)
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -118,8 +134,13 @@ def _parse_html(body: bytes) -> Page:
         parser.close()
     except UnicodeDecodeError as e:
         raise BadPage(f"HTML is not UTF-8: {e}") from None
-    meta = {"api-version": parser.api_version}
-    return {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
+    meta = {"api-version": parser.metas.get("pypi:repository-version", "1.0")}
+    page: Page = {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
+    marker = {key: parser.metas[tag] for key, tag in (("status", _STATUS_TAG), ("reason", _REASON_TAG))
+              if tag in parser.metas}
+    if marker:
+        page["project-status"] = marker
+    return page
 
 
 def _file_from_anchor(attributes: dict[str, str | None]) -> dict[str, Any]:
@@ -178,6 +199,49 @@ def core_metadata(entry: dict[str, Any]) -> bool | dict[str, str]:
     return False
 
 
+# --- page-wide fields ----------------------------------------------------------------
+
+
+def capped_api_version(upstream: Any) -> str:
+    """The api-version a page is sent with: the upstream's, at most ``API_VERSION``; "1.0" if unreadable."""
+    match = _VERSION.fullmatch(upstream) if isinstance(upstream, str) else None
+    if match is None:
+        return "1.0"
+    theirs = (int(match[1]), int(match[2]))
+    ours = tuple(int(part) for part in API_VERSION.split("."))
+    return f"{theirs[0]}.{theirs[1]}" if theirs < ours else API_VERSION
+
+
+def capped_meta(meta: Any) -> dict[str, Any]:
+    """A page's ``meta`` as sent: every key kept, ``api-version`` capped (in its place)."""
+    kept = dict(meta) if isinstance(meta, dict) else {}
+    return {**kept, "api-version": capped_api_version(kept.get("api-version"))}
+
+
+def project_status(page: Page) -> tuple[str, str]:
+    """A project's PEP 792 status (lower case) and reason, for policy; ("active", "") if none is given."""
+    status, reason = _marker(page)
+    status = status.strip().lower() if isinstance(status, str) else ""
+    return status or "active", reason if isinstance(reason, str) else ""
+
+
+def _marker(page: Page) -> tuple[Any, Any]:
+    """
+    The upstream's PEP 792 status and reason, as given (None where absent). ``state``
+    is read too: the PEP's prose names it where its example (and the index) use ``status``.
+    """
+    marker = page.get("project-status")
+    if not isinstance(marker, dict):
+        return None, None
+    return marker.get("status", marker.get("state")), marker.get("reason")
+
+
+def _status_tags(page: Page) -> list[tuple[str, str]]:
+    """PEP 792's ``<meta>`` tags, for exactly what the upstream said (nothing when it said nothing)."""
+    return [(tag, value) for tag, value in zip((_STATUS_TAG, _REASON_TAG), _marker(page))
+            if isinstance(value, str) and value]
+
+
 # --- writing -------------------------------------------------------------------------
 
 
@@ -195,6 +259,7 @@ def render_project(page: Page, name: str, fmt: Format, href_for: HrefFor) -> byt
         files.append(out)
     if fmt.is_json:
         body = dict(page)
+        body["meta"] = capped_meta(page.get("meta"))
         body["files"] = files
         body.setdefault("name", name)
         return _json(body)
@@ -264,11 +329,13 @@ _NAME_SEPARATORS = re.compile(r"[-_.]+")
 
 
 def html_head(page: Page, title: str) -> str:
-    version = str((page.get("meta") or {}).get("api-version", "1.0"))
+    """The page's head, with its capped repository version and any PEP 792 status tags."""
+    version = capped_api_version((page.get("meta") or {}).get("api-version"))
+    tags = [("pypi:repository-version", version), *_status_tags(page)]
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{html.escape(version)}">\n'
-        f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
+        + "".join(f'    <meta name="{name}" content="{html.escape(value)}">\n' for name, value in tags)
+        + f"    <title>{html.escape(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{html.escape(title)}</h1>\n"
     )
 
