@@ -34,7 +34,8 @@ from pypicached.cache.housekeeping import CacheUsage, free_space, scan
 from pypicached.http.tls import split_endpoint
 from pypicached.ops.metrics import STATE_FILE, Ledger
 from pypicached.upstream.client import failure_reason
-from pypicached.index.names import is_valid_name, normalize
+from pypicached.index.names import is_valid_name, is_valid_version, normalize
+from pypicached.policy.explain import as_text as explained
 from pypicached.cache.records import remove_project_records
 from pypicached.admin.progress import Progress
 from pypicached.ops.summary import as_text, human_bytes, summary
@@ -125,6 +126,21 @@ class Admin:
             self.settings.min_free,
         )
         return summary(Ledger.load(self.root / STATE_FILE, now), usage, now=now, upstream_url=indexes_of(self.settings)[0].url)
+
+    # --- policy --------------------------------------------------------------------
+
+    async def policy_check(self, requirement: str) -> int:
+        """What the policy does to ``NAME`` or ``NAME==VERSION``, and why, as the daemon judges it now."""
+        name, _, version = requirement.partition("==")
+        if not is_valid_name(name.strip()) or (version and not is_valid_version(version.strip())):
+            raise AdminError(f"expected NAME or NAME==VERSION, not {requirement!r}")
+        path = f"/policy/{quote(normalize(name.strip()))}" + (f"/{quote(version.strip())}" if version else "")
+        answered = await self._ask("GET", path)
+        if answered is None:
+            raise AdminError("the policy check asks the running daemon (it holds the advisories and the pages); "
+                             "none answers")
+        self.out.write(explained(self._check(*answered)))
+        return 0
 
     # --- purges --------------------------------------------------------------------
 
@@ -231,6 +247,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("project")
     s = sub.add_parser("purge-file", help="delete a cached file (by its URL or file name)")
     s.add_argument("url_or_name")
+    s = sub.add_parser("policy", help="the supply-chain policy: 'policy check NAME[==VERSION]' explains what it does")
+    s.add_argument("action", choices=["check"])
+    s.add_argument("requirement", metavar="NAME[==VERSION]")
     s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
     s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
     s = sub.add_parser("prefetch", help="fill the cache with the files of a requirements file")
@@ -263,6 +282,8 @@ async def run(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
         return await admin.purge(args.project)
     if args.command == "purge-file":
         return await admin.purge_file(args.url_or_name)
+    if args.command == "policy":
+        return await admin.policy_check(args.requirement)
     if args.command == "verify":
         return admin.verify(drop=not args.keep)
     return await admin.prefetch(args.requirement, args.all_files, max(1, args.jobs))

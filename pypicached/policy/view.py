@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from pypicached.cache.records import StoredPage
 from pypicached.index.names import version_of
+from pypicached.index.simple import project_status
 from pypicached.policy.judge import FileVerdict, Judge, Verdict
 
 Entry = dict[str, Any]
@@ -92,11 +93,6 @@ def _project_entries(page: dict[str, Any]) -> Iterator[Entry]:
     yield from (f for f in page.get("files", ()) if isinstance(f, dict))
 
 
-def _project_status(page: dict[str, Any]) -> str:
-    status = page.get("project-status")
-    return str(status.get("status", "active")) if isinstance(status, dict) else "active"
-
-
 def _project_without(page: dict[str, Any], project: str, hidden: set[str]) -> dict[str, Any]:
     """The page without the hidden files; ``versions`` without those whose every file is hidden."""
     out = dict(page)
@@ -158,6 +154,6 @@ def _json_without(page: dict[str, Any], project: str, hidden: set[str]) -> dict[
 
 
 SHAPES = {
-    "project": Shape(_project_entries, lambda e: e.get("upload-time"), _project_status, _project_without),
+    "project": Shape(_project_entries, lambda e: e.get("upload-time"), lambda page: project_status(page)[0], _project_without),
     "json": Shape(_json_entries, _json_uploaded, lambda page: "active", _json_without),
 }
