@@ -84,14 +84,15 @@ class ServedUpstream:
 @pytest.fixture
 def make_world(dists, tmp_path):
     """Proxies joined in memory to an upstream (tests/memory.py): ``make_world(upstream=dists, flavour="json",
-    cache_dir=None, **settings)``; every one stopped after the test."""
+    cache_dir=None, now=0.0, **settings)``; every one stopped after the test."""
     from .memory import World
 
     worlds = []
 
-    def make(upstream: Any = None, flavour: str = "json", cache_dir: Any = None, **settings: Any) -> World:
+    def make(upstream: Any = None, flavour: str = "json", cache_dir: Any = None, now: float = 0.0,
+             **settings: Any) -> World:
         world = World(dists if upstream is None else upstream, cache_dir or tmp_path / f"cache{len(worlds)}",
-                      flavour, **settings)
+                      flavour, now, **settings)
         worlds.append(world)
         return world
 

@@ -115,9 +115,13 @@ class World:
 
     base_url = "http://pip.example.lan"
 
-    def __init__(self, upstream: Any, cache_dir: Path, flavour: str = "json", **settings: Any) -> None:
-        """``upstream``: the dists of a ``FakeUpstream`` of ``flavour``, a ``FakeUpstream``, or any ``Resource``."""
+    def __init__(self, upstream: Any, cache_dir: Path, flavour: str = "json", now: float = 0.0, **settings: Any) -> None:
+        """
+        ``upstream``: the dists of a ``FakeUpstream`` of ``flavour``, a ``FakeUpstream``, or any ``Resource``;
+        ``now``: the clock's time at the start (POSIX seconds).
+        """
         self.clock = MemoryReactorClock()
+        self.clock.advance(now)
         self._agents: list[SiteAgent] = []  # every connection, shared with chained worlds
         self._chained: list[World] = []
         if not isinstance(upstream, Resource):

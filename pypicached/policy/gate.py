@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from pypicached.cache.fetch import NotFound
@@ -62,18 +61,19 @@ class Gate:
         """
         What the policy lets clients see of ``stored`` now (None: a page it has no
         say over); ``Denied`` for a page it refuses. Made once per page version
-        until a held-back release comes of age, the advisories change, or the day ends.
+        until a held-back release comes of age or the advisories change.
         """
         if upstream is None or stored.key.kind.name not in SHAPES:
             return None
         now = self._clock.seconds()
         advisories = self._advisories().version
-        made: View | None = stored.policy_view
+        made, day = stored.policy_view or (None, None)
         if made is None or now >= made.until or made.advisories != advisories:
             made = view(self._judges[upstream.name], stored, now, advisories)
-            made = _until(made, min(made.until, (now // 86400 + 1) * 86400))  # noted afresh each day
-            stored.policy_view = made
+            day = None
+        if day != now // 86400:  # what it holds back is noted once a day, for today's list
             self.held.noted(upstream.name, stored.key.project, {**made.flagged, **made.hidden}, now)
+        stored.policy_view = (made, now // 86400)
         if made.refusal is not None:
             raise self.denied(made.refusal)
         return made
@@ -117,10 +117,6 @@ class Gate:
                 found = self._judges[route[0].name].file(project, filename, None, "active", self._clock.seconds(), paged=False)
                 if found.verdict is not None and found.verdict.hides:
                     raise self.denied(found.verdict)
-
-
-def _until(made: View, until: float) -> View:
-    return made if until == made.until else attrs.evolve(made, until=until)
 
 
 def max_age(made: View | None, now: float, ttl: float) -> float:

@@ -1,0 +1,302 @@
+"""
+The supply-chain policy, in memory on an injected clock: a release cooldown by
+upload time, deny and allow lists, missing upload times, PEP 792 quarantine,
+and what the operator sees (403 reasons, /stats, /metrics, the explanation).
+The policy works on what is cached: no test here needs a refetch to see it change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from twisted.web.resource import Resource
+
+from pypicached.config import ConfigError, build_settings, indexes_of
+from pypicached.policy.rules import deny_list
+
+from .fake_upstream import FakeUpstream
+from .memory import PIP_ACCEPT, World
+from .wheels import build_sdist, build_wheel
+
+DAY = 86400.0
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.timezone.utc)
+HTML = "text/html"
+
+OLD = build_wheel("pcx-cool", "1.0")
+OLD_SDIST = build_sdist("pcx-cool", "1.0")
+NEW = build_wheel("pcx-cool", "2.0")
+OTHER = build_wheel("pcx-other", "3.0")
+
+
+def upstream(flavour: str = "json") -> FakeUpstream:
+    """pcx-cool 1.0 a month old, 2.0 an hour old; pcx-other 3.0 a month old."""
+    fake = FakeUpstream([], flavour)
+    fake.add(OLD, upload_time=NOW - datetime.timedelta(days=30))
+    fake.add(OLD_SDIST, upload_time=NOW - datetime.timedelta(days=30))
+    fake.add(NEW, upload_time=NOW - datetime.timedelta(hours=1))
+    fake.add(OTHER, upload_time=NOW - datetime.timedelta(days=30))
+    return fake
+
+
+@pytest.fixture
+def world(make_world):
+    def make(flavour: str = "json", fake: Any = None, **settings: Any) -> World:
+        settings.setdefault("index_ttl", 30 * DAY)  # no refetch in these tests: the policy works on the cached page
+        return make_world(fake if fake is not None else upstream(flavour), now=NOW.timestamp(), **settings)
+
+    return make
+
+
+def json_page(w: World, project: str) -> dict[str, Any]:
+    reply = w.page(project)
+    assert reply.code == 200, reply.body
+    return json.loads(reply.body)
+
+
+def filenames(page: dict[str, Any]) -> list[str]:
+    return [f["filename"] for f in page["files"]]
+
+
+def file_path(dist) -> str:
+    return dist.pypi_path
+
+
+# --- the release cooldown ------------------------------------------------------------
+
+
+def test_a_release_younger_than_min_release_age_is_hidden_until_it_comes_of_age(world):
+    w = world(min_release_age=7 * DAY)
+    page = json_page(w, "pcx-cool")
+    assert filenames(page) == [OLD.filename, OLD_SDIST.filename]
+    assert page["versions"] == ["1.0"]  # 2.0's only file is hidden, so 2.0 is gone from versions
+    html = w.get("/simple/pcx-cool/", {"Accept": HTML})
+    assert OLD.filename in html.body.decode() and NEW.filename not in html.body.decode()
+
+    direct = w.get(file_path(NEW))
+    assert direct.code == 403
+    assert direct.header("X-Pypi-Cache") == "DENIED"
+    assert direct.header("Content-Type") == "text/plain; charset=utf-8"
+    uploaded = NOW - datetime.timedelta(hours=1)
+    until = uploaded + datetime.timedelta(days=7)
+    assert direct.body.decode() == (
+        f"{NEW.filename}: uploaded {uploaded:%Y-%m-%dT%H:%M:%SZ}, "
+        f"held back until {until:%Y-%m-%dT%H:%M:%SZ} by min_release_age\n"
+    )
+    assert w.upstream.count(NEW.filename) == 0  # never fetched
+
+    # the page's max-age ends when 2.0 comes of age, not at the 30-day TTL
+    assert w.page("pcx-cool").header("Cache-Control") == "max-age=%d, public" % (7 * DAY - 3600)
+
+    pages_fetched = len(w.upstream.page_requests())
+    w.advance(7 * DAY - 3600 + 1)
+    page = json_page(w, "pcx-cool")
+    assert NEW.filename in filenames(page) and page["versions"] == ["1.0", "2.0"]
+    assert w.get(file_path(NEW)).code == 200
+    assert len(w.upstream.page_requests()) == pages_fetched  # no refetch: the cached page had 2.0 all along
+
+
+def test_views_have_their_own_etags(world):
+    plain = world()
+    held = world(min_release_age=7 * DAY)
+    assert plain.page("pcx-cool").header("ETag") != held.page("pcx-cool").header("ETag")
+    unaffected = (plain.page("pcx-other").header("ETag"), held.page("pcx-other").header("ETag"))
+    assert unaffected[0] == unaffected[1]  # nothing hidden: the page as it is, validators and all
+
+
+def test_exempt_projects_are_never_held_back(world):
+    w = world(min_release_age=7 * DAY, min_release_age_exempt=("pcx-c*",))
+    assert NEW.filename in filenames(json_page(w, "pcx-cool"))
+    assert w.get(file_path(NEW)).code == 200
+
+
+def test_the_json_api_drops_held_back_files_and_refuses_a_release_it_holds_back_whole(world):
+    w = world(min_release_age=7 * DAY)
+    document = json.loads(w.get("/pypi/pcx-cool/json").body)
+    assert sorted(document["releases"]) == ["1.0"]
+    assert all(f["filename"] != NEW.filename for f in document["urls"])
+    release = w.get("/pypi/pcx-cool/2.0/json")
+    assert release.code == 403 and release.header("X-Pypi-Cache") == "DENIED"
+    assert b"min_release_age" in release.body
+    assert w.get("/pypi/pcx-cool/1.0/json").code == 200
+
+
+# --- files without an upload time --------------------------------------------------
+
+
+@pytest.mark.parametrize("missing, shown", [("allow", True), ("hide", False)])
+def test_an_html_only_index_under_missing_upload_time(world, missing, shown):
+    w = world("html", min_release_age=7 * DAY, missing_upload_time=missing)
+    body = w.get("/simple/pcx-cool/", {"Accept": HTML}).body.decode()
+    assert (OLD.filename in body) is shown and (NEW.filename in body) is shown
+    assert bool(json_page(w, "pcx-cool")["files"]) is shown
+
+
+def test_missing_upload_time_hide_refuses_the_file_itself(world):
+    w = world("html", missing_upload_time="hide")
+    plain = world("html")
+    link = json.loads(plain.page("pcx-cool").body)["files"][0]["url"]  # relative to /simple/pcx-cool/
+    path = "/" + link.removeprefix("../../")
+    assert plain.get(path).code == 200
+    refused = w.get(path)
+    assert refused.code == 403 and b'hidden by missing_upload_time = "hide"' in refused.body
+
+
+# --- deny and allow lists -----------------------------------------------------------
+
+
+def test_a_denied_project_is_refused_without_asking_upstream(world):
+    w = world(deny=deny_list(["pcx-cool"]))
+    for path in ("/simple/pcx-cool/", "/pypi/pcx-cool/json", "/pypi/pcx-cool/1.0/json", file_path(OLD)):
+        reply = w.get(path, {"Accept": PIP_ACCEPT})
+        assert reply.code == 403, path
+        assert reply.header("X-Pypi-Cache") == "DENIED"
+        assert "denied by deny entry 'pcx-cool'" in reply.body.decode()
+    assert w.upstream.count("pcx-cool") == 0
+    assert json_page(w, "pcx-other")["files"]  # others are untouched
+
+
+@pytest.mark.parametrize("entry, hidden", [
+    ("pcx-cool==2.0", {NEW.filename}),
+    ("pcx-cool<2", {OLD.filename, OLD_SDIST.filename}),
+    ("PCX_Cool>=1.0,!=2.0", {OLD.filename, OLD_SDIST.filename}),
+    ("pcx-cool>5", set()),
+])
+def test_deny_entries_with_versions_hide_just_those(world, entry, hidden):
+    w = world(deny=deny_list([entry]))
+    shown = set(filenames(json_page(w, "pcx-cool")))
+    assert shown == {OLD.filename, OLD_SDIST.filename, NEW.filename} - hidden
+    for dist in (OLD, NEW):
+        reply = w.get(file_path(dist))
+        assert reply.code == (403 if dist.filename in hidden else 200)
+        if dist.filename in hidden:
+            assert f"denied by deny entry {entry!r}" in reply.body.decode()
+
+
+def test_a_file_already_cached_is_refused_once_the_policy_denies_it(world):
+    w = world()
+    assert w.get(file_path(NEW)).code == 200  # cached now
+    w.restart(deny=deny_list(["pcx-cool==2.0"]))
+    reply = w.get(file_path(NEW))
+    assert reply.code == 403 and reply.header("X-Pypi-Cache") == "DENIED"
+    assert w.get(file_path(OLD)).code == 200
+
+
+@pytest.mark.parametrize("allow", [("pcx-other",), ("pcx-o*",)])
+def test_only_allowed_projects_are_served(world, allow):
+    w = world(allow=allow)
+    assert json_page(w, "pcx-other")["files"]
+    refused = w.page("pcx-cool")
+    assert refused.code == 403 and refused.body == b"pcx-cool: not in the allow list\n"
+    assert w.get(file_path(OLD)).code == 403
+
+
+def test_the_policy_may_differ_per_index(world):
+    settings = build_settings({
+        "min_release_age": "7d",
+        "index": [{"name": "main", "url": "http://upstream.test/simple/", "min_release_age": 0}],
+    }, {})
+    assert indexes_of(settings)[0].policy.min_release_age == 0
+    w = world(min_release_age=7 * DAY, index=settings.index)
+    assert NEW.filename in filenames(json_page(w, "pcx-cool"))
+
+
+# --- PEP 792 ------------------------------------------------------------------------
+
+
+class Quarantined(Resource):
+    """A JSON index whose project is quarantined but still lists a file (a stale mirror might)."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+        return json.dumps({
+            "meta": {"api-version": "1.4"},
+            "name": "pcx-bad",
+            "project-status": {"status": "quarantined", "reason": "malware reported"},
+            "files": [{"filename": "pcx_bad-1.0-py3-none-any.whl", "url": "/files/pcx_bad-1.0-py3-none-any.whl",
+                       "hashes": {"sha256": "0" * 64}}],
+            "versions": ["1.0"],
+        }).encode()
+
+
+def test_a_quarantined_project_offers_no_files(world):
+    w = world(fake=Quarantined())
+    page = json_page(w, "pcx-bad")
+    assert page["files"] == [] and page["versions"] == []
+    assert page["project-status"] == {"status": "quarantined", "reason": "malware reported"}
+    html = w.get("/simple/pcx-bad/", {"Accept": HTML}).body.decode()
+    assert '<meta name="pypi:project-status" content="quarantined">' in html and "<a " not in html
+
+
+# --- what the operator sees ---------------------------------------------------------
+
+
+def test_stats_and_metrics_count_what_was_held_back_by_rule(world):
+    w = world(min_release_age=7 * DAY, deny=deny_list(["pcx-other"]))
+    json_page(w, "pcx-cool")
+    json_page(w, "pcx-cool")  # the same file, held back again: counted once
+    w.get(file_path(NEW))
+    w.page("pcx-other")
+    policy = json.loads(w.get("/stats").body)["policy"]
+    assert policy["held_back_by_rule"] == {"min_release_age": 1}
+    assert policy["denied_by_rule"] == {"deny": 1, "min_release_age": 1}
+    [held] = policy["held_back_today"]
+    assert (held["project"], held["filename"], held["rule"]) == ("pcx-cool", NEW.filename, "min_release_age")
+    assert "held back until" in held["reason"]
+    metrics = w.get("/metrics").body.decode()
+    assert 'pypicached_policy_held_back_total{rule="min_release_age"} 1.0' in metrics
+    assert 'pypicached_policy_denied_total{rule="deny"} 1.0' in metrics
+
+
+def test_the_explanation_names_each_rule(world):
+    w = world(min_release_age=7 * DAY, deny=deny_list(["pcx-cool==1.0", "pcx-other"]))
+    answer = json.loads(w.get("/policy/pcx-cool").body)
+    assert [v["version"] for v in answer["versions"]] == ["2.0", "1.0"]
+    newest, oldest = answer["versions"]
+    assert newest["shown"] == 0 and newest["files"][0]["verdict"]["rule"] == "min_release_age"
+    assert {f["verdict"]["rule"] for f in oldest["files"]} == {"deny"}
+    one = json.loads(w.get("/policy/pcx-cool/2.0").body)
+    assert [v["version"] for v in one["versions"]] == ["2.0"]
+    denied = json.loads(w.get("/policy/pcx-other").body)
+    assert denied["verdict"]["rule"] == "deny" and denied["versions"] == []
+
+
+# --- configuration ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"deny": ["evil pkg"]}, "deny entry 'evil pkg' is not a requirement"),
+    ({"deny": ["evil[extra]"]}, "give a project name and versions only"),
+    ({"deny": ["evil; python_version<'3'"]}, "give a project name and versions only"),
+    ({"deny": "evil"}, "expected a list of requirement strings"),
+    ({"allow": []}, "an empty allow list would serve nothing"),
+    ({"allow": ["Pcx_Cool"]}, "must be a list of normalized project names or globs"),
+    ({"min_release_age_exempt": ["My_Pkg"]}, "must be a list of normalized project names or globs"),
+    ({"missing_upload_time": "drop"}, "expected 'allow' or 'hide'"),
+    ({"min_release_age": "a week"}, "expected a number of seconds"),
+    ({"advisories_url": "ftp://osv.example/all.zip"}, "is not an http:// or https:// URL"),
+    ({"advisories_refresh": 0}, "must be at least 1 second"),
+    ({"index": [{"name": "a", "url": "http://a.test/simple/", "deny": ["x y"]}]}, "index 'a': deny: deny entry 'x y'"),
+])
+def test_policy_settings_errors_name_the_setting_and_entry(values, message):
+    with pytest.raises(ConfigError) as raised:
+        build_settings(values, {})
+    assert message in str(raised.value)
+
+
+def test_policy_settings_parse():
+    settings = build_settings({
+        "min_release_age": "7d", "min_release_age_exempt": ["mycorp-*"], "missing_upload_time": "hide",
+        "deny": ["evil-pkg", "urllib3<1.26.5"], "allow": ["mycorp-*", "requests"], "deny_vulnerable": True,
+        "advisories_url": "https://osv.example/PyPI/all.zip", "advisories_refresh": "30m",
+    }, {})
+    policy = indexes_of(settings)[0].policy
+    assert policy.min_release_age == 7 * DAY and policy.exempt("mycorp-tools") and not policy.exempt("requests")
+    assert [(d.project, str(d.specifier)) for d in policy.deny] == [("evil-pkg", ""), ("urllib3", "<1.26.5")]
+    assert policy.allow == ("mycorp-*", "requests") and policy.deny_vulnerable
+    assert settings.advisories_refresh == 1800 and settings.advisories_url == "https://osv.example/PyPI/all.zip"
+    assert settings.effective()["deny"] == ["evil-pkg", "urllib3<1.26.5"]
