@@ -462,3 +462,22 @@ async def test_admin_refuses_a_cache_directory_that_is_not_there(tmp_path):
     assert result.code == 2 and "is not a cache directory this user can read" in result.err
     result = await run_process([*argv[:-1], "purge", "pcx-alpha"], env=clean_env(tmp_path), timeout=60)
     assert result.code == 2 and "no daemon answers at http://127.0.0.1:1" in result.out
+
+
+@ensureDeferred
+async def test_admin_policy_check_explains_each_rule(fake_upstream_json, dists, start_proxy, tmp_path):
+    from pypicached.policy.rules import deny_list
+
+    proxy = await start_proxy(fake_upstream_json.simple_url, deny=deny_list(["pcx-alpha==2.0", "pcx-beta"]))
+    result = (await admin(proxy, "policy", "check", "PCX_Alpha", tmp_path=tmp_path)).check()
+    lines = result.out.splitlines()
+    assert lines[0] == "pcx-alpha (index pypi)"
+    assert lines[1] == "  2.0: held back (0 of 1 files shown)"
+    assert lines[2] == "    hidden  pcx_alpha-2.0-py3-none-any.whl: denied by deny entry 'pcx-alpha==2.0'"
+    assert lines[3] == "  1.0: served (2 of 2 files shown)"
+    result = (await admin(proxy, "policy", "check", "pcx-alpha==1.0", tmp_path=tmp_path)).check()
+    assert result.out.splitlines()[1:] == ["  1.0: served (2 of 2 files shown)"]
+    result = (await admin(proxy, "policy", "check", "pcx-beta", tmp_path=tmp_path)).check()
+    assert "DENIED: pcx-beta: denied by deny entry 'pcx-beta'" in result.out
+    result = await admin(proxy, "policy", "check", "not a name", tmp_path=tmp_path)
+    assert result.code == 2 and "expected NAME or NAME==VERSION" in result.err
