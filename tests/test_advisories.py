@@ -1,4 +1,4 @@
-"""OSV advisories: reading a feed's zip."""
+"""OSV advisories: reading a feed's zip, and the service that keeps the last good copy fresh (in memory)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,25 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
-from pypicached.policy import osv
-from pypicached.policy.osv import EMPTY, read_zip
+from pypicached.cache.disk import run_inline
+from pypicached.ops.metrics import Metrics
+from pypicached.policy import advisories, osv
+from pypicached.policy.advisories import EMPTY, AdvisoryFeed, read_zip
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.upstream.client import UpstreamClient
+
+from .memory import ScriptedAgent, SiteAgent
+
+FEED_URL = "http://advisories.test/PyPI/all.zip"
+REFRESH = 3600.0
 
 
 def advisory(id_: str, name: str, *, versions: tuple[str, ...] = (), events: tuple[dict, ...] = (),
@@ -151,3 +164,185 @@ def test_too_many_members_are_refused(tmp_path, monkeypatch):
     path.write_bytes(zip_of(*SAMPLE[:3]))
     with pytest.raises(ValueError, match="3 members, more than 2"):
         read_zip(path)
+
+
+class FeedResource(Resource):
+    """The feed's host: serves ``body`` with ``code``, and counts requests."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body, self.code, self.requests = body, 200, 0
+
+    def render_GET(self, request: Any) -> bytes:
+        self.requests += 1
+        request.setResponseCode(self.code)
+        request.setHeader(b"content-type", b"application/zip")
+        return self.body
+
+
+class Rig:
+    """A feed's host in memory, a network a test can break, and feeds on one clock and one disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.clock = MemoryReactorClock()
+        self.site = FeedResource(zip_of(*SAMPLE))
+        self._agent = SiteAgent(Site(self.site))
+        self.network = ScriptedAgent(self._agent)
+        self.path, self.tmp = root / "advisories" / "all.zip", root / "tmp"
+        self.tmp.mkdir()
+        self.feeds: list[AdvisoryFeed] = []
+
+    def feed(self) -> AdvisoryFeed:
+        client = UpstreamClient(self.network, clock=self.clock, health=UpstreamHealth(FEED_URL, self.clock),
+                                metrics=Metrics(self.clock))
+        feed = AdvisoryFeed(clock=self.clock, client=client, url=FEED_URL, refresh=REFRESH, path=self.path,
+                            tmp=self.tmp, run_in_thread=run_inline)
+        self.feeds.append(feed)
+        return feed
+
+    def started(self) -> AdvisoryFeed:
+        feed = self.feed()
+        feed.startService()
+        self.flush()
+        return feed
+
+    def flush(self) -> None:
+        for _ in range(100):
+            self.clock.advance(0)
+            if not self._agent.flush():
+                return
+        raise AssertionError("the pumps never settled")
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.flush()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    yield rig
+    for feed in rig.feeds:
+        if feed.running:
+            feed.stopService()
+
+
+@pytest.fixture
+def warnings() -> Iterator[list[str]]:
+    """The advisories module's warning lines."""
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace") == advisories.__name__ and event.get("log_level") is LogLevel.warn:
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+
+
+def test_the_first_refresh_loads_the_feed_and_stores_it(rig, warnings):
+    feed = rig.feed()
+    assert feed.current is EMPTY
+    feed.startService()
+    rig.flush()
+    assert rig.site.requests == 1
+    assert feed.current.count == 5 and ids(feed.current.affecting("evil-pkg", "1.1")) == ["MAL-2026-1234"]
+    assert feed.last_refresh == rig.clock.seconds() and feed.last_error is None
+    assert rig.path.read_bytes() == rig.site.body and list(rig.tmp.iterdir()) == []
+    assert warnings == []
+
+
+def test_the_feed_is_refreshed_every_interval(rig):
+    feed = rig.started()
+    first = feed.current.version
+    rig.site.body = zip_of(*SAMPLE, advisory("MAL-2026-7777", "new-evil", versions=("0.1",)))
+    rig.advance(REFRESH - 1)
+    assert rig.site.requests == 1 and feed.current.version == first
+    rig.advance(1)
+    assert rig.site.requests == 2 and feed.current.version != first
+    assert ids(feed.current.affecting("new-evil", "0.1")) == ["MAL-2026-7777"]
+    assert feed.last_refresh == REFRESH and rig.path.read_bytes() == rig.site.body
+
+
+def break_feed(rig: Rig, how: str) -> str:
+    """Break the feed one way; the words its ``last_error`` then has."""
+    if how == "500":
+        rig.site.code = 500
+        return "the feed answered 500"
+    if how == "refused":
+        rig.network.mode = "refuse"
+        return "refused"
+    if how == "corrupt":
+        rig.site.body = b"PK\x03\x04 but no zip"
+        return "the feed is unusable: not a readable zip"
+    rig.site.body = zip_of(SAMPLE[-1])  # an npm feed at the PyPI feed's address
+    return "is for PyPI"
+
+
+@pytest.mark.parametrize("how", ["500", "refused", "corrupt", "wrong ecosystem"])
+def test_a_failed_refresh_keeps_the_last_good_advisories(rig, warnings, how):
+    feed = rig.started()
+    good, stored = feed.current, rig.path.read_bytes()
+    words = break_feed(rig, how)
+    rig.advance(REFRESH)
+    assert rig.network.attempts == 2
+    assert feed.current is good and rig.path.read_bytes() == stored and list(rig.tmp.iterdir()) == []
+    assert words in feed.last_error and feed.last_refresh == 0
+    assert len(warnings) == 1 and words in warnings[0] and f"previous 5 advisories ({good.version})" in warnings[0]
+    rig.site.code, rig.site.body, rig.network.mode = 200, zip_of(*SAMPLE[:2]), None
+    rig.advance(REFRESH)
+    assert feed.last_error is None and feed.current.count == 2 and feed.last_refresh == 2 * REFRESH
+
+
+def test_a_feed_larger_than_the_bound_is_refused(rig, monkeypatch):
+    monkeypatch.setattr(advisories, "MAX_FEED_BYTES", 100)
+    feed = rig.started()
+    assert feed.current is EMPTY and "larger than 100 bytes" in feed.last_error
+    assert not rig.path.exists() and list(rig.tmp.iterdir()) == []
+
+
+def test_a_restart_serves_the_copy_on_disk_before_the_feed_answers(rig):
+    first = rig.started()
+    first.stopService()
+    rig.network.mode = "hang"
+    again = rig.started()
+    assert rig.network.hanging, "the refresh is under way"
+    assert again.current.version == first.current.version and again.current.count == 5
+    assert ids(again.current.affecting("typo-squat", "1.0")) == ["MAL-2026-9"]
+    assert again.last_refresh is None and again.last_error is None
+
+
+def test_an_unusable_copy_on_disk_waits_for_the_feed(rig, warnings):
+    rig.path.parent.mkdir()
+    rig.path.write_bytes(b"torn")
+    rig.network.mode = "hang"
+    feed = rig.started()
+    assert feed.current is EMPTY and "copy on disk is unusable" in feed.last_error
+    assert len(warnings) == 1 and str(rig.path) in warnings[0]
+
+
+def test_stopping_stops_the_timer(rig):
+    feed = rig.started()
+    feed.stopService()
+    rig.advance(3 * REFRESH)
+    assert rig.site.requests == 1 and not feed.running
+
+
+def test_refreshes_asked_together_share_one_download(rig):
+    feed = rig.feed()
+    first, second = feed.refresh(), feed.refresh()
+    assert not first.called and not second.called
+    rig.flush()
+    assert rig.site.requests == 1 and first.called and second.called
+    assert feed.current.count == 5
+
+
+def test_a_feed_that_cannot_be_stored_is_reported_and_not_used(rig, warnings):
+    (rig.path / "in-the-way").mkdir(parents=True)  # the copy's place is a directory that is not empty
+    feed = rig.started()
+    assert feed.current is EMPTY and feed.last_error.startswith("cannot store the feed")
+    assert len(warnings) == 2 and "copy on disk is unusable" in warnings[0] and "Is a directory" in warnings[1]
+    assert list(rig.tmp.iterdir()) == []
