@@ -31,7 +31,7 @@ from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
-from pypicached.policy.advisories import EMPTY, AdvisoryFeed
+from pypicached.policy.advisories import AdvisoryFeed
 from pypicached.policy.gate import Gate
 
 log = Logger()
@@ -68,9 +68,7 @@ class Proxy:
         self.index, self.upstream_health, self.client, self.pages = first.index, first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
         self.advisories = self._advisories(agent, clock, run)
-        feed = self.advisories
-        self.gate = Gate(clock=clock, indexes=self.indexes, advisories=(lambda: feed.current) if feed else (lambda: EMPTY),
-                         advised=feed is not None)
+        self.gate = Gate(clock=clock, indexes=self.indexes, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)

@@ -18,6 +18,7 @@ from pypicached.config import ConfigError, build_settings, indexes_of
 from pypicached.policy.rules import deny_list
 
 from .fake_upstream import FakeUpstream
+from .test_advisories import advisory, zip_of
 from .memory import PIP_ACCEPT, World
 from .wheels import build_sdist, build_wheel
 
@@ -300,3 +301,67 @@ def test_policy_settings_parse():
     assert policy.allow == ("mycorp-*", "requests") and policy.deny_vulnerable
     assert settings.advisories_refresh == 1800 and settings.advisories_url == "https://osv.example/PyPI/all.zip"
     assert settings.effective()["deny"] == ["evil-pkg", "urllib3<1.26.5"]
+
+
+# --- advisories ---------------------------------------------------------------------
+
+
+class WithFeed(Resource):
+    """The fake index, plus an OSV feed at /osv/all.zip whose bytes a test can change."""
+
+    isLeaf = True
+
+    def __init__(self, index: FakeUpstream, feed: bytes) -> None:
+        super().__init__()
+        self.index = index
+        self.feed = feed
+        self.feed_requests = 0
+
+    def render(self, request):
+        if request.path != b"/osv/all.zip":
+            return self.index.render(request)
+        self.feed_requests += 1
+        request.setHeader(b"Content-Type", b"application/zip")
+        return self.feed
+
+
+def feed_world(world, feed: bytes, **settings: Any) -> tuple[World, WithFeed]:
+    served = WithFeed(upstream(), feed)
+    w = world(fake=served, advisories_url="http://upstream.test/osv/all.zip", advisories_refresh=3600.0, **settings)
+    served.index.base_url, served.index._reactor = "http://upstream.test", w.clock  # as World does for its own
+    w.flush()
+    assert served.feed_requests == 1  # fetched at start
+    return w, served
+
+
+MALWARE = advisory("MAL-2026-1234", "pcx-cool", versions=("2.0",))
+VULNERABLE = advisory("PYSEC-2026-7", "pcx-cool", events=({"introduced": "0"}, {"fixed": "2.0"}))
+
+
+def test_a_malicious_release_disappears_and_a_failed_refresh_keeps_the_advisories(world):
+    w, served = feed_world(world, zip_of(MALWARE, VULNERABLE))
+    page = json_page(w, "pcx-cool")
+    assert filenames(page) == [OLD.filename, OLD_SDIST.filename] and page["versions"] == ["1.0"]
+    refused = w.get(file_path(NEW))
+    assert refused.code == 403 and "MAL-2026-1234" in refused.body.decode()
+    assert w.get(file_path(OLD)).code == 200  # PYSEC: only flagged without deny_vulnerable
+    policy = json.loads(w.get("/stats").body)["policy"]
+    assert policy["held_back_by_rule"] == {"malicious": 1} and policy["flagged_by_rule"] == {"vulnerable": 2}
+    assert policy["advisories"]["count"] == 2 and policy["advisories"]["last_error"] is None
+
+    served.feed = b"not a zip"
+    w.advance(3600)
+    assert served.feed_requests == 2
+    assert NEW.filename not in filenames(json_page(w, "pcx-cool"))  # the last good copy still holds
+    assert json.loads(w.get("/stats").body)["policy"]["advisories"]["last_error"]
+
+    served.feed = zip_of(VULNERABLE)  # the advisory withdrawn upstream: 2.0 is back at once
+    w.advance(3600)
+    assert NEW.filename in filenames(json_page(w, "pcx-cool"))
+
+
+def test_deny_vulnerable_hides_versions_any_advisory_names(world):
+    w, _ = feed_world(world, zip_of(VULNERABLE), deny_vulnerable=True)
+    assert filenames(json_page(w, "pcx-cool")) == [NEW.filename]
+    refused = w.get(file_path(OLD))
+    assert refused.code == 403 and refused.body.decode() == f"{OLD.filename}: PYSEC-2026-7, denied by deny_vulnerable\n"

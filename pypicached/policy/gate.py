@@ -7,7 +7,7 @@ included), so a lock file or pinned URL cannot fetch what the pages hide.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -16,16 +16,17 @@ from pypicached.cache.freshness import Offline
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
 from pypicached.index.names import projects_for_filename
+from pypicached.policy.advisories import EMPTY
 from pypicached.policy.heldback import HeldBack
 from pypicached.policy.judge import Denied, Judge
 from pypicached.policy.rules import Policy
 from pypicached.policy.view import SHAPES, View, view
-from pypicached.upstream.breaker import UpstreamDown
+from pypicached.upstream.breaker import UpstreamDown, iso
 from pypicached.upstream.client import UpstreamError
 
 if TYPE_CHECKING:
     from pypicached.cache.indexes import Indexes, Upstream
-    from pypicached.policy.advisories import AdvisoryIndex
+    from pypicached.policy.advisories import AdvisoryFeed, AdvisoryIndex
 
 
 class Gate:
@@ -36,23 +37,28 @@ class Gate:
         *,
         clock: IReactorTime,
         indexes: "Indexes",
-        advisories: Callable[[], "AdvisoryIndex"],
+        feed: "AdvisoryFeed | None" = None,
         held: HeldBack | None = None,
-        advised: bool = False,
     ) -> None:
         self._clock = clock
         self._indexes = indexes
-        self._advisories = advisories
+        self._feed = feed
         self.held = held or HeldBack()
-        self._judges = {u.name: Judge(u.settings.policy, advisories) for u in indexes.upstreams}
+        self._judges = {u.name: Judge(u.settings.policy, self._advisories) for u in indexes.upstreams}
         #: Whether any file could be held back by its name or age (else file requests skip the check).
-        self.active = advised or any(u.settings.policy != Policy() for u in indexes.upstreams)
+        self.active = feed is not None or any(u.settings.policy != Policy() for u in indexes.upstreams)
+
+    def _advisories(self) -> "AdvisoryIndex":
+        return self._feed.current if self._feed is not None else EMPTY
 
     def summary(self) -> dict[str, Any]:
         """The policy's part of ``/stats``: what it held back, and the advisories it consults."""
-        advisories = self._advisories()
-        return {**self.held.as_dict(self._clock.seconds()), "advisories": {"count": advisories.count,
-                                                                           "version": advisories.version or None}}
+        feed = self._feed
+        advisories = None if feed is None else {
+            "url": feed.url, "count": feed.current.count, "version": feed.current.version or None,
+            "last_refresh": iso(feed.last_refresh), "last_error": feed.last_error,
+        }
+        return {**self.held.as_dict(self._clock.seconds()), "advisories": advisories}
 
     def judge(self, index: str) -> Judge:
         return self._judges[index]
