@@ -35,6 +35,7 @@ gives the requests/s it allows on a whole core: 1e6 / microseconds).
     .venv/bin/python bench/page_rps.py [--reference REV] [--only current|reference]
                                        [--duration 10] [--rounds 3] [--connections 32]
                                        [--nginx-access-log on|off] [--no-install]
+                                       [--current-flag=--min-release-age=7d ...]
 """
 
 from __future__ import annotations
@@ -442,11 +443,12 @@ def logger_options(code: Code, logger: str) -> tuple[str, ...]:
 
 
 def daemon_server(
-    code: Code, python: str, upstream: str, scratch: Path, wheel: Dist, cpu: int, logger: str = "journal"
+    code: Code, python: str, upstream: str, scratch: Path, wheel: Dist, cpu: int, logger: str = "journal",
+    options: Sequence[str] = (),
 ) -> tuple[Daemon, Server]:
-    """A daemon of ``code`` with a cache of its own, pinned to ``cpu``, its page and wheel warm."""
+    """A daemon of ``code`` (with more pypicached ``options``), a cache of its own, pinned to ``cpu``, its page and wheel warm."""
     scratch.mkdir()
-    daemon = Daemon(python, code, upstream, scratch, twistd=logger_options(code, logger))
+    daemon = Daemon(python, code, upstream, scratch, *options, twistd=logger_options(code, logger))
     try:
         daemon.wait_ready()
         pin(daemon.pid, cpu)
@@ -532,6 +534,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run [%(default)s]")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every server and URL [%(default)s]")
     parser.add_argument("--connections", type=int, default=32, help="wrk's -c [%(default)s]")
+    parser.add_argument("--current-flag", action="append", default=[], metavar="FLAG",
+                        help="a pypicached flag for this checkout's daemon only (repeat), e.g. --current-flag=--min-release-age=7d")
     parser.add_argument("--server-cpu", type=int, default=0, help="the core of the daemons and nginx [%(default)s]")
     parser.add_argument("--client-cpu", type=int, default=1, help="wrk's core [%(default)s]")
     parser.add_argument("--nginx-access-log", choices=("on", "off"), default="on", help="[%(default)s]")
@@ -569,8 +573,10 @@ def main() -> None:
                 codes.append(current_code())
             servers = []
             for number, code in enumerate(codes):
+                options = args.current_flag if code.label.startswith("current") else ()
                 daemon, server = daemon_server(
-                    code, args.python, upstream, scratch_root / f"daemon-{number}", wheel, args.server_cpu, args.logger
+                    code, args.python, upstream, scratch_root / f"daemon-{number}", wheel, args.server_cpu, args.logger,
+                    options,
                 )
                 stack.callback(daemon.stop)
                 servers.append(server)

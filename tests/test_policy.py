@@ -86,7 +86,8 @@ def test_a_release_younger_than_min_release_age_is_hidden_until_it_comes_of_age(
         f"{NEW.filename}: uploaded {uploaded:%Y-%m-%dT%H:%M:%SZ}, "
         f"held back until {until:%Y-%m-%dT%H:%M:%SZ} by min_release_age\n"
     )
-    assert w.upstream.count(NEW.filename) == 0  # never fetched
+    assert w.get(file_path(NEW) + ".metadata").code == 403
+    assert w.upstream.count(NEW.filename) == 0  # never fetched, nor its metadata
 
     # the page's max-age ends when 2.0 comes of age, not at the 30-day TTL
     assert w.page("pcx-cool").header("Cache-Control") == "max-age=%d, public" % (7 * DAY - 3600)
@@ -358,6 +359,8 @@ def test_a_malicious_release_disappears_and_a_failed_refresh_keeps_the_advisorie
     served.feed = zip_of(VULNERABLE)  # the advisory withdrawn upstream: 2.0 is back at once
     w.advance(3600)
     assert NEW.filename in filenames(json_page(w, "pcx-cool"))
+    policy = json.loads(w.get("/stats").body)["policy"]
+    assert policy["flagged_by_rule"] == {"vulnerable": 2}  # the same files, seen again today: counted once
 
 
 def test_deny_vulnerable_hides_versions_any_advisory_names(world):

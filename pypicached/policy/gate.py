@@ -69,8 +69,11 @@ class Gate:
         say over); ``Denied`` for a page it refuses. Made once per page version
         until a held-back release comes of age or the advisories change.
         """
-        if upstream is None or stored.key.kind.name not in SHAPES:
+        shape = SHAPES.get(stored.key.kind.name)
+        if upstream is None or shape is None:
             return None
+        if not self.active and shape.status(stored.page) != "quarantined":
+            return None  # no policy configured: only a quarantine changes what a page offers
         now = self._clock.seconds()
         advisories = self._advisories().version
         made, day = stored.policy_view or (None, None)

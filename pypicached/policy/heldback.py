@@ -36,26 +36,29 @@ class HeldFile:
 class HeldBack:
     """The policy's tallies; ``noted`` for each page view made, ``denied`` for each 403."""
 
-    #: Files held back (per day, once each), by rule, since start.
+    #: Files held back (per day, once each), by rule, since start; ``today`` lists the day's.
     held: dict[str, int] = attrs.field(factory=dict)
     #: Files shown but flagged (a vulnerability without ``deny_vulnerable``), likewise.
     flagged: dict[str, int] = attrs.field(factory=dict)
     #: 403 answers, by rule.
     refused: dict[str, int] = attrs.field(factory=dict)
     day: int = -1
+    #: The files noted today (each counted once a day), and those listed (held back, up to ``LISTED_PER_DAY``).
+    seen: set[tuple[str, str]] = attrs.field(factory=set)
     today: dict[tuple[str, str], HeldFile] = attrs.field(factory=dict)
 
     def noted(self, index: str, project: str, verdicts: dict[str, Verdict], now: float) -> None:
         """The verdicts a page view carries (the first time today for each file)."""
         if int(now // 86400) != self.day:
-            self.day, self.today = int(now // 86400), {}
+            self.day, self.seen, self.today = int(now // 86400), set(), {}
         for filename, verdict in verdicts.items():
             key = (index, filename)
-            if key in self.today:
+            if key in self.seen:
                 continue
+            self.seen.add(key)
             tally = self.held if verdict.hides else self.flagged
             tally[verdict.rule] = tally.get(verdict.rule, 0) + 1
-            if len(self.today) < LISTED_PER_DAY:
+            if verdict.hides and len(self.today) < LISTED_PER_DAY:
                 self.today[key] = HeldFile(now, index, project, filename, verdict)
 
     def denied(self, verdict: Verdict) -> None:
