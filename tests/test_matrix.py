@@ -173,14 +173,14 @@ def check(result: Result) -> Result:
 # Projects
 
 
-def poetry_project(path: Path, index_url: str) -> Path:
+def poetry_project(path: Path, index_url: str, requirements: list[str] = REQUIREMENTS) -> Path:
     path.mkdir(parents=True)
     (path / "pyproject.toml").write_text(
         "[project]\n"
         'name = "matrix-poetry"\n'
         'version = "0"\n'
         'requires-python = ">=3.11"\n'
-        f"dependencies = {REQUIREMENTS!r}\n".replace("'", '"')
+        f"dependencies = {requirements!r}\n".replace("'", '"')
         + "\n[tool.poetry]\npackage-mode = false\n"
         "\n[[tool.poetry.source]]\n"
         'name = "lan"\n'

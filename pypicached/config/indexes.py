@@ -13,8 +13,8 @@ from typing import Any
 
 import attrs
 
-from pypicached.config.values import ConfigError, globs, upstream
-from pypicached.index.names import matches_any
+from pypicached.config.values import ConfigError, upstream
+from pypicached.index.names import globs, matches_any
 from pypicached.policy.rules import Policy
 
 #: The settings an ``[[index]]`` table may override for its own upstream.

@@ -17,9 +17,10 @@ import attrs
 
 from pypicached.config.indexes import index_tables, indexes_of
 from pypicached.config.values import (
-    ConfigError, bool_, globs, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token,
+    ConfigError, bool_, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token,
     upstream, url,
 )
+from pypicached.index.names import globs
 from pypicached.policy.rules import DenyEntry, allow_list, deny_list, missing_upload_time
 
 #: The one place the public index is named: the default upstream.

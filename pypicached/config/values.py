@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +106,6 @@ def bool_(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
     return value
-
-
-#: A normalized project name, or a glob of them.
-_PATTERN = re.compile(r"[a-z0-9*?\[\]!-]+")
-
-
-def globs(value: Any) -> tuple[str, ...]:
-    """A list of normalized project names or globs of them (``mycorp-*``)."""
-    if not isinstance(value, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in value):
-        raise ValueError(
-            f"must be a list of normalized project names or globs (lower case, '-' for '_' and '.'), not {value!r}"
-        )
-    return tuple(value)
 
 
 def url(value: Any) -> str:

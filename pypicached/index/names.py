@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+from typing import Any
 
 from packaging.utils import (
     InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename,
@@ -25,6 +26,19 @@ def is_valid_name(name: str) -> bool:
 def normalize(name: str) -> str:
     """The PEP 503 normal form: lower case, runs of ``-_.`` folded to ``-``."""
     return canonicalize_name(name)
+
+
+#: A normalized project name, or a glob of them.
+_GLOB = re.compile(r"[a-z0-9*?\[\]!-]+")
+
+
+def globs(value: Any) -> tuple[str, ...]:
+    """A list of normalized project names or globs of them (``mycorp-*``)."""
+    if not isinstance(value, list) or not all(isinstance(p, str) and _GLOB.fullmatch(p) for p in value):
+        raise ValueError(
+            f"must be a list of normalized project names or globs (lower case, '-' for '_' and '.'), not {value!r}"
+        )
+    return tuple(value)
 
 
 def matches_any(patterns: tuple[str, ...], name: str) -> bool:

@@ -12,8 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pypicached.config.values import globs
-from pypicached.index.names import matches_any, normalize
+from pypicached.index.names import globs, matches_any, normalize
 
 MISSING_UPLOAD_TIME = ("allow", "hide")
 
