@@ -111,6 +111,7 @@ class Control:
             evictions=self._housekeeper.evictions,
             digest_mismatches=self._files.digest_mismatches,
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
+            throughput=m.throughput.bytes_per_second(),
         )
 
     def status_page(self, request: Request) -> Answer:
