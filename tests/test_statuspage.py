@@ -8,11 +8,13 @@ download that measures the upstream's speed on an advanced clock.
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 
 import pytest
 
 from pypicached.cache.housekeeping import CacheUsage
 from pypicached.cache.outcome import CacheStatus
+from pypicached.ops.chart import BYTES_HEIGHT, RATIO_HEIGHT, ByteScale, chart
 from pypicached.ops.metrics import Ledger, Tally
 from pypicached.ops.summary import human_duration, summary
 from pypicached.ops.throughput import MIN_SAMPLE_BYTES, Throughput
@@ -137,3 +139,122 @@ def test_the_upstream_speed_is_measured_on_a_file_download(dists, make_world):
     assert rate == pytest.approx(big.size / 4)
     assert stats["time_saved_seconds"]["today"] == pytest.approx(stats["today"]["saved_bytes"] / rate)
     assert stats["time_saved_seconds"]["today"] == pytest.approx(4, rel=0.05)  # about one more big download
+
+
+# --- the chart -----------------------------------------------------------------------------
+
+
+class Drawing(HTMLParser):
+    """The chart's day groups, each with its bars by class: attributes and the bar's title."""
+
+    def __init__(self, svg: str) -> None:
+        super().__init__()
+        self.days: list[dict] = []
+        self.svgs = 0
+        self._rect: dict | None = None
+        self._in_title = False
+        self.feed(svg)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        self.svgs += tag == "svg"
+        if tag == "g" and a.get("class") == "day":
+            self.days.append({"data": {k[5:]: v for k, v in a.items() if k.startswith("data-")}, "bars": {}})
+        elif tag == "rect" and self.days and a.get("class"):
+            self._rect = self.days[-1]["bars"][a["class"]] = {**a, "title": ""}
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+        if tag == "rect":
+            self._rect = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title and self._rect is not None:
+            self._rect["title"] += data
+
+
+def rows(*figures: tuple[int, int, int, int]) -> list[dict]:
+    """Day rows as /stats gives them, from (served, fetched, hits, misses) per day."""
+    ledger = Ledger(since=0)
+    for age, (served, fetched, hits, misses) in enumerate(reversed(figures)):
+        tally = ledger.day(NOW - age * DAY)
+        tally.served, tally.fetched, tally.hits, tally.misses = served, fetched, hits, misses
+    return stats_of(ledger)["days"][-len(figures):]
+
+
+def height(bar: dict) -> float:
+    return float(bar["height"])
+
+
+def test_the_chart_draws_one_group_of_titled_bars_per_day_with_its_numbers():
+    days = stats_of(Ledger(since=NOW))["days"]
+    days[-3] = rows((4000, 1000, 3, 1))[0] | {"day": days[-3]["day"]}
+    drawing = Drawing(chart(days))
+    assert drawing.svgs == 1 and len(drawing.days) == 31
+    for row, drawn in zip(days, drawing.days):
+        assert drawn["data"] == {
+            "day": row["day"], "served": str(row["served_bytes"]), "fetched": str(row["fetched_bytes"]),
+            "saved": str(row["saved_bytes"]), "hits": str(row["hits"]), "misses": str(row["misses"]),
+            "hit-ratio": "" if row["hit_ratio"] is None else repr(row["hit_ratio"]),
+        }
+        assert set(drawn["bars"]) == {"column", "fetched", "cached", "ratio"}
+        assert all(bar["title"].startswith(row["day"] + ": ") for bar in drawn["bars"].values())
+    busy = drawing.days[-3]["bars"]
+    assert busy["cached"]["title"].endswith(": 2.9 KiB served from the cache")
+    assert busy["fetched"]["title"].endswith(": 1000 B fetched from upstream")
+    assert busy["ratio"]["title"].endswith(": hit ratio 75.0 % (3 hits, 1 misses)")
+
+
+def test_bar_heights_are_proportional_to_the_figures():
+    drawn = Drawing(chart(rows((4000, 1000, 3, 1), (2000, 500, 1, 3), (1000, 1000, 0, 2)))).days
+    a, b, c = (d["bars"] for d in drawn)
+    scale = ByteScale.fitting(4000)
+    assert scale.top == 4096 and scale.label(scale.top) == "4 KiB"
+    assert height(a["fetched"]) == pytest.approx(1000 / 4096 * BYTES_HEIGHT, abs=0.01)
+    assert height(a["cached"]) == pytest.approx(3000 / 4096 * BYTES_HEIGHT, abs=0.01)
+    assert height(b["cached"]) == pytest.approx(height(a["cached"]) / 2, abs=0.01)
+    assert height(c["fetched"]) == pytest.approx(height(a["fetched"]), abs=0.01) and height(c["cached"]) == 0
+    # the cached part sits on the fetched part
+    assert float(a["cached"]["y"]) + height(a["cached"]) == pytest.approx(float(a["fetched"]["y"]), abs=0.02)
+    assert height(a["ratio"]) == pytest.approx(0.75 * RATIO_HEIGHT, abs=0.01)
+    assert height(b["ratio"]) == pytest.approx(height(a["ratio"]) / 3, abs=0.01)
+    assert height(c["ratio"]) == 0 and c["ratio"]["title"].endswith("hit ratio 0.0 % (0 hits, 2 misses)")
+
+
+def test_a_day_without_traffic_is_drawn_empty_and_says_so():
+    quiet = Drawing(chart(rows((4000, 1000, 3, 1), (0, 0, 0, 0)))).days[1]
+    assert quiet["data"]["hit-ratio"] == "" and quiet["data"]["served"] == "0"
+    assert all(height(quiet["bars"][kind]) == 0 for kind in ("fetched", "cached", "ratio"))
+    assert quiet["bars"]["ratio"]["title"].endswith("hit ratio - (0 hits, 0 misses)")
+    assert float(quiet["bars"]["column"]["height"]) > 0  # still something to hover over
+
+
+def test_an_empty_ledger_draws_31_empty_days_and_no_rows_draw_a_note():
+    svg = chart(stats_of(Ledger(since=NOW))["days"])
+    drawn = Drawing(svg).days
+    assert len(drawn) == 31 and all(height(d["bars"]["fetched"]) == height(d["bars"]["cached"]) == 0 for d in drawn)
+    assert "03-31</text>" in svg and "03-24</text>" in svg and "03-30</text>" not in svg
+    empty = chart([])
+    assert Drawing(empty).days == [] and "no figures yet" in empty and empty.endswith("</svg>")
+
+
+def test_the_chart_escapes_what_it_is_given_and_links_nothing():
+    row = rows((10, 0, 1, 0))[0] | {"day": '"><script>alert(1)</script>'}
+    svg = chart([row])
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+    assert Drawing(svg).days[0]["data"]["day"] == row["day"]  # the attribute reads back as it was
+    assert "http" not in svg and "href" not in svg and "@import" not in svg and "url(" not in svg
+
+
+@pytest.mark.parametrize("largest, labels", [
+    (0, ["0 B", "1 B"]),
+    (700, ["0 B", "200 B", "400 B", "600 B", "800 B"]),
+    (3.9 * 1024**2, ["0 MiB", "1 MiB", "2 MiB", "3 MiB", "4 MiB"]),
+    (150 * 1024**3, ["0 GiB", "50 GiB", "100 GiB", "150 GiB"]),
+    (1100, ["0 KiB", "0.5 KiB", "1 KiB", "1.5 KiB"]),
+])
+def test_the_byte_axis_has_round_labels_in_human_units(largest, labels):
+    scale = ByteScale.fitting(largest)
+    assert [scale.label(t) for t in scale.ticks()] == labels
+    assert scale.top >= largest
