@@ -16,6 +16,7 @@ from pypicached.cache.housekeeping import CacheUsage
 from pypicached.cache.outcome import CacheStatus
 from pypicached.ops.chart import BYTES_HEIGHT, RATIO_HEIGHT, ByteScale, chart
 from pypicached.ops.metrics import Ledger, Tally
+from pypicached.ops.statuspage import render
 from pypicached.ops.summary import human_duration, summary
 from pypicached.ops.throughput import MIN_SAMPLE_BYTES, Throughput
 
@@ -258,3 +259,60 @@ def test_the_byte_axis_has_round_labels_in_human_units(largest, labels):
     scale = ByteScale.fitting(largest)
     assert [scale.label(t) for t in scale.ticks()] == labels
     assert scale.top >= largest
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+def page_of(stats: dict) -> str:
+    return render(stats, "http://127.0.0.1:3141").decode()
+
+
+def test_the_page_shows_the_chart_and_the_time_saved_as_an_estimate():
+    ledger = Ledger(since=NOW - DAY)
+    ledger.served(NOW - DAY, 3 * 1024**3, CacheStatus.HIT, "pcx-alpha")
+    ledger.served(NOW, 2_500_000_000, CacheStatus.HIT, "pcx-alpha")
+    page = page_of(stats_of(ledger, throughput=12.5 * 1024**2))
+    assert "<h2>The last 31 days</h2>" in page and page.count('<g class="day"') == 31
+    assert 'data-day="2024-03-31" data-served="2500000000"' in page
+    # 2.5 GB at 12.5 MiB/s is 190.7 s; 2.5 GB + 3 GiB is 436.4 s
+    assert ('<p id="time-saved">About 3 min 11 s of downloading saved today (7 min 16 s all time), at the '
+            "12.5 MiB/s measured on recent downloads from upstream (an estimate).</p>") in page
+
+
+def test_without_a_measured_speed_the_page_says_why_there_is_no_estimate():
+    page = page_of(stats_of(Ledger(since=NOW)))
+    assert "No estimate of the download time saved yet" in page and "64.0 KiB or more" in page
+    assert "About" not in page
+
+
+POLICY = {
+    "held_back_by_rule": {"min_release_age": 3, "deny": 1},
+    "held_back_today": [
+        {"time": "2024-03-31T10:00:00Z", "project": "pcx-alpha", "filename": "pcx_alpha-3.0-py3-none-any.whl",
+         "rule": "min_release_age", "reason": "uploaded 2 h ago, < 7 days"},
+        {"time": "2024-03-31T11:00:00Z", "project": "pcx-beta", "filename": "pcx_beta-0.2.tar.gz",
+         "rule": "deny", "reason": "listed in <deny>"},
+    ],
+}
+
+
+def test_what_the_policy_held_back_is_shown_when_the_summary_has_it():
+    page = page_of({**stats_of(Ledger(since=NOW)), "policy": POLICY})
+    assert "<h2>Held back by the policy</h2>" in page
+    assert '<p id="policy-rules">By rule: <code>deny</code> 1, <code>min_release_age</code> 3.</p>' in page
+    assert ("<tr><td>pcx-alpha</td><td><code>pcx_alpha-3.0-py3-none-any.whl</code></td><td>min_release_age</td>"
+            "<td>uploaded 2 h ago, &lt; 7 days</td></tr>") in page
+    assert "<td>listed in &lt;deny&gt;</td>" in page and "<deny>" not in page
+    quiet = page_of({**stats_of(Ledger(since=NOW)), "policy": {"held_back_by_rule": {}, "held_back_today": []}})
+    assert "By rule: none." in quiet and "nothing held back today" in quiet
+
+
+@pytest.mark.parametrize("policy", ["missing", None])
+def test_without_a_policy_the_page_has_no_policy_section(policy):
+    stats = stats_of(Ledger(since=NOW))
+    if policy is None:
+        stats["policy"] = None
+    page = page_of(stats)
+    assert "Held back" not in page and 'id="held-back"' not in page
+    assert "<h2>The last 31 days</h2>" in page  # the rest of the page is there
