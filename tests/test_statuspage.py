@@ -8,7 +8,6 @@ download that measures the upstream's speed on an advanced clock.
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import pytest
 
@@ -20,6 +19,7 @@ from pypicached.ops.statuspage import render
 from pypicached.ops.summary import human_duration, summary
 from pypicached.ops.throughput import MIN_SAMPLE_BYTES, Throughput
 
+from .drawing import Drawing
 from .memory import result_of
 
 DAY = 86400
@@ -143,36 +143,6 @@ def test_the_upstream_speed_is_measured_on_a_file_download(dists, make_world):
 
 
 # --- the chart -----------------------------------------------------------------------------
-
-
-class Drawing(HTMLParser):
-    """The chart's day groups, each with its bars by class: attributes and the bar's title."""
-
-    def __init__(self, svg: str) -> None:
-        super().__init__()
-        self.days: list[dict] = []
-        self.svgs = 0
-        self._rect: dict | None = None
-        self._in_title = False
-        self.feed(svg)
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        a = dict(attrs)
-        self.svgs += tag == "svg"
-        if tag == "g" and a.get("class") == "day":
-            self.days.append({"data": {k[5:]: v for k, v in a.items() if k.startswith("data-")}, "bars": {}})
-        elif tag == "rect" and self.days and a.get("class"):
-            self._rect = self.days[-1]["bars"][a["class"]] = {**a, "title": ""}
-        self._in_title = tag == "title"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_title = False
-        if tag == "rect":
-            self._rect = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title and self._rect is not None:
-            self._rect["title"] += data
 
 
 def rows(*figures: tuple[int, int, int, int]) -> list[dict]:
