@@ -28,6 +28,7 @@ from pypicached.index.negotiation import UPSTREAM_ACCEPT
 from pypicached.service import Proxy
 from pypicached.ops.summary import human_bytes
 
+from .drawing import Drawing
 from .fake_upstream import FakeUpstream
 from .installers import clean_env, run_process
 from .memory import World
@@ -209,6 +210,10 @@ def test_stats_and_the_status_page(dists, make_world):
     assert stats["all_time"]["hits"] == 1 and stats["all_time"]["misses"] == 2  # page and wheel fetched, wheel hit
     assert stats["all_time"]["hit_ratio"] == pytest.approx(1 / 3)
     assert stats["today"] == stats["all_time"]
+    assert len(stats["days"]) == 31 and stats["days"][-1] == {"day": stats["now"][:10], **stats["today"]}
+    assert all(d["served_bytes"] == d["hits"] == 0 for d in stats["days"][:-1])
+    assert stats["upstream_throughput_bytes_per_second"] is None  # the wheel is too small to time the upstream
+    assert stats["time_saved_seconds"] == {"today": None, "all_time": None}
     assert stats["cache"]["size_bytes"] == wheel.size and stats["cache"]["max_size_bytes"] == 10 * 1024**2
     assert stats["top_projects"] == [{"project": "pcx-alpha", "saved_bytes": wheel.size}]
     assert stats["upstream"]["url"] == world.upstream.simple_url and stats["running"] is True
@@ -269,13 +274,34 @@ async def test_the_status_page_renders_in_a_real_browser(fake_upstream_json, dis
     ]
     shot = await run_process(argv, env=clean_env(tmp_path), timeout=120)
     assert (tmp_path / "page.png").stat().st_size > 10_000, shot.output
+    before = json.loads((await fetch_running(proxy, "/stats"))[1])
     dom = await run_process([*argv[:-3], "--dump-dom", proxy.base_url + "/"], env=clean_env(tmp_path), timeout=120)
+    after = json.loads((await fetch_running(proxy, "/stats"))[1])
     html = dom.check().out
+    drawn = Drawing(html).days
+    # the chart as the browser holds it: the same 31 days and numbers as /stats (whichever side of midnight)
+    days = next(s["days"] for s in (after, before) if s["days"][-1]["day"] == drawn[-1]["data"]["day"])
+    assert [_drawn_figures(d) for d in drawn] == [_stats_figures(d) for d in days]
+    assert len(drawn) == 31 and days[-1]["served_bytes"] > days[-1]["fetched_bytes"] > 0
+    assert all(set(d["bars"]) == {"column", "fetched", "cached", "ratio"} for d in drawn)
+    assert '<svg id="chart" viewBox="0 0 ' in html  # case kept: the browser parsed it as SVG, not an unknown tag
+    assert "No estimate of the download time saved yet" in html  # the wheel is too small to time the upstream
     assert '<div class="card" id="hit-ratio">Hit ratio, all time<b>33.3 %</b>' in html
     saved = human_bytes(wheel.size)
     assert f'<tr><td>pcx-alpha</td><td class="n">{saved}</td></tr>' in html
     assert f"export PIP_INDEX_URL={proxy.base_url}/simple/" in html
     assert "<title>pypicached</title>" in html
+
+
+def _drawn_figures(day: dict) -> tuple:
+    d = day["data"]
+    ratio = float(d["hit-ratio"]) if d["hit-ratio"] else None
+    return d["day"], int(d["served"]), int(d["fetched"]), int(d["saved"]), int(d["hits"]), int(d["misses"]), ratio
+
+
+def _stats_figures(day: dict) -> tuple:
+    keys = ("day", "served_bytes", "fetched_bytes", "saved_bytes", "hits", "misses", "hit_ratio")
+    return tuple(day[k] for k in keys)
 
 
 # --- admin endpoints -----------------------------------------------------------------

@@ -144,6 +144,7 @@ class Download(BodyReader):
                 )
                 self._fail(f"{name} mismatch: expected {want}, got {got}")
                 return
+        self._metrics.downloaded(growing.written, self._place.clock.seconds() - self._started)
         if growing.tail is not None:
             self._served_uncached()
             return

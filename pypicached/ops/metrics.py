@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.cache.outcome import CacheStatus
+from pypicached.ops.throughput import Throughput
 
 log = Logger()
 
@@ -75,11 +76,11 @@ class Tally:
 
 
 def _day(now: float) -> str:
-    return _day_named(int(now // 86400))
+    return day_name(int(now // 86400))
 
 
-@functools.lru_cache(maxsize=4)
-def _day_named(day: int) -> str:
+@functools.lru_cache(maxsize=64)
+def day_name(day: int) -> str:
     """A UTC day's name, worked out once per day rather than once per request."""
     return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
@@ -201,6 +202,8 @@ class Metrics:
         #: Each upstream's health, for the up gauge and the spared-requests counter.
         self.upstreams: list[UpstreamHealth] = []
         self.started = clock.seconds()
+        #: The upstream's speed on recent file downloads (not kept across restarts).
+        self.throughput = Throughput()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "pypicached_requests",
@@ -274,3 +277,7 @@ class Metrics:
 
     def fetched(self, nbytes: int) -> None:
         self.ledger.fetched(self._clock.seconds(), nbytes)
+
+    def downloaded(self, nbytes: int, seconds: float) -> None:
+        """A package file came whole and good from the upstream: a sample of its speed."""
+        self.throughput.record(nbytes, seconds)

@@ -11,7 +11,9 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
-from pypicached.ops.summary import human_bytes, percent
+from pypicached.ops.chart import chart
+from pypicached.ops.summary import human_bytes, human_duration, percent
+from pypicached.ops.throughput import MIN_SAMPLE_BYTES
 
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
@@ -25,7 +27,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;borde
 table{border-collapse:collapse}td,th{padding:.2em .8em .2em 0;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f6f6f6;padding:.6em .8em;overflow-x:auto;border-radius:4px}
-.bad{color:#b22}.ok{color:#282}
+figure{margin:.5em 0}.bad{color:#b22}.ok{color:#282}
 .down{background:#fbe9e9;border:1px solid #b22;color:#b22;border-radius:6px;padding:.6em 1em;font-weight:600}
 """
 
@@ -57,6 +59,10 @@ def render(stats: dict[str, Any], base: str) -> bytes:
 &middot; running since {e(stats['started'] or '-')} &middot; figures counted since {e(stats['counting_since'] or '-')}</p>
 {outages}<div class="cards">{card_html}</div>
 
+<h2>The last {len(stats['days'])} days</h2>
+<figure id="days">{chart(stats['days'])}</figure>
+{_time_saved(stats)}
+{_policy(stats)}
 <h2>Cache</h2>
 <p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
 {e(human_bytes(cache['max_size_bytes']))} ({e(percent(cache['used_ratio']))});
@@ -97,6 +103,42 @@ def _cards(stats: dict[str, Any]) -> str:
         f'<div class="card" id="{ident}">{e(label)}<b>{e(value)}</b><span class="sub">{e(note)}</span></div>'
         for label, value, note, ident in cards
     )
+
+
+def _time_saved(stats: dict[str, Any]) -> str:
+    """Saved bytes as time, at the upstream's measured speed: an estimate, and said to be one."""
+    rate, saved = stats.get("upstream_throughput_bytes_per_second"), stats.get("time_saved_seconds") or {}
+    if not rate or saved.get("today") is None:
+        return (f'<p id="time-saved" class="sub">No estimate of the download time saved yet: it needs the speed of a '
+                f"file of {escape(human_bytes(MIN_SAMPLE_BYTES))} or more downloaded from upstream since the daemon "
+                "started.</p>")
+    return (f'<p id="time-saved">About {escape(human_duration(saved["today"]))} of downloading saved today '
+            f'({escape(human_duration(saved["all_time"]))} all time), at the {escape(human_bytes(rate))}/s '
+            "measured on recent downloads from upstream (an estimate).</p>")
+
+
+def _policy(stats: dict[str, Any]) -> str:
+    """
+    The slot for the supply-chain policy (pypicached.policy adds ``stats["policy"]``):
+    counts by rule and today's held-back files; nothing while there is no policy.
+    """
+    policy = stats.get("policy")
+    if not policy:
+        return ""
+    e = escape
+    counts = ", ".join(
+        f"<code>{e(str(rule))}</code> {e(str(n))}" for rule, n in sorted((policy.get("held_back_by_rule") or {}).items())
+    )
+    rows = "".join(
+        f"<tr><td>{e(str(h['project']))}</td><td><code>{e(str(h['filename']))}</code></td>"
+        f"<td>{e(str(h['rule']))}</td><td>{e(str(h['reason']))}</td></tr>"
+        for h in policy.get("held_back_today") or ()
+    ) or '<tr><td colspan=4 class="sub">nothing held back today</td></tr>'
+    return f"""<!-- the supply-chain policy's report: shown only when stats["policy"] is there -->
+<h2>Held back by the policy</h2>
+<p id="policy-rules">By rule: {counts or "none"}.</p>
+<table id="held-back"><tr><th>project</th><th>file</th><th>rule</th><th>reason</th></tr>{rows}</table>
+"""
 
 
 def _top_projects(stats: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from pypicached import __version__
 from pypicached.upstream.breaker import UpstreamHealth, iso
 from pypicached.cache.housekeeping import CacheUsage
-from pypicached.ops.metrics import Ledger
+from pypicached.ops.metrics import DAYS_KEPT, Ledger, Tally, day_name
 
 
 def summary(
@@ -28,12 +28,15 @@ def summary(
     digest_mismatches: int | None = None,
     stale_pages_served: int | None = None,
     policy: dict[str, Any] | None = None,
+    throughput: float | None = None,
 ) -> dict[str, Any]:
     """
     Everything ``/stats`` reports. The ``None`` arguments are what only a running
-    daemon knows; they come out as ``null``.
+    daemon knows; they come out as ``null``. ``throughput`` is the upstream's
+    measured bytes per second, which turns saved bytes into saved time.
     """
     today = ledger.day(now)
+    seconds = (lambda tally: tally.saved / throughput) if throughput else (lambda tally: None)
     return {
         "version": __version__,
         "now": iso(now),
@@ -42,6 +45,9 @@ def summary(
         "counting_since": iso(ledger.since),
         "all_time": ledger.all_time.as_dict(),
         "today": today.as_dict(),
+        "days": days(ledger, now),
+        "upstream_throughput_bytes_per_second": throughput or None,
+        "time_saved_seconds": {"today": seconds(today), "all_time": seconds(ledger.all_time)},
         "top_projects": [{"project": p, "saved_bytes": n} for p, n in ledger.top_projects(10)],
         "cache": {
             "size_bytes": usage.size,
@@ -59,6 +65,16 @@ def summary(
         "policy": policy,
         "upstream": _upstream(upstream_url, upstreams[0] if upstreams else None),
     }
+
+
+def days(ledger: Ledger, now: float, count: int = DAYS_KEPT) -> list[dict[str, Any]]:
+    """The last ``count`` UTC days, oldest first and ending today; a day without traffic is zeros."""
+    today = int(now // 86400)
+    rows = []
+    for day in range(today - count + 1, today + 1):
+        name = day_name(day)
+        rows.append({"day": name, **ledger.days.get(name, Tally()).as_dict()})
+    return rows
 
 
 def _upstream(url: str, upstream: UpstreamHealth | None) -> dict[str, Any]:
@@ -84,6 +100,19 @@ def human_bytes(n: float | None) -> str:
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float | None) -> str:
+    """``3 min 20 s``, ``2 h 5 min``, ``4 d 7 h``: two units at most, as a person says it."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    for big, big_unit, small, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min"), (60, "min", 1, "s")):
+        if whole >= big:
+            return f"{whole // big} {big_unit} {whole % big // small} {small_unit}"
     raise AssertionError("unreachable")
 
 
