@@ -118,7 +118,9 @@ def test_the_json_api_drops_held_back_files_and_refuses_a_release_it_holds_back_
     w = world(min_release_age=7 * DAY)
     document = json.loads(w.get("/pypi/pcx-cool/json").body)
     assert sorted(document["releases"]) == ["1.0"]
-    assert all(f["filename"] != NEW.filename for f in document["urls"])
+    # the newest release is held back whole: the document points at the newest one shown
+    assert document["info"]["version"] == "1.0"
+    assert sorted(f["filename"] for f in document["urls"]) == sorted([OLD.filename, OLD_SDIST.filename])
     release = w.get("/pypi/pcx-cool/2.0/json")
     assert release.code == 403 and release.header("X-Pypi-Cache") == "DENIED"
     assert b"min_release_age" in release.body
@@ -249,6 +251,9 @@ def test_stats_and_metrics_count_what_was_held_back_by_rule(world):
     [held] = policy["held_back_today"]
     assert (held["project"], held["filename"], held["rule"]) == ("pcx-cool", NEW.filename, "min_release_age")
     assert "held back until" in held["reason"]
+    page = w.get("/").body.decode()
+    assert "Held back by the policy" in page and NEW.filename in page
+    assert "Requests refused (403): <code>deny</code> 1, <code>min_release_age</code> 1." in page
     metrics = w.get("/metrics").body.decode()
     assert 'pypicached_policy_held_back_total{rule="min_release_age"} 1.0' in metrics
     assert 'pypicached_policy_denied_total{rule="deny"} 1.0' in metrics

@@ -258,6 +258,10 @@ def test_without_a_measured_speed_the_page_says_why_there_is_no_estimate():
 
 POLICY = {
     "held_back_by_rule": {"min_release_age": 3, "deny": 1},
+    "denied_by_rule": {"deny": 2},
+    "flagged_by_rule": {},
+    "advisories": {"url": "https://osv.example/PyPI/all.zip", "count": 7, "version": "abc", "last_refresh": None,
+                   "last_error": "upstream answered 500 <Internal>"},
     "held_back_today": [
         {"time": "2024-03-31T10:00:00Z", "project": "pcx-alpha", "filename": "pcx_alpha-3.0-py3-none-any.whl",
          "rule": "min_release_age", "reason": "uploaded 2 h ago, < 7 days"},
@@ -270,12 +274,15 @@ POLICY = {
 def test_what_the_policy_held_back_is_shown_when_the_summary_has_it():
     page = page_of({**stats_of(Ledger(since=NOW)), "policy": POLICY})
     assert "<h2>Held back by the policy</h2>" in page
-    assert '<p id="policy-rules">By rule: <code>deny</code> 1, <code>min_release_age</code> 3.</p>' in page
+    assert ('<p id="policy-rules">Files held back since start, by rule: <code>deny</code> 1, <code>min_release_age</code> 3.\n'
+            "Requests refused (403): <code>deny</code> 2. Served but named by an advisory: none.</p>") in page
+    assert ('<p id="advisories">Advisories: 7 from <code>https://osv.example/PyPI/all.zip</code>, last refreshed not yet. '
+            '<span class="bad">last refresh failed: upstream answered 500 &lt;Internal&gt;</span></p>') in page
     assert ("<tr><td>pcx-alpha</td><td><code>pcx_alpha-3.0-py3-none-any.whl</code></td><td>min_release_age</td>"
             "<td>uploaded 2 h ago, &lt; 7 days</td></tr>") in page
     assert "<td>listed in &lt;deny&gt;</td>" in page and "<deny>" not in page
     quiet = page_of({**stats_of(Ledger(since=NOW)), "policy": {"held_back_by_rule": {}, "held_back_today": []}})
-    assert "By rule: none." in quiet and "nothing held back today" in quiet
+    assert "by rule: none." in quiet and "nothing held back today" in quiet and 'id="advisories"' not in quiet
 
 
 @pytest.mark.parametrize("policy", ["missing", None])

@@ -119,26 +119,39 @@ def _time_saved(stats: dict[str, Any]) -> str:
 
 def _policy(stats: dict[str, Any]) -> str:
     """
-    The slot for the supply-chain policy (pypicached.policy adds ``stats["policy"]``):
-    counts by rule and today's held-back files; nothing while there is no policy.
+    The supply-chain policy's report (``stats["policy"]``, from ``policy.gate``): counts
+    by rule, the advisory feed's state and today's held-back files; nothing without a policy.
     """
     policy = stats.get("policy")
     if not policy:
         return ""
     e = escape
-    counts = ", ".join(
-        f"<code>{e(str(rule))}</code> {e(str(n))}" for rule, n in sorted((policy.get("held_back_by_rule") or {}).items())
-    )
+
+    def by_rule(key: str) -> str:
+        return ", ".join(f"<code>{e(str(rule))}</code> {e(str(n))}" for rule, n in sorted((policy.get(key) or {}).items())) or "none"
+
     rows = "".join(
         f"<tr><td>{e(str(h['project']))}</td><td><code>{e(str(h['filename']))}</code></td>"
         f"<td>{e(str(h['rule']))}</td><td>{e(str(h['reason']))}</td></tr>"
         for h in policy.get("held_back_today") or ()
     ) or '<tr><td colspan=4 class="sub">nothing held back today</td></tr>'
-    return f"""<!-- the supply-chain policy's report: shown only when stats["policy"] is there -->
-<h2>Held back by the policy</h2>
-<p id="policy-rules">By rule: {counts or "none"}.</p>
+    return f"""<h2>Held back by the policy</h2>
+<p id="policy-rules">Files held back since start, by rule: {by_rule("held_back_by_rule")}.
+Requests refused (403): {by_rule("denied_by_rule")}. Served but named by an advisory: {by_rule("flagged_by_rule")}.</p>
+{_feed(policy.get("advisories"))}
 <table id="held-back"><tr><th>project</th><th>file</th><th>rule</th><th>reason</th></tr>{rows}</table>
 """
+
+
+def _feed(feed: dict[str, Any] | None) -> str:
+    """The advisory feed's line: how many advisories, from where, and how its last refresh went."""
+    if not feed:
+        return ""
+    e = escape
+    state = f'<span class="bad">last refresh failed: {e(feed["last_error"])}</span>' if feed.get("last_error") else ""
+    refreshed = e(feed.get("last_refresh") or "not yet")
+    return (f'<p id="advisories">Advisories: {feed.get("count", 0)} from <code>{e(str(feed.get("url")))}</code>, '
+            f"last refreshed {refreshed}. {state}</p>")
 
 
 def _top_projects(stats: dict[str, Any]) -> str:

@@ -51,14 +51,17 @@ class Gate:
     def _advisories(self) -> "AdvisoryIndex":
         return self._feed.current if self._feed is not None else EMPTY
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any] | None:
         """The policy's part of ``/stats``: what it held back, and the advisories it consults."""
         feed = self._feed
         advisories = None if feed is None else {
             "url": feed.url, "count": feed.current.count, "version": feed.current.version or None,
             "last_refresh": iso(feed.last_refresh), "last_error": feed.last_error,
         }
-        return {**self.held.as_dict(self._clock.seconds()), "advisories": advisories}
+        held = self.held.as_dict(self._clock.seconds())
+        if not self.active and not held["held_back_by_rule"]:
+            return None  # no policy configured (and no quarantine met): nothing to report
+        return {**held, "advisories": advisories}
 
     def judge(self, index: str) -> Judge:
         return self._judges[index]

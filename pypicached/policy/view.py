@@ -150,7 +150,25 @@ def _json_without(page: dict[str, Any], project: str, hidden: set[str]) -> dict[
             if left or not files:
                 kept[version] = left
         out["releases"] = kept
+        _newest_shown(out, releases)
     return out
+
+
+def _newest_shown(out: dict[str, Any], releases: dict[str, Any]) -> None:
+    """
+    If the release ``info`` describes is held back whole, point ``info.version`` and
+    ``urls`` at the newest one shown (a final release if there is one), so that a tool
+    taking ``info.version`` as the latest never pins what it would be refused.
+    """
+    info = out.get("info")
+    if not isinstance(info, dict) or info.get("version") not in releases or info.get("version") in out["releases"]:
+        return
+    shown = [(v, text) for text in out["releases"] if out["releases"][text] and (v := _parsed(text)) is not None]
+    finals = [item for item in shown if not item[0].is_prerelease] or shown
+    if finals:
+        newest = max(finals)[1]
+        out["info"] = {**info, "version": newest}
+        out["urls"] = out["releases"][newest]
 
 
 SHAPES = {
