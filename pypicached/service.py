@@ -96,16 +96,18 @@ class Proxy:
 
     def _advisories(self, agent: IAgent, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
         """
-        The advisory feed, if one is configured: fetched like a page, by a client whose
-        health is its own (a feed host that fails must not mark an index down).
+        The advisory feed, if one is configured: fetched like a page, over the same
+        connection pool, by a client whose health and figures are its own (a feed host
+        that fails must not mark an index down).
         """
         url = self.settings.advisories_url
         if url is None:
             return None
         health = UpstreamHealth(url, clock, lambda: client.probe(url), retry_max=self.settings.upstream_retry_max,
                                 name="advisories")
+        # its own figures too (never exported): the feed's bytes are not the index traffic the cache saves
         client = UpstreamClient(
-            agent, clock=clock, health=health, metrics=self.metrics, response_timeout=self.settings.response_timeout,
+            agent, clock=clock, health=health, metrics=Metrics(clock), response_timeout=self.settings.response_timeout,
             file_timeout=self.settings.file_response_timeout, idle_timeout=self.settings.idle_timeout,
         )
         return AdvisoryFeed(clock=clock, client=client, url=url, refresh=self.settings.advisories_refresh,

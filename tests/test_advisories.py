@@ -174,9 +174,19 @@ class FeedResource(Resource):
     def __init__(self, body: bytes) -> None:
         super().__init__()
         self.body, self.code, self.requests = body, 200, 0
+        #: When set, sent as the ETag, and an If-None-Match naming it gets 304.
+        self.etag: bytes | None = None
+        self.conditional: list[bytes | None] = []
 
     def render_GET(self, request: Any) -> bytes:
         self.requests += 1
+        asked = request.getHeader(b"if-none-match")
+        self.conditional.append(asked)
+        if self.etag is not None:
+            request.setHeader(b"etag", self.etag)
+            if asked == self.etag:
+                request.setResponseCode(304)
+                return b""
         request.setResponseCode(self.code)
         request.setHeader(b"content-type", b"application/zip")
         return self.body
@@ -346,3 +356,18 @@ def test_a_feed_that_cannot_be_stored_is_reported_and_not_used(rig, warnings):
     assert feed.current is EMPTY and feed.last_error.startswith("cannot store the feed")
     assert len(warnings) == 2 and "copy on disk is unusable" in warnings[0] and "Is a directory" in warnings[1]
     assert list(rig.tmp.iterdir()) == []
+
+
+def test_an_unchanged_feed_is_asked_for_conditionally_also_after_a_restart(rig):
+    rig.site.etag = b'"feed-1"'
+    feed = rig.started()
+    version = feed.current.version
+    rig.advance(REFRESH)
+    assert rig.site.conditional == [None, b'"feed-1"']  # the second refresh: 304, no body
+    assert feed.current.version == version and feed.last_refresh == REFRESH and feed.last_error is None
+    feed.stopService()
+    again = rig.started()  # the validators were kept beside the copy on disk
+    assert rig.site.conditional[-1] == b'"feed-1"' and again.current.version == version
+    rig.site.etag, rig.site.body = b'"feed-2"', zip_of(*SAMPLE[:1])
+    rig.advance(REFRESH)
+    assert rig.site.conditional[-1] == b'"feed-1"' and again.current.count == 1  # changed: sent whole

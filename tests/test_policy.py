@@ -14,8 +14,13 @@ from typing import Any
 import pytest
 from twisted.web.resource import Resource
 
+from pypicached.cache.pagekind import JSON_API, PageKey
+from pypicached.cache.records import StoredPage
 from pypicached.config import ConfigError, build_settings, indexes_of
-from pypicached.policy.rules import deny_list
+from pypicached.policy.advisories import EMPTY
+from pypicached.policy.judge import Judge
+from pypicached.policy.rules import Policy, deny_list
+from pypicached.policy.view import view
 
 from .fake_upstream import FakeUpstream
 from .test_advisories import advisory, zip_of
@@ -210,19 +215,37 @@ def test_the_policy_may_differ_per_index(world):
 # --- PEP 792 ------------------------------------------------------------------------
 
 
+BAD_WHEEL = build_wheel("pcx-bad", "1.0")
+
+
 class Quarantined(Resource):
-    """A JSON index whose project is quarantined but still lists a file (a stale mirror might)."""
+    """
+    A JSON index (and JSON API) with one project whose PEP 792 status a test sets; its
+    page still lists the file (as a stale mirror might), and the file is served.
+    """
 
     isLeaf = True
 
+    def __init__(self, status: str = "quarantined") -> None:
+        super().__init__()
+        self.status = status
+
     def render_GET(self, request):
+        entry = {"filename": BAD_WHEEL.filename, "url": "/packages/" + BAD_WHEEL.filename,
+                 "hashes": {"sha256": BAD_WHEEL.sha256}, "upload-time": "2026-01-01T00:00:00Z"}
+        if request.path.startswith(b"/packages/"):
+            request.setHeader(b"Content-Type", b"application/octet-stream")
+            return BAD_WHEEL.data
+        if request.path.startswith(b"/pypi/"):
+            request.setHeader(b"Content-Type", b"application/json")
+            return json.dumps({"info": {"name": "pcx-bad", "version": "1.0"}, "urls": [entry],
+                               "releases": {"1.0": [entry]}}).encode()
         request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
         return json.dumps({
             "meta": {"api-version": "1.4"},
             "name": "pcx-bad",
-            "project-status": {"status": "quarantined", "reason": "malware reported"},
-            "files": [{"filename": "pcx_bad-1.0-py3-none-any.whl", "url": "/files/pcx_bad-1.0-py3-none-any.whl",
-                       "hashes": {"sha256": "0" * 64}}],
+            "project-status": {"status": self.status, "reason": "malware reported"},
+            "files": [entry],
             "versions": ["1.0"],
         }).encode()
 
@@ -234,6 +257,86 @@ def test_a_quarantined_project_offers_no_files(world):
     assert page["project-status"] == {"status": "quarantined", "reason": "malware reported"}
     html = w.get("/simple/pcx-bad/", {"Accept": HTML}).body.decode()
     assert '<meta name="pypi:project-status" content="quarantined">' in html and "<a " not in html
+    document = json.loads(w.get("/pypi/pcx-bad/json").body)  # the JSON API has no status: its simple page's holds
+    assert document["releases"] == {} and document["urls"] == []
+
+
+def test_a_quarantined_projects_files_are_refused_without_any_policy_even_from_disk(world):
+    upstream = Quarantined("active")
+    w = world(fake=upstream, index_ttl=60)
+    path = "/packages/" + BAD_WHEEL.filename
+    assert json_page(w, "pcx-bad")["files"] and w.get(path).code == 200  # cached now
+    upstream.status = "quarantined"
+    w.advance(61)
+    assert json_page(w, "pcx-bad")["files"] == []
+    refused = w.get(path)
+    assert refused.code == 403 and b"quarantined by its index (PEP 792)" in refused.body
+
+
+# --- files that no page lists ------------------------------------------------------
+
+
+def test_offline_the_age_rules_still_hold_for_a_cached_file(world):
+    w = world()
+    assert w.get(file_path(NEW)).code == 200 and w.get(file_path(OLD)).code == 200
+    w.restart(min_release_age=7 * DAY, offline=True)
+    refused = w.get(file_path(NEW))
+    assert refused.code == 403 and b"held back until" in refused.body
+    assert w.get(file_path(OLD)).code == 200
+
+
+def test_a_young_release_deleted_upstream_is_not_served_from_disk(world):
+    w = world(index_ttl=60)
+    assert w.get(file_path(NEW)).code == 200  # cached
+    w.upstream.remove(NEW.filename)  # a malicious release, caught and removed within the hour
+    w.restart(min_release_age=7 * DAY)
+    w.advance(61)
+    assert NEW.filename not in filenames(json_page(w, "pcx-cool"))
+    refused = w.get(file_path(NEW))
+    assert refused.code == 403 and refused.header("X-Pypi-Cache") == "DENIED"
+    assert refused.body.decode() == (
+        f"{NEW.filename}: no cached index page lists it, so its upload time is unknown; held back by min_release_age\n"
+    )
+
+
+# --- hostile upstream data ---------------------------------------------------------
+
+
+class Odd(Resource):
+    """A JSON index whose upload times are of every wrong kind, and one in year 9999."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
+        files = [
+            {"filename": f"pcx_odd-1.{i}-py3-none-any.whl", "url": f"/f/pcx_odd-1.{i}-py3-none-any.whl",
+             "hashes": {}, "upload-time": value}
+            for i, value in enumerate([["2026"], {}, 17, None, "yesterday", "9999-12-31T00:00:00Z"])
+        ]
+        return json.dumps({"meta": {"api-version": "1.1"}, "files": files, "versions": {"not": "a list"}}).encode()
+
+
+def test_a_json_api_document_of_odd_shape_is_filtered_without_error():
+    entry = {"filename": "pcx_x-2.0-py3-none-any.whl", "url": "https://files.test/x.whl",
+             "upload_time_iso_8601": "2026-11-29T11:00:00Z"}
+    page = {"info": {"version": ["2.0"]}, "urls": [entry, "junk"], "releases": {"2.0": [entry], "1.0": "junk", "0.9": []}}
+    stored = StoredPage(PageKey(JSON_API, "pcx-x"), "https://upstream.test/pypi/pcx-x/json", 0.0, None, None, page)
+    made = view(Judge(Policy(min_release_age=7 * DAY), lambda: EMPTY), stored, NOW.timestamp(), "")
+    assert set(made.hidden) == {entry["filename"]}
+    assert made.page.page == {"info": {"version": ["2.0"]}, "urls": ["junk"], "releases": {"1.0": "junk", "0.9": []}}
+
+
+def test_odd_upload_times_are_missing_ones_and_the_far_future_is_held_back(world):
+    w = world(fake=Odd(), min_release_age=7 * DAY)
+    page = json_page(w, "pcx-odd")
+    assert len(page["files"]) == 5 and page["versions"] == {"not": "a list"}
+    assert "pcx_odd-1.5-py3-none-any.whl" not in filenames(page)
+    answer = json.loads(w.get("/policy/pcx-odd/1.5").body)
+    assert answer["versions"][0]["files"][0]["verdict"]["reason"].endswith(
+        "held back until 9999-12-31T23:59:59Z by min_release_age")
+    hidden = json_page(world(fake=Odd(), min_release_age=7 * DAY, missing_upload_time="hide"), "pcx-odd")
+    assert hidden["files"] == []
 
 
 # --- what the operator sees ---------------------------------------------------------
@@ -355,8 +458,10 @@ def test_a_malicious_release_disappears_and_a_failed_refresh_keeps_the_advisorie
     assert policy["held_back_by_rule"] == {"malicious": 1} and policy["flagged_by_rule"] == {"vulnerable": 2}
     assert policy["advisories"]["count"] == 2 and policy["advisories"]["last_error"] is None
 
+    fetched = json.loads(w.get("/stats").body)["all_time"]["fetched_bytes"]
     served.feed = b"not a zip"
     w.advance(3600)
+    assert json.loads(w.get("/stats").body)["all_time"]["fetched_bytes"] == fetched  # the feed is not index traffic
     assert served.feed_requests == 2
     assert NEW.filename not in filenames(json_page(w, "pcx-cool"))  # the last good copy still holds
     assert json.loads(w.get("/stats").body)["policy"]["advisories"]["last_error"]

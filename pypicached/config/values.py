@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ def _with_unit(value: Any, units: dict[str, int], what: str) -> float:
         raise ValueError(f"expected {what}")
     if number < 0:
         raise ValueError("must not be negative")
+    if not math.isfinite(number):
+        raise ValueError(f"must be finite, not {value!r}")
     return number
 
 

@@ -7,9 +7,7 @@ import functools
 import re
 from typing import Any
 
-from packaging.utils import (
-    InvalidSdistFilename, InvalidWheelFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename,
-)
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
@@ -70,8 +68,7 @@ def _projects_for(filename: str) -> tuple[str, ...]:
     (``python-dateutil-2.8.2.tar.gz``), so every split before a part that starts
     with a digit is a candidate, longest first.
     """
-    if filename.endswith(".metadata"):
-        filename = filename[: -len(".metadata")]
+    filename = without_metadata(filename)
     if filename.endswith(".whl"):
         try:
             return [parse_wheel_filename(filename)[0]]
@@ -88,30 +85,42 @@ def _projects_for(filename: str) -> tuple[str, ...]:
     return tuple(names[:MAX_CANDIDATES])
 
 
-_LEGACY_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".egg", ".exe", ".msi", ".rpm", ".tar")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar", ".egg", ".exe", ".msi", ".rpm")
+
+
+def without_metadata(filename: str) -> str:
+    """The distribution a PEP 658 metadata file (``….whl.metadata``) describes, or ``filename`` itself."""
+    return filename.removesuffix(".metadata")
+
+
+def parse_version(text: object) -> Version | None:
+    """``text`` as a PEP 440 version, or None."""
+    try:
+        return Version(text) if isinstance(text, str) else None
+    except InvalidVersion:
+        return None
 
 
 @functools.lru_cache(maxsize=65536)
 def version_of(project: str, filename: str) -> Version | None:
     """The version a distribution file of ``project`` holds, from its name; None if it does not say."""
-    if filename.endswith(".metadata"):
-        filename = filename[: -len(".metadata")]
-    try:
-        if filename.endswith(".whl"):
+    filename = without_metadata(filename)
+    if filename.endswith(".whl"):
+        try:
             return parse_wheel_filename(filename)[1]
-        if filename.endswith((".tar.gz", ".zip")):
-            return parse_sdist_filename(filename)[1]
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        pass
-    stem = next((filename[: -len(s)] for s in _LEGACY_SUFFIXES if filename.endswith(s)), filename)
-    prefix, _, rest = stem.partition("-")  # legacy: name-version[-pyX.Y][.platform]
+        except (InvalidWheelFilename, InvalidVersion):
+            return None
+    stem = next((filename[: -len(s)] for s in _ARCHIVE_SUFFIXES if filename.endswith(s)), filename)
+    prefix, _, rest = stem.partition("-")  # after the project's own name, however it is spelled
     while rest and normalize(prefix) != project:
         more, _, rest = rest.partition("-")
         prefix = f"{prefix}-{more}"
-    parts = rest.split("-")[0].split(".")
-    for end in range(len(parts), 0, -1):  # "1.0.win32": the longest prefix that is a version
-        try:
-            return Version(".".join(parts[:end]))
-        except InvalidVersion:
-            continue
+    whole = parse_version(rest)  # an sdist: all of it ("1.0-1" is 1.0.post1)
+    if whole is not None:
+        return whole
+    parts = rest.split("-")[0].split(".")  # legacy: "1.0-py2.7", "1.0.win32"
+    for end in range(len(parts), 0, -1):
+        found = parse_version(".".join(parts[:end]))
+        if found is not None:
+            return found
     return None

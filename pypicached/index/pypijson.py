@@ -16,7 +16,8 @@ def parse(body: bytes) -> Page:
     return page
 
 
-def _file_entries(page: Page) -> Iterator[dict[str, Any]]:
+def file_entries(page: Page) -> Iterator[dict[str, Any]]:
+    """Every file entry of the document: the latest release's ``urls``, then each release's files."""
     for entry in page.get("urls") or ():
         if isinstance(entry, dict):
             yield entry
@@ -31,7 +32,7 @@ def _file_entries(page: Page) -> Iterator[dict[str, Any]]:
 def render(page: Page, href_for: HrefFor) -> bytes:
     """The document with every file ``url`` pointing back at the proxy."""
     out = json.loads(json.dumps(page))
-    for entry in _file_entries(out):
+    for entry in file_entries(out):
         if isinstance(entry.get("url"), str):
             digests = entry.get("digests")
             sha256 = digests.get("sha256", "") if isinstance(digests, dict) else ""

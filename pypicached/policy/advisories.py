@@ -9,6 +9,7 @@ copy on disk) in use, so an outage of the feed never unblocks anything.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,9 +19,9 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 
-from pypicached.cache.disk import RunInThread, commit
+from pypicached.cache.disk import RunInThread, atomic_write, commit
 from pypicached.cache.records import unlink
 from pypicached.policy.osv import EMPTY, Advisory, AdvisoryIndex, read_zip
 from pypicached.upstream.client import UpstreamClient, UpstreamError, discard_body, read_body_into
@@ -33,17 +34,48 @@ log = Logger()
 MAX_FEED_BYTES = 512 * 1024 * 1024
 
 
-def _adopt(downloaded: Path, path: Path) -> AdvisoryIndex:
-    """A downloaded feed read, and only then made the copy on disk (durably): a bad one never replaces a good one."""
+def _adopt(downloaded: Path, path: Path, validators: dict[str, str]) -> AdvisoryIndex:
+    """
+    A downloaded feed read, and only then made the copy on disk (durably), its
+    validators beside it: a bad one never replaces a good one.
+    """
     index = read_zip(downloaded)
     with open(downloaded, "rb") as f:
         os.fsync(f.fileno())
     commit(downloaded, path)
+    atomic_write(_validators_path(path), json.dumps(validators).encode(), downloaded.parent)
     return index
 
 
-def _read_if_present(path: Path) -> AdvisoryIndex | None:
-    return read_zip(path) if path.exists() else None
+def _read_if_present(path: Path) -> tuple[AdvisoryIndex, dict[str, str]] | None:
+    """The copy on disk and the validators it came with (none if they cannot be read: asked for whole)."""
+    if not path.exists():
+        return None
+    index = read_zip(path)
+    try:
+        validators = json.loads(_validators_path(path).read_bytes())
+    except (OSError, ValueError):
+        validators = {}
+    ok = isinstance(validators, dict) and all(isinstance(v, str) for v in validators.values())
+    return index, {k: v for k, v in validators.items() if k in _ASKED_WITH} if ok else {}
+
+
+def _validators_path(path: Path) -> Path:
+    return path.with_name(path.name + ".validators")
+
+
+#: The response header each request header repeats.
+_ASKED_WITH = {"If-None-Match": b"etag", "If-Modified-Since": b"last-modified"}
+
+
+def _validators_of(headers: Headers) -> dict[str, str]:
+    """The conditional request headers that ask again for the feed these response headers came with."""
+    found = {}
+    for asked, answered in _ASKED_WITH.items():
+        values = headers.getRawHeaders(answered)
+        if values:
+            found[asked] = values[0].decode("latin-1")
+    return found
 
 
 def _why(error: Exception) -> str:
@@ -81,35 +113,43 @@ class AdvisoryFeed(Service):
         self.last_refresh: float | None = None
         self.last_error: str | None = None
         self._loop: LoopingCall | None = None
+        #: The conditional headers that ask for the feed only if it changed since ``current`` came.
+        self._validators: dict[str, str] = {}
+        self._stopped = False
         self._waiting: list[Deferred] = []
 
     def startService(self) -> None:
-        """Load the copy on disk (in a thread), then refresh at once and every ``refresh`` seconds."""
+        """
+        Load the copy on disk, then refresh at once and every ``refresh`` seconds. The
+        copy is read before this returns (a second or two for the public feed), so
+        that no request is answered before the advisories it holds are in force.
+        """
         super().startService()
+        try:
+            self._loaded(_read_if_present(self.path))
+        except Exception as e:
+            self._unreadable(e)
         loop = self._loop = LoopingCall(self.refresh)
         loop.clock = self._clock
-        d = self._run_in_thread(_read_if_present, self.path)
-        d.addCallbacks(self._loaded, self._unreadable)
-        d.addCallback(lambda _: self._start(loop))
+        loop.start(self.interval, now=True)
 
     def stopService(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self._stopped = True
+        self._client.health.stop()
         super().stopService()
 
-    def _start(self, loop: LoopingCall) -> None:
-        if self.running and loop is self._loop:  # not stopped while the disk copy was read
-            loop.start(self.interval, now=True)
-
-    def _loaded(self, index: AdvisoryIndex | None) -> None:
-        if index is not None and self.current is EMPTY:
+    def _loaded(self, found: tuple[AdvisoryIndex, dict[str, str]] | None) -> None:
+        if found is not None and self.current is EMPTY:
+            index, self._validators = found
             self.current = index
             log.info("advisories: loaded {count} PyPI advisories ({version}) from {path}",
                      count=index.count, version=index.version, path=str(self.path))
 
-    def _unreadable(self, failure: Failure) -> None:
-        self.last_error = f"the copy on disk is unusable: {failure.getErrorMessage()}"
+    def _unreadable(self, error: Exception) -> None:
+        self.last_error = f"the copy on disk is unusable: {error}"
         log.warn("advisories: {path}: {error}; no advisories until a refresh succeeds",
                  path=str(self.path), error=self.last_error)
 
@@ -131,6 +171,8 @@ class AdvisoryFeed(Service):
     async def _refresh(self) -> None:
         try:
             index = await self._download()
+            if self._stopped:
+                return  # stopped meanwhile: nothing more to do, nothing to log
         except Exception as e:
             self.last_error = _why(e)
             log.warn("advisories: refresh from {url} failed: {error}; still using {previous}",
@@ -144,17 +186,29 @@ class AdvisoryFeed(Service):
         self.last_error = None
 
     async def _download(self) -> AdvisoryIndex:
-        """The feed, streamed to a temporary file, read and put in place in a disk thread."""
+        """
+        The feed, streamed to a temporary file, read and put in place in a disk thread;
+        asked conditionally, so an unchanged feed costs one small answer (304).
+        """
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="advisories-")
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                response = await self._client.get(self.url, timeout=self._client.file_timeout)
+                headers = self._validators if self.current is not EMPTY else {}
+                response = await self._client.get(self.url, headers, timeout=self._client.file_timeout)
+                if response.code == 304 and headers:
+                    discard_body(self._client, response)
+                    return self.current
                 if response.code != 200:
                     discard_body(self._client, response)
                     phrase = response.phrase.decode("latin-1", "replace")
                     raise UpstreamError(f"the feed answered {response.code} {phrase}")
                 await read_body_into(self._client, response, out, MAX_FEED_BYTES)
-            return await self._run_in_thread(_adopt, Path(name), self.path)
+            if self._stopped:
+                return self.current  # stopped meanwhile: the disk threads may be gone
+            validators = _validators_of(response.headers)
+            index = await self._run_in_thread(_adopt, Path(name), self.path, validators)
+            self._validators = validators
+            return index
         finally:
             unlink(Path(name))
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.pagekind import PROJECT, PageKey
-from pypicached.index.names import version_of
+from pypicached.index.names import parse_version, version_of
 from pypicached.policy.judge import Judge, Verdict, iso_z, upload_time
 from pypicached.policy.view import SHAPES
 
@@ -30,7 +30,7 @@ async def explain(gate: "Gate", indexes: "Indexes", project: str, version: str |
     route = indexes.route(project)
     answer: dict[str, Any] = {"project": project, "version": version, "index": route[0].name if route else None,
                               "verdict": None, "versions": []}
-    refusal = gate.judge(route[0].name).project(project) if route else None
+    refusal = gate.refusal(None, project)
     if refusal is not None:
         answer["verdict"] = _verdict(refusal)
         return answer
@@ -71,10 +71,8 @@ def _versions(judge: Judge, project: str, page: dict[str, Any], wanted: str | No
 
 
 def _canonical(text: str) -> str:
-    try:
-        return str(Version(text))
-    except InvalidVersion:
-        return text
+    parsed = parse_version(text)
+    return text if parsed is None else str(parsed)
 
 
 def _order(project: str, filename: str) -> Version:

@@ -15,10 +15,11 @@ from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
-from pypicached.index.names import projects_for_filename
+from pypicached.index.names import projects_for_filename, without_metadata
+from pypicached.index.simple import project_status
 from pypicached.policy.advisories import EMPTY
 from pypicached.policy.heldback import HeldBack
-from pypicached.policy.judge import Denied, Judge
+from pypicached.policy.judge import Denied, Judge, Verdict
 from pypicached.policy.rules import Policy
 from pypicached.policy.view import SHAPES, View, view
 from pypicached.upstream.breaker import UpstreamDown, iso
@@ -45,6 +46,8 @@ class Gate:
         self._feed = feed
         self.held = held or HeldBack()
         self._judges = {u.name: Judge(u.settings.policy, self._advisories) for u in indexes.upstreams}
+        #: Projects whose page said "quarantined" when last viewed: their files are checked even without a policy.
+        self._quarantined: set[str] = set()
         #: Whether any file could be held back by its name or age (else file requests skip the check).
         self.active = feed is not None or any(u.settings.policy != Policy() for u in indexes.upstreams)
 
@@ -70,18 +73,20 @@ class Gate:
         """
         What the policy lets clients see of ``stored`` now (None: a page it has no
         say over); ``Denied`` for a page it refuses. Made once per page version
-        until a held-back release comes of age or the advisories change.
+        until a held-back release comes of age, the advisories change or the
+        project's status does.
         """
         shape = SHAPES.get(stored.key.kind.name)
         if upstream is None or shape is None:
             return None
-        if not self.active and shape.status(stored.page) != "quarantined":
+        status = self._status(upstream, stored)
+        if not self.active and status != "quarantined":
             return None  # no policy configured: only a quarantine changes what a page offers
         now = self._clock.seconds()
         advisories = self._advisories().version
         made, day = stored.policy_view or (None, None)
-        if made is None or now >= made.until or made.advisories != advisories:
-            made = view(self._judges[upstream.name], stored, now, advisories)
+        if made is None or now >= made.until or made.advisories != advisories or made.status != status:
+            made = view(self._judges[upstream.name], stored, now, advisories, status)
             day = None
         if day != now // 86400:  # what it holds back is noted once a day, for today's list
             self.held.noted(upstream.name, stored.key.project, {**made.flagged, **made.hidden}, now)
@@ -90,43 +95,77 @@ class Gate:
             raise self.denied(made.refusal)
         return made
 
-    def check_project(self, chosen: "Upstream | None", project: str) -> None:
-        """``Denied`` if every index that could answer for ``project`` refuses it by its name."""
+    def _status(self, upstream: "Upstream", stored: StoredPage) -> str:
+        """The project's PEP 792 status, from its simple page (the JSON API has none of its own)."""
+        project = stored.key.project
+        page = stored if stored.key.kind is PROJECT else upstream.pages.cached(PageKey(PROJECT, project))
+        status = "active" if page is None else project_status(page.page)[0]
+        if status == "quarantined":
+            self._quarantined.add(project)
+        else:
+            self._quarantined.discard(project)
+        return status
+
+    def refusal(self, chosen: "Upstream | None", project: str) -> Verdict | None:
+        """The verdict on ``project`` by its name, if every index that could answer for it refuses it."""
         route = (chosen,) if chosen is not None else self._indexes.route(project)
         verdicts = [self._judges[u.name].project(project) for u in route]
-        if verdicts and all(verdicts):
-            raise self.denied(verdicts[0])
+        return verdicts[0] if verdicts and all(verdicts) else None
 
-    def denied(self, verdict: Any) -> Denied:
+    def check_project(self, chosen: "Upstream | None", project: str) -> None:
+        """``Denied`` if every index that could answer for ``project`` refuses it by its name."""
+        verdict = self.refusal(chosen, project)
+        if verdict is not None:
+            raise self.denied(verdict)
+
+    def denied(self, verdict: Verdict) -> Denied:
         """The exception that answers 403 for ``verdict``, counted."""
         self.held.denied(verdict)
         return Denied(verdict)
 
     async def check_file(self, segments: tuple[str, ...]) -> None:
-        """``Denied`` if the policy holds back the file (or metadata file) at ``segments``."""
-        if not self.active:
+        """
+        ``Denied`` if the policy holds back the file (or metadata file) at ``segments``:
+        judged by the project page that links it, cached or fetched; a file no page
+        lists (deleted upstream, the upstream down, offline) by its name alone, and,
+        where age matters, held back, since its upload time is unknown.
+        """
+        filename = without_metadata(segments[-1])
+        projects = projects_for_filename(filename)
+        if not self.active and self._quarantined.isdisjoint(projects):
             return
-        filename = segments[-1].removesuffix(".metadata")
-        try:
-            _, upstream = await self._indexes.find_link(segments)
-        except (NotFound, Offline, UpstreamDown, UpstreamError):
-            upstream = None  # no page at hand: judged by its name alone below
-        for project in projects_for_filename(filename) if upstream else ():
-            stored = upstream.pages.cached(PageKey(PROJECT, project))  # type: ignore[union-attr]
-            if stored is not None and segments in stored.links():
-                made = self.view(upstream, stored)
-                verdict = made.hidden.get(filename) if made else None
-                if verdict is not None:
-                    raise self.denied(verdict)
-                return
-        self._by_name(filename)
+        found = self._listing(segments, projects)
+        if found is None:
+            try:
+                await self._indexes.find_link(segments)
+            except (NotFound, Offline, UpstreamDown, UpstreamError):
+                pass
+            found = self._listing(segments, projects)
+        if found is None:
+            return self._unlisted(filename, projects)
+        made = self.view(*found)
+        verdict = made.hidden.get(filename) if made else None
+        if verdict is not None:
+            raise self.denied(verdict)
 
-    def _by_name(self, filename: str) -> None:
-        """The rules that need no page: a deny entry, the allow list, advisories."""
-        for project in projects_for_filename(filename)[:1]:
+    def _listing(self, segments: tuple[str, ...], projects: list[str]) -> "tuple[Upstream, StoredPage] | None":
+        """The cached project page that links the file: from an index its project is routed to first, then any."""
+        for project in projects:
+            routed = self._indexes.route(project)
+            for upstream in routed + tuple(u for u in self._indexes.upstreams if u not in routed):
+                stored = upstream.pages.cached(PageKey(PROJECT, project))
+                if stored is not None and segments in stored.links():
+                    return upstream, stored
+        return None
+
+    def _unlisted(self, filename: str, projects: list[str]) -> None:
+        """A file no cached page lists: the rules that need no page, and the age rules' refusal."""
+        now = self._clock.seconds()
+        for project in projects:
             route = self._indexes.route(project)
             if route:
-                found = self._judges[route[0].name].file(project, filename, None, "active", self._clock.seconds(), paged=False)
+                status = "quarantined" if project in self._quarantined else "active"
+                found = self._judges[route[0].name].file(project, filename, None, status, now, listed=False)
                 if found.verdict is not None and found.verdict.hides:
                     raise self.denied(found.verdict)
 

@@ -53,15 +53,21 @@ SHOWN = FileVerdict(None)
 
 
 def iso_z(when: float) -> str:
-    """A POSIX time as ``2026-11-28T10:00:00Z``."""
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A POSIX time as ``2026-11-28T10:00:00Z`` (past year 9999: that year's end)."""
+    try:
+        moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return "9999-12-31T23:59:59Z" if when > 0 else "0001-01-01T00:00:00Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def upload_time(text: object) -> float | None:
+    """A PEP 700 ``upload-time`` (ISO 8601, UTC) as a POSIX time; None if absent or unreadable."""
+    return _upload_time(text) if isinstance(text, str) and text else None
 
 
 @functools.lru_cache(maxsize=65536)
-def upload_time(text: str | None) -> float | None:
-    """A PEP 700 ``upload-time`` (ISO 8601, UTC) as a POSIX time; None if absent or unreadable."""
-    if not text or not isinstance(text, str):
-        return None
+def _upload_time(text: str) -> float | None:
     try:
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -87,10 +93,10 @@ class Judge:
             return Verdict("allow", f"{project}: not in the allow list")
         return None
 
-    def file(self, project: str, filename: str, uploaded: str | None, status: str, now: float, *, paged: bool = True) -> FileVerdict:
+    def file(self, project: str, filename: str, uploaded: object, status: str, now: float, *, listed: bool = True) -> FileVerdict:
         """
-        A verdict on one file of ``project``. ``paged`` False: no page says when it
-        was uploaded, so only the rules that need no upload time apply.
+        A verdict on one file of ``project``, uploaded when ``uploaded`` says.
+        ``listed`` False: no page lists the file, so its upload time is unknown.
         """
         whole = self.project(project)
         if whole is not None:
@@ -111,13 +117,17 @@ class Judge:
                 shown = FileVerdict(Verdict("vulnerable", why, hides))
                 if hides:
                     return shown
-        if not paged or not self.policy.ages(project):
+        if not self.policy.ages(project):
             return shown
-        return self._aged(filename, uploaded, now) or shown
+        return self._aged(filename, uploaded if listed else None, now, listed) or shown
 
-    def _aged(self, filename: str, uploaded: str | None, now: float) -> FileVerdict | None:
+    def _aged(self, filename: str, uploaded: object, now: float, listed: bool) -> FileVerdict | None:
         """The age rules: held back until the release is ``min_release_age`` old, or for want of an upload time."""
         when = upload_time(uploaded)
+        rule = "min_release_age" if self.policy.min_release_age > 0 else "missing_upload_time"
+        if not listed:
+            return FileVerdict(Verdict(rule, f"{filename}: no cached index page lists it, so its upload time is unknown; "
+                                             f"held back by {rule}"))
         if when is None:
             if self.policy.missing_upload_time == "hide":
                 return FileVerdict(Verdict("missing_upload_time", f'{filename}: no upload time, hidden by missing_upload_time = "hide"'))

@@ -16,9 +16,9 @@ from typing import Any, Collection, Iterator, Mapping, Optional, Tuple
 
 import attrs
 from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from pypicached.index.names import normalize
+from pypicached.index.names import normalize, parse_version
 
 #: One advisory is a few kB; a member this large is refused, and the feed with it.
 MAX_MEMBER_BYTES = 16 * 1024 * 1024
@@ -83,13 +83,14 @@ EMPTY = AdvisoryIndex({}, "", 0)
 
 
 def _affecting(entries: tuple[_Entry, ...], version: str) -> tuple[Advisory, ...]:
-    parsed = _parse(version)
-    listed = version if parsed is None else canonicalize_version(parsed)
+    parsed = parse_version(version)
+    # a local version ("2.5.1+cu124", as PyTorch's index builds them) is the public release it was built from
+    names = {version} if parsed is None else {version, canonicalize_version(parsed), canonicalize_version(parsed.public)}
     found: dict[str, Advisory] = {}
     for advisory, versions, spans in entries:
         if advisory.id in found:
             continue
-        if version in versions or listed in versions or (parsed is not None and _within(parsed, spans)):
+        if not names.isdisjoint(versions) or (parsed is not None and _within(Version(parsed.public), spans)):
             found[advisory.id] = advisory
     return tuple(sorted(found.values(), key=lambda a: (not a.malicious, a.id)))
 
@@ -101,13 +102,6 @@ def _within(version: Version, spans: tuple[_Span, ...]) -> bool:
         if high is None or version < high or (inclusive and version == high):
             return True
     return False
-
-
-def _parse(version: str) -> Version | None:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
 
 
 def read_zip(path: Path) -> AdvisoryIndex:
@@ -236,7 +230,7 @@ class _Builder:
         if not isinstance(text, str):
             return None
         if text not in self._versions:
-            self._versions[text] = _parse(text)
+            self._versions[text] = parse_version(text)
         return self._versions[text]
 
     def _share(self, text: str) -> str:

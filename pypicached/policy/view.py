@@ -15,10 +15,11 @@ import math
 from typing import Any, Callable, Iterator
 
 import attrs
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pypicached.cache.records import StoredPage
-from pypicached.index.names import version_of
+from pypicached.index import pypijson
+from pypicached.index.names import parse_version, version_of
 from pypicached.index.simple import project_status
 from pypicached.policy.judge import FileVerdict, Judge, Verdict
 
@@ -37,6 +38,8 @@ class View:
     advisories: str
     #: The whole page is refused (a denied project, or a JSON release whose every file is held back).
     refusal: Verdict | None = None
+    #: The project's PEP 792 status it was made under.
+    status: str = "active"
 
 
 @attrs.frozen
@@ -49,14 +52,14 @@ class Shape:
     without: Callable[[dict[str, Any], str, set[str]], dict[str, Any]]
 
 
-def view(judge: Judge, stored: StoredPage, now: float, advisories: str) -> View:
-    """The policy's view of ``stored`` at ``now``."""
+def view(judge: Judge, stored: StoredPage, now: float, advisories: str, status: str | None = None) -> View:
+    """The policy's view of ``stored`` at ``now`` (``status``: the project's, where the page does not say)."""
     project = stored.key.project
+    shape = SHAPES[stored.key.kind.name]
+    status = status or shape.status(stored.page)
     refusal = judge.project(project)
     if refusal is not None:
-        return View(stored, {}, {}, math.inf, advisories, refusal)
-    shape = SHAPES[stored.key.kind.name]
-    status = shape.status(stored.page)
+        return View(stored, {}, {}, math.inf, advisories, refusal, status)
     hidden: dict[str, Verdict] = {}
     flagged: dict[str, Verdict] = {}
     until = math.inf
@@ -69,20 +72,20 @@ def view(judge: Judge, stored: StoredPage, now: float, advisories: str) -> View:
         if found.verdict is not None:
             (hidden if found.verdict.hides else flagged)[filename] = found.verdict
     if not hidden:
-        return View(stored, hidden, flagged, until, advisories)
+        return View(stored, hidden, flagged, until, advisories, status=status)
     tag = hashlib.blake2b("\n".join(sorted(hidden)).encode(), digest_size=6).hexdigest()
     page = StoredPage(
         stored.key, stored.url, stored.fetched, stored.etag, stored.last_modified,
         shape.without(stored.page, project, set(hidden)), f"{stored.version}.{tag}",
     )
-    return View(page, hidden, flagged, until, advisories, _all_held(stored, shape, hidden))
+    return View(page, hidden, flagged, until, advisories, _all_held(stored, shape, hidden), status)
 
 
 def _all_held(stored: StoredPage, shape: Shape, hidden: dict[str, Verdict]) -> Verdict | None:
     """For one release's JSON document: its first file's verdict, if every file is held back."""
     if not stored.key.version:
         return None
-    names = [e.get("filename") for e in shape.entries(stored.page)]
+    names = [e.get("filename") for e in shape.entries(stored.page)]  # one release's document: its urls
     return hidden[names[0]] if names and all(n in hidden for n in names) else None  # type: ignore[index]
 
 
@@ -106,28 +109,11 @@ def _project_without(page: dict[str, Any], project: str, hidden: set[str]) -> di
             if version is not None:
                 (held if entry.get("filename") in hidden else shown).add(version)
         gone = held - shown
-        out["versions"] = [v for v in versions if _parsed(v) not in gone]
+        out["versions"] = [v for v in versions if parse_version(v) not in gone]
     return out
 
 
-def _parsed(text: Any) -> Version | None:
-    try:
-        return Version(str(text))
-    except InvalidVersion:
-        return None
-
-
 # --- the JSON API document ---------------------------------------------------------------
-
-
-def _json_entries(page: dict[str, Any]) -> Iterator[Entry]:
-    """Each file entry once: a release's files, or (for one release's document) its ``urls``."""
-    releases = page.get("releases")
-    if isinstance(releases, dict):
-        for files in releases.values():
-            yield from (f for f in files if isinstance(f, dict)) if isinstance(files, list) else ()
-    else:
-        yield from (f for f in page.get("urls") or () if isinstance(f, dict))
 
 
 def _json_uploaded(entry: Entry) -> str | None:
@@ -161,9 +147,10 @@ def _newest_shown(out: dict[str, Any], releases: dict[str, Any]) -> None:
     taking ``info.version`` as the latest never pins what it would be refused.
     """
     info = out.get("info")
-    if not isinstance(info, dict) or info.get("version") not in releases or info.get("version") in out["releases"]:
+    latest = info.get("version") if isinstance(info, dict) else None
+    if not isinstance(latest, str) or latest not in releases or latest in out["releases"]:
         return
-    shown = [(v, text) for text in out["releases"] if out["releases"][text] and (v := _parsed(text)) is not None]
+    shown = [(v, text) for text in out["releases"] if out["releases"][text] and (v := parse_version(text)) is not None]
     finals = [item for item in shown if not item[0].is_prerelease] or shown
     if finals:
         newest = max(finals)[1]
@@ -173,5 +160,5 @@ def _newest_shown(out: dict[str, Any], releases: dict[str, Any]) -> None:
 
 SHAPES = {
     "project": Shape(_project_entries, lambda e: e.get("upload-time"), lambda page: project_status(page)[0], _project_without),
-    "json": Shape(_json_entries, _json_uploaded, lambda page: "active", _json_without),
+    "json": Shape(pypijson.file_entries, _json_uploaded, lambda page: "active", _json_without),
 }
