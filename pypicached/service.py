@@ -68,7 +68,7 @@ class Proxy:
         self.index, self.upstream_health, self.client, self.pages = first.index, first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
         self.advisories = self._advisories(agent, clock, run)
-        self.gate = Gate(clock=clock, indexes=self.indexes, feed=self.advisories)
+        self.gate = Gate(clock=clock, indexes=self.indexes, stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
@@ -137,9 +137,9 @@ class Proxy:
         if removed:
             log.info("Removed {n} unfinished downloads left by the last run", n=removed)
         self.housekeeper.start()
-        self.health.start()
-        if self.advisories is not None:
+        if self.advisories is not None:  # reads the copy on disk first: the heartbeat starts after
             self.advisories.startService()
+        self.health.start()
         self._saver.start(SAVE_EVERY, now=False)
 
     def _watch(self) -> None:

@@ -371,3 +371,15 @@ def test_an_unchanged_feed_is_asked_for_conditionally_also_after_a_restart(rig):
     rig.site.etag, rig.site.body = b'"feed-2"', zip_of(*SAMPLE[:1])
     rig.advance(REFRESH)
     assert rig.site.conditional[-1] == b'"feed-1"' and again.current.count == 1  # changed: sent whole
+
+
+def test_stopping_cancels_a_refresh_under_way_quietly(rig, warnings):
+    rig.network.mode = "hang"
+    feed = rig.started()
+    assert len(rig.network.hanging) == 1
+    feed.stopService()
+    rig.flush()
+    assert rig.network.hanging[0].called  # cancelled, not left waiting
+    assert warnings == [] and feed.last_error is None and list(rig.tmp.iterdir()) == []
+    attempts = rig.network.attempts
+    assert feed.refresh().called and rig.network.attempts == attempts  # nothing more once stopped

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -271,6 +273,8 @@ def test_a_quarantined_projects_files_are_refused_without_any_policy_even_from_d
     assert json_page(w, "pcx-bad")["files"] == []
     refused = w.get(path)
     assert refused.code == 403 and b"quarantined by its index (PEP 792)" in refused.body
+    w.restart()  # a lock-file install after a restart asks for the file alone
+    assert w.get(path).code == 403
 
 
 # --- files that no page lists ------------------------------------------------------
@@ -285,9 +289,16 @@ def test_offline_the_age_rules_still_hold_for_a_cached_file(world):
     assert w.get(file_path(OLD)).code == 200
 
 
+def cached_at(w: World, dist, when: datetime.datetime) -> None:
+    """Make the cached copy of ``dist`` look as if it had been cached at ``when``."""
+    path = Path(w.proxy.settings.cache_dir) / "files" / file_path(dist).lstrip("/")
+    os.utime(path, (when.timestamp(), when.timestamp()))
+
+
 def test_a_young_release_deleted_upstream_is_not_served_from_disk(world):
     w = world(index_ttl=60)
     assert w.get(file_path(NEW)).code == 200  # cached
+    cached_at(w, NEW, NOW - datetime.timedelta(hours=1))
     w.upstream.remove(NEW.filename)  # a malicious release, caught and removed within the hour
     w.restart(min_release_age=7 * DAY)
     w.advance(61)
@@ -295,8 +306,32 @@ def test_a_young_release_deleted_upstream_is_not_served_from_disk(world):
     refused = w.get(file_path(NEW))
     assert refused.code == 403 and refused.header("X-Pypi-Cache") == "DENIED"
     assert refused.body.decode() == (
-        f"{NEW.filename}: no cached index page lists it, so its upload time is unknown; held back by min_release_age\n"
+        f"{NEW.filename}: no cached index page lists it, so its upload time is unknown; "
+        "cached 2026-11-29T11:00:00Z, held back until 2026-12-06T11:00:00Z by min_release_age\n"
     )
+
+
+def test_an_old_cached_file_deleted_upstream_is_still_served(world):
+    w = world(index_ttl=60)
+    assert w.get(file_path(OLD)).code == 200
+    cached_at(w, OLD, NOW - datetime.timedelta(days=8))  # uploaded no later than that: of age
+    w.upstream.remove(OLD.filename)
+    w.restart(min_release_age=7 * DAY)
+    w.advance(61)
+    assert OLD.filename not in filenames(json_page(w, "pcx-cool"))
+    reply = w.get(file_path(OLD))
+    assert reply.code == 200 and reply.body == OLD.data
+
+
+def test_files_the_cache_could_not_serve_anyway_keep_their_404_and_503(world):
+    w = world(min_release_age=7 * DAY)
+    json_page(w, "pcx-cool")
+    unknown = w.get(file_path(OLD).replace("pcx_cool-1.0", "pcx_cool-1.1"))
+    assert unknown.code == 404 and unknown.header("X-Pypi-Cache") != "DENIED"
+    w.network.mode = "refuse"
+    down = w.get(file_path(OTHER))  # its page never cached, the upstream gone
+    assert down.code in (502, 503) and down.header("X-Pypi-Cache") == "ERROR"
+    assert json.loads(w.get("/stats").body)["policy"]["denied_by_rule"] == {}
 
 
 # --- hostile upstream data ---------------------------------------------------------

@@ -144,6 +144,19 @@ class FileCache:
                 pass
         return GrowingFile.committed(path, st), CacheStatus.HIT
 
+    def stored_at(self, segments: tuple[str, ...]) -> float | None:
+        """
+        When the file at ``segments`` came into the cache (now, while it downloads);
+        None if it is not here. No later than its upload, whatever its page says.
+        """
+        if segments in self._downloads:
+            return self._clock.seconds()
+        try:
+            st = under(self._files, segments).stat()
+        except OSError:
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) else None
+
     def _mismatched(self) -> None:
         self.digest_mismatches += 1
 

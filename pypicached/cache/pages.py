@@ -27,6 +27,7 @@ from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage, remove_project_records, unlink
 from pypicached.cache.rendered import Form, Rendering, Renderer, prune_versions
 from pypicached.index.links import FileLink
+from pypicached.index.simple import project_status
 from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamIndex
 
 log = Logger()
@@ -254,6 +255,22 @@ class PageCache:
 
         return self._run_in_thread(remove_project_records, self._root, project).addCallback(forget)
 
+    def quarantined(self, project: str) -> bool:
+        """
+        Whether ``project``'s page, when last stored, said it is quarantined (PEP 792): a
+        marker file, so the answer holds across restarts and costs one ``stat``.
+        """
+        return (self._root / "quarantined" / project).exists()
+
+    def _mark_quarantined(self, project: str, quarantined: bool) -> None:
+        """(In a disk thread.) Set or clear ``project``'s quarantine marker."""
+        marker = self._root / "quarantined" / project
+        if quarantined:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(marker, b"", self._tmp)
+        else:
+            unlink(marker)
+
     # --- renderings ----------------------------------------------------------------
 
     def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
@@ -303,6 +320,8 @@ class PageCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, page.to_json(), self._tmp)
             prune_versions(self._rendered_root(page.key), page.version)
+            if page.key.kind is PROJECT:
+                self._mark_quarantined(page.key.project, project_status(page.page)[0] == "quarantined")
 
         # one store at a time, in the order the versions came: an older one landing last
         # would put its record back and prune the newer version's renderings

@@ -115,6 +115,8 @@ def version_of(project: str, filename: str) -> Version | None:
     while rest and normalize(prefix) != project:
         more, _, rest = rest.partition("-")
         prefix = f"{prefix}-{more}"
+    if not rest and "-" in stem:  # named otherwise (a renamed project's old files): after the last "-"
+        rest = stem.rpartition("-")[2]
     whole = parse_version(rest)  # an sdist: all of it ("1.0-1" is 1.0.post1)
     if whole is not None:
         return whole

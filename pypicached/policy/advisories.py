@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -116,6 +116,7 @@ class AdvisoryFeed(Service):
         #: The conditional headers that ask for the feed only if it changed since ``current`` came.
         self._validators: dict[str, str] = {}
         self._stopped = False
+        self._running: Deferred[None] | None = None
         self._waiting: list[Deferred] = []
 
     def startService(self) -> None:
@@ -125,6 +126,7 @@ class AdvisoryFeed(Service):
         that no request is answered before the advisories it holds are in force.
         """
         super().startService()
+        self._stopped = False
         try:
             self._loaded(_read_if_present(self.path))
         except Exception as e:
@@ -138,6 +140,8 @@ class AdvisoryFeed(Service):
             self._loop.stop()
         self._loop = None
         self._stopped = True
+        if self._running is not None:
+            self._running.cancel()  # a download under way: its connection closed, its temporary file removed
         self._client.health.stop()
         super().stopService()
 
@@ -155,11 +159,14 @@ class AdvisoryFeed(Service):
 
     def refresh(self) -> "Deferred[None]":
         """One refresh now (or the end of the one under way); never fails."""
+        if self._stopped:
+            return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._waiting.append(waiter)
         if len(self._waiting) == 1:
-            ensureDeferred(self._refresh()).addErrback(
-                lambda f: log.failure("advisories: refresh failed unexpectedly", f)
+            self._running = ensureDeferred(self._refresh())
+            self._running.addErrback(
+                lambda f: None if self._stopped else log.failure("advisories: refresh failed unexpectedly", f)
             ).addBoth(self._settled)
         return waiter
 
@@ -174,6 +181,8 @@ class AdvisoryFeed(Service):
             if self._stopped:
                 return  # stopped meanwhile: nothing more to do, nothing to log
         except Exception as e:
+            if self._stopped:
+                return  # cancelled by the stop: not a failure of the feed
             self.last_error = _why(e)
             log.warn("advisories: refresh from {url} failed: {error}; still using {previous}",
                      url=self.url, error=self.last_error, previous=_described(self.current))

@@ -7,7 +7,7 @@ included), so a lock file or pinned URL cannot fetch what the pages hide.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -38,16 +38,17 @@ class Gate:
         *,
         clock: IReactorTime,
         indexes: "Indexes",
+        stored_at: Callable[[tuple[str, ...]], "float | None"] = lambda segments: None,
         feed: "AdvisoryFeed | None" = None,
         held: HeldBack | None = None,
     ) -> None:
+        """``stored_at``: when a file came into the cache (``FileCache.stored_at``), None if it is not there."""
         self._clock = clock
         self._indexes = indexes
+        self._stored_at = stored_at
         self._feed = feed
         self.held = held or HeldBack()
         self._judges = {u.name: Judge(u.settings.policy, self._advisories) for u in indexes.upstreams}
-        #: Projects whose page said "quarantined" when last viewed: their files are checked even without a policy.
-        self._quarantined: set[str] = set()
         #: Whether any file could be held back by its name or age (else file requests skip the check).
         self.active = feed is not None or any(u.settings.policy != Policy() for u in indexes.upstreams)
 
@@ -95,16 +96,12 @@ class Gate:
             raise self.denied(made.refusal)
         return made
 
-    def _status(self, upstream: "Upstream", stored: StoredPage) -> str:
-        """The project's PEP 792 status, from its simple page (the JSON API has none of its own)."""
-        project = stored.key.project
-        page = stored if stored.key.kind is PROJECT else upstream.pages.cached(PageKey(PROJECT, project))
-        status = "active" if page is None else project_status(page.page)[0]
-        if status == "quarantined":
-            self._quarantined.add(project)
-        else:
-            self._quarantined.discard(project)
-        return status
+    @staticmethod
+    def _status(upstream: "Upstream", stored: StoredPage) -> str:
+        """The project's PEP 792 status: its simple page's (the JSON API has none of its own: its marker)."""
+        if stored.key.kind is PROJECT:
+            return project_status(stored.page)[0]
+        return "quarantined" if upstream.pages.quarantined(stored.key.project) else "active"
 
     def refusal(self, chosen: "Upstream | None", project: str) -> Verdict | None:
         """The verdict on ``project`` by its name, if every index that could answer for it refuses it."""
@@ -125,14 +122,15 @@ class Gate:
 
     async def check_file(self, segments: tuple[str, ...]) -> None:
         """
-        ``Denied`` if the policy holds back the file (or metadata file) at ``segments``:
-        judged by the project page that links it, cached or fetched; a file no page
-        lists (deleted upstream, the upstream down, offline) by its name alone, and,
-        where age matters, held back, since its upload time is unknown.
+        ``Denied`` if the policy holds back the file (or metadata file) at ``segments``,
+        judged by the project page that links it, cached or fetched. A file in the cache
+        that no page lists (deleted upstream, as a caught malicious release is; the
+        upstream down, or offline) is judged by its name and the time it was cached.
+        Any other file the cache could not serve anyway: its 404 or 503 is left to it.
         """
         filename = without_metadata(segments[-1])
         projects = projects_for_filename(filename)
-        if not self.active and self._quarantined.isdisjoint(projects):
+        if not self.active and not any(u.pages.quarantined(p) for p in projects for u in self._indexes.route(p)):
             return
         found = self._listing(segments, projects)
         if found is None:
@@ -142,7 +140,10 @@ class Gate:
                 pass
             found = self._listing(segments, projects)
         if found is None:
-            return self._unlisted(filename, projects)
+            stored = self._stored_at(segments)
+            if stored is not None:
+                self._unlisted(filename, projects, stored)
+            return
         made = self.view(*found)
         verdict = made.hidden.get(filename) if made else None
         if verdict is not None:
@@ -150,22 +151,23 @@ class Gate:
 
     def _listing(self, segments: tuple[str, ...], projects: list[str]) -> "tuple[Upstream, StoredPage] | None":
         """The cached project page that links the file: from an index its project is routed to first, then any."""
-        for project in projects:
-            routed = self._indexes.route(project)
-            for upstream in routed + tuple(u for u in self._indexes.upstreams if u not in routed):
-                stored = upstream.pages.cached(PageKey(PROJECT, project))
-                if stored is not None and segments in stored.links():
-                    return upstream, stored
+        routes = [(p, self._indexes.route(p)) for p in projects]
+        tried = [(p, u) for p, route in routes for u in route]
+        tried += [(p, u) for p, route in routes for u in self._indexes.upstreams if u not in route]
+        for project, upstream in tried:
+            stored = upstream.pages.cached(PageKey(PROJECT, project))
+            if stored is not None and segments in stored.links():
+                return upstream, stored
         return None
 
-    def _unlisted(self, filename: str, projects: list[str]) -> None:
-        """A file no cached page lists: the rules that need no page, and the age rules' refusal."""
+    def _unlisted(self, filename: str, projects: list[str], stored: float) -> None:
+        """A cached file no page lists: the rules that need no page, and its age bounded by when it was cached."""
         now = self._clock.seconds()
         for project in projects:
             route = self._indexes.route(project)
             if route:
-                status = "quarantined" if project in self._quarantined else "active"
-                found = self._judges[route[0].name].file(project, filename, None, status, now, listed=False)
+                status = "quarantined" if route[0].pages.quarantined(project) else "active"
+                found = self._judges[route[0].name].file(project, filename, None, status, now, stored=stored)
                 if found.verdict is not None and found.verdict.hides:
                     raise self.denied(found.verdict)
 

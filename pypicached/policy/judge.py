@@ -93,10 +93,12 @@ class Judge:
             return Verdict("allow", f"{project}: not in the allow list")
         return None
 
-    def file(self, project: str, filename: str, uploaded: object, status: str, now: float, *, listed: bool = True) -> FileVerdict:
+    def file(
+        self, project: str, filename: str, uploaded: object, status: str, now: float, *, stored: float | None = None
+    ) -> FileVerdict:
         """
-        A verdict on one file of ``project``, uploaded when ``uploaded`` says.
-        ``listed`` False: no page lists the file, so its upload time is unknown.
+        A verdict on one file of ``project``, uploaded when ``uploaded`` says; or, for
+        a cached file no page lists (``stored``: when it was cached), no later than that.
         """
         whole = self.project(project)
         if whole is not None:
@@ -119,15 +121,12 @@ class Judge:
                     return shown
         if not self.policy.ages(project):
             return shown
-        return self._aged(filename, uploaded if listed else None, now, listed) or shown
+        aged = self._aged(filename, uploaded, now) if stored is None else self._unlisted(filename, stored, now)
+        return aged or shown
 
-    def _aged(self, filename: str, uploaded: object, now: float, listed: bool) -> FileVerdict | None:
+    def _aged(self, filename: str, uploaded: object, now: float) -> FileVerdict | None:
         """The age rules: held back until the release is ``min_release_age`` old, or for want of an upload time."""
         when = upload_time(uploaded)
-        rule = "min_release_age" if self.policy.min_release_age > 0 else "missing_upload_time"
-        if not listed:
-            return FileVerdict(Verdict(rule, f"{filename}: no cached index page lists it, so its upload time is unknown; "
-                                             f"held back by {rule}"))
         if when is None:
             if self.policy.missing_upload_time == "hide":
                 return FileVerdict(Verdict("missing_upload_time", f'{filename}: no upload time, hidden by missing_upload_time = "hide"'))
@@ -135,5 +134,16 @@ class Judge:
         until = when + self.policy.min_release_age
         if self.policy.min_release_age > 0 and now < until:
             reason = f"{filename}: uploaded {iso_z(when)}, held back until {iso_z(until)} by min_release_age"
+            return FileVerdict(Verdict("min_release_age", reason), until)
+        return None
+
+    def _unlisted(self, filename: str, stored: float, now: float) -> FileVerdict | None:
+        """The age rules for a cached file no page lists: uploaded no later than it was cached, but when is unknown."""
+        unlisted = f"{filename}: no cached index page lists it, so its upload time is unknown"
+        if self.policy.min_release_age <= 0:
+            return FileVerdict(Verdict("missing_upload_time", f'{unlisted}; hidden by missing_upload_time = "hide"'))
+        until = stored + self.policy.min_release_age
+        if now < until:
+            reason = f"{unlisted}; cached {iso_z(stored)}, held back until {iso_z(until)} by min_release_age"
             return FileVerdict(Verdict("min_release_age", reason), until)
         return None

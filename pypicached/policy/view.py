@@ -78,14 +78,14 @@ def view(judge: Judge, stored: StoredPage, now: float, advisories: str, status: 
         stored.key, stored.url, stored.fetched, stored.etag, stored.last_modified,
         shape.without(stored.page, project, set(hidden)), f"{stored.version}.{tag}",
     )
-    return View(page, hidden, flagged, until, advisories, _all_held(stored, shape, hidden), status)
+    return View(page, hidden, flagged, until, advisories, _all_held(stored, hidden), status)
 
 
-def _all_held(stored: StoredPage, shape: Shape, hidden: dict[str, Verdict]) -> Verdict | None:
+def _all_held(stored: StoredPage, hidden: dict[str, Verdict]) -> Verdict | None:
     """For one release's JSON document: its first file's verdict, if every file is held back."""
     if not stored.key.version:
         return None
-    names = [e.get("filename") for e in shape.entries(stored.page)]  # one release's document: its urls
+    names = [e.get("filename") for e in stored.page.get("urls") or () if isinstance(e, dict)]
     return hidden[names[0]] if names and all(n in hidden for n in names) else None  # type: ignore[index]
 
 
