@@ -25,7 +25,7 @@ Parse = Callable[[bytes, str, str], simple.Page]
 Render = Callable[[simple.Page, str, Form], bytes]
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False)  # one value per kind: compared and hashed by identity, as lookups do on every request
 class PageKind:
     """How pages of one kind are stored, fetched, read and rendered."""
 
@@ -102,7 +102,7 @@ JSON_API = PageKind(
 )
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the page tables, looked up on every request
 class PageKey:
     """Which page: its kind, and for a project's pages the project (and the JSON API's version)."""
 

@@ -8,6 +8,7 @@ is resolved to its upstream URL and digests through its project's page.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -89,6 +90,8 @@ class PageCache:
         self._parsing: set[PageKey] = set()
         self._health = client.health
         self._answers = self._answer_table()
+        #: Projects whose page says "quarantined": their files are refused with or without a policy.
+        self._quarantined = set(_listing(self._root / "quarantined"))
 
     # --- lookup --------------------------------------------------------------------
 
@@ -182,6 +185,7 @@ class PageCache:
             self._parsing.discard(key)
         self._failed_until.pop(key, None)
         self._remember(fresh)
+        self._note_status(fresh)
         self._store(fresh)
         return PageResult(fresh, status, waited)
 
@@ -256,16 +260,21 @@ class PageCache:
         return self._run_in_thread(remove_project_records, self._root, project).addCallback(forget)
 
     def quarantined(self, project: str) -> bool:
-        """
-        Whether ``project``'s page, when last stored, said it is quarantined (PEP 792): a
-        marker file, so the answer holds across restarts and costs one ``stat``.
-        """
-        return (self._root / "quarantined" / project).exists()
+        """Whether ``project``'s page, as last validated, says it is quarantined (PEP 792)."""
+        return project in self._quarantined
 
-    def _mark_quarantined(self, project: str, quarantined: bool) -> None:
-        """(In a disk thread.) Set or clear ``project``'s quarantine marker."""
-        marker = self._root / "quarantined" / project
-        if quarantined:
+    def _note_status(self, page: StoredPage) -> None:
+        """Keep the quarantined set up to date with a project page just validated."""
+        if page.key.kind is PROJECT:
+            if project_status(page.page)[0] == "quarantined":
+                self._quarantined.add(page.key.project)
+            else:
+                self._quarantined.discard(page.key.project)
+
+    def _mark_quarantined(self, page: StoredPage) -> None:
+        """(In a disk thread.) The quarantined set's marker file for ``page``'s project, so it outlives a restart."""
+        marker = self._root / "quarantined" / page.key.project
+        if page.key.project in self._quarantined:
             marker.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(marker, b"", self._tmp)
         else:
@@ -321,7 +330,7 @@ class PageCache:
             atomic_write(path, page.to_json(), self._tmp)
             prune_versions(self._rendered_root(page.key), page.version)
             if page.key.kind is PROJECT:
-                self._mark_quarantined(page.key.project, project_status(page.page)[0] == "quarantined")
+                self._mark_quarantined(page)
 
         # one store at a time, in the order the versions came: an older one landing last
         # would put its record back and prune the newer version's renderings
@@ -330,3 +339,11 @@ class PageCache:
                 "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
             )
         )
+
+
+def _listing(directory: Path) -> list[str]:
+    """The names in ``directory`` (none if it is not there)."""
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []

@@ -198,7 +198,9 @@ class ProxyResource(Resource):
         segments = found.path.segments
         request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
         request.project = next(iter(projects_for_filename(segments[-1])), None)
-        await self._gate.check_file(segments)
+        checking = self._gate.check_file(segments)
+        if checking is not None:
+            await checking
         for attempt in (1, 2):
             growing, status = await self._files.open(segments)
             await growing.started()

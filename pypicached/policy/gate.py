@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
 from pypicached.cache.fetch import NotFound
@@ -111,6 +112,8 @@ class Gate:
 
     def check_project(self, chosen: "Upstream | None", project: str) -> None:
         """``Denied`` if every index that could answer for ``project`` refuses it by its name."""
+        if not self.active:
+            return
         verdict = self.refusal(chosen, project)
         if verdict is not None:
             raise self.denied(verdict)
@@ -120,18 +123,22 @@ class Gate:
         self.held.denied(verdict)
         return Denied(verdict)
 
-    async def check_file(self, segments: tuple[str, ...]) -> None:
+    def check_file(self, segments: tuple[str, ...]) -> "Deferred[None] | None":
         """
-        ``Denied`` if the policy holds back the file (or metadata file) at ``segments``,
-        judged by the project page that links it, cached or fetched. A file in the cache
-        that no page lists (deleted upstream, as a caught malicious release is; the
-        upstream down, or offline) is judged by its name and the time it was cached.
+        Whether the policy holds back the file (or metadata file) at ``segments``: None
+        when it cannot (no policy, no quarantine), else a Deferred that fails with ``Denied``
+        if it does. Judged by the project page that links it, cached or fetched. A file in
+        the cache that no page lists (deleted upstream, as a caught malicious release is;
+        the upstream down, or offline) is judged by its name and the time it was cached.
         Any other file the cache could not serve anyway: its 404 or 503 is left to it.
         """
         filename = without_metadata(segments[-1])
         projects = projects_for_filename(filename)
         if not self.active and not any(u.pages.quarantined(p) for p in projects for u in self._indexes.route(p)):
-            return
+            return None
+        return ensureDeferred(self._check_file(segments, filename, projects))
+
+    async def _check_file(self, segments: tuple[str, ...], filename: str, projects: list[str]) -> None:
         found = self._listing(segments, projects)
         if found is None:
             try:
@@ -151,13 +158,13 @@ class Gate:
 
     def _listing(self, segments: tuple[str, ...], projects: list[str]) -> "tuple[Upstream, StoredPage] | None":
         """The cached project page that links the file: from an index its project is routed to first, then any."""
-        routes = [(p, self._indexes.route(p)) for p in projects]
-        tried = [(p, u) for p, route in routes for u in route]
-        tried += [(p, u) for p, route in routes for u in self._indexes.upstreams if u not in route]
-        for project, upstream in tried:
-            stored = upstream.pages.cached(PageKey(PROJECT, project))
-            if stored is not None and segments in stored.links():
-                return upstream, stored
+        for routed in (True, False):
+            for project in projects:
+                route = self._indexes.route(project)
+                for upstream in route if routed else (u for u in self._indexes.upstreams if u not in route):
+                    stored = upstream.pages.cached(PageKey(PROJECT, project))
+                    if stored is not None and segments in stored.links():
+                        return upstream, stored
         return None
 
     def _unlisted(self, filename: str, projects: list[str], stored: float) -> None:
