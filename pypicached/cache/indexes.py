@@ -17,7 +17,7 @@ from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
 from pypicached.cache.inflight import Inflight
 from pypicached.cache.outcome import CacheStatus
-from pypicached.cache.pagekind import INDEX, PageKey
+from pypicached.cache.pagekind import INDEX, PROJECT, PageKey
 from pypicached.cache.pages import PageCache, PageResult
 from pypicached.cache.records import StoredPage
 from pypicached.cache.rendered import Form, Renderer, Rendering
@@ -103,11 +103,24 @@ class Indexes:
                 if link is not None:
                     return link, upstream
                 break  # the project is on this index, and its files come from it alone
-        for project in projects:  # linked from a page of /index/<name>/ alone: from that index
-            for upstream in self.upstreams:
-                if (link := upstream.pages.linked(project, segments)) is not None:
-                    return link, upstream
+        found = self.linking_page(segments, projects)  # linked from a page of /index/<name>/ alone: from that index
+        if found is not None:
+            return found[1].links()[segments], found[0]
         raise NotFound("no index page links to this file")
+
+    def linking_page(self, segments: tuple[str, ...], projects: list[str]) -> tuple[Upstream, StoredPage] | None:
+        """
+        The cached project page (of one of ``projects``) that links the file at ``segments``,
+        and its index: from an index its project is routed to first, then any. No upstream request.
+        """
+        for routed in (True, False):
+            for project in projects:
+                route = self.route(project)
+                for upstream in route if routed else (u for u in self.upstreams if u not in route):
+                    stored = upstream.pages.cached(PageKey(PROJECT, project))
+                    if stored is not None and segments in stored.links():
+                        return upstream, stored
+        return None
 
     def purge(self, project: str) -> "Deferred[int]":
         """Forget ``project``'s pages on every index."""

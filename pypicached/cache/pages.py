@@ -91,7 +91,7 @@ class PageCache:
         self._health = client.health
         self._answers = self._answer_table()
         #: Projects whose page says "quarantined": their files are refused with or without a policy.
-        self._quarantined = set(_listing(self._root / "quarantined"))
+        self._quarantined = set(_names_in(self._root / "quarantined"))
 
     # --- lookup --------------------------------------------------------------------
 
@@ -341,7 +341,7 @@ class PageCache:
         )
 
 
-def _listing(directory: Path) -> list[str]:
+def _names_in(directory: Path) -> list[str]:
     """The names in ``directory`` (none if it is not there)."""
     try:
         return os.listdir(directory)

@@ -17,11 +17,11 @@ import attrs
 
 from pypicached.config.indexes import index_tables, indexes_of
 from pypicached.config.values import (
-    ConfigError, bool_, listen, log_format, path, positive_seconds, seconds, seconds_or_forever, size, token,
+    ConfigError, bool_, listen, log_format, one_of, path, positive_seconds, seconds, seconds_or_forever, size, token,
     upstream, url,
 )
 from pypicached.index.names import globs
-from pypicached.policy.rules import DenyEntry, allow_list, deny_list, missing_upload_time
+from pypicached.policy.rules import DenyEntry, allow_list, deny_list
 
 #: The one place the public index is named: the default upstream.
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
@@ -221,7 +221,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "missing_upload_time",
-        missing_upload_time,
+        one_of("allow", "hide"),
         "What min_release_age does with files that have no upload time (HTML-only indexes): "
         "'allow' or 'hide'. [default: allow]",
     ),

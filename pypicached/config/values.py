@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hyperlink import URL
 
@@ -93,10 +93,18 @@ def size(value: Any) -> int:
     return int(_with_unit(value, _SIZE_UNITS, "a size in bytes (or a string like '50GiB', '500MB')"))
 
 
-def log_format(value: Any) -> str:
-    if value not in ("text", "json"):
-        raise ValueError(f"expected 'text' or 'json', not {value!r}")
-    return str(value)
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """A parser for a setting that is one of a few words."""
+
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(repr(c) for c in choices)}, not {value!r}")
+        return str(value)
+
+    return parse
+
+
+log_format = one_of("text", "json")
 
 
 def token(value: Any) -> str:

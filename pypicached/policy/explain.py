@@ -13,8 +13,8 @@ from packaging.version import Version
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.index.names import parse_version, version_of
-from pypicached.policy.judge import Judge, Verdict, iso_z, upload_time
-from pypicached.policy.view import SHAPES
+from pypicached.policy.judge import Verdict, iso_z, upload_time
+from pypicached.policy.view import SHAPES, view
 
 if TYPE_CHECKING:
     from pypicached.cache.indexes import Indexes
@@ -39,29 +39,29 @@ async def explain(gate: "Gate", indexes: "Indexes", project: str, version: str |
     except NotFound:
         answer["error"] = "no index has this project"
         return answer
-    judge = gate.judge(upstream.name if upstream else route[0].name)
-    answer["index"] = upstream.name if upstream else answer["index"]
-    answer["versions"] = _versions(judge, project, result.page.page, version, now)
+    answer["index"] = upstream.name  # type: ignore[union-attr]  # a project page always has its index
+    made = view(gate.judge(upstream.name), result.page, now, "")  # type: ignore[union-attr]
+    if made.refusal is not None:
+        answer["verdict"] = _verdict(made.refusal)
+        return answer
+    answer["versions"] = _versions(project, result.page.page, {**made.flagged, **made.hidden}, version)
     return answer
 
 
-def _versions(judge: Judge, project: str, page: dict[str, Any], wanted: str | None, now: float) -> list[dict[str, Any]]:
+def _versions(project: str, page: dict[str, Any], verdicts: dict[str, Verdict], wanted: str | None) -> list[dict[str, Any]]:
     """Each version's files (or ``wanted``'s alone), newest first, with what the policy does to each."""
     shape = SHAPES["project"]
-    status = shape.status(page)
     releases: dict[str, list[dict[str, Any]]] = {}
     for entry in shape.entries(page):
         filename = str(entry.get("filename"))
         parsed = version_of(project, filename)
-        name = str(parsed) if parsed is not None else "?"
         if wanted is not None and (parsed is None or str(parsed) != _canonical(wanted)):
             continue
-        found = judge.file(project, filename, shape.uploaded(entry), status, now)
         uploaded = upload_time(shape.uploaded(entry))
-        releases.setdefault(name, []).append({
+        releases.setdefault(str(parsed) if parsed is not None else "?", []).append({
             "filename": filename,
             "uploaded": None if uploaded is None else iso_z(uploaded),
-            "verdict": _verdict(found.verdict),
+            "verdict": _verdict(verdicts.get(filename)),
         })
     ordered = sorted(releases.items(), key=lambda item: _order(project, item[1][0]["filename"]), reverse=True)
     return [

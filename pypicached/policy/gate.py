@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
-from pypicached.cache.pagekind import PROJECT, PageKey
+from pypicached.cache.pagekind import PROJECT
 from pypicached.cache.records import StoredPage
 from pypicached.index.names import projects_for_filename, without_metadata
 from pypicached.index.simple import project_status
@@ -139,13 +139,13 @@ class Gate:
         return ensureDeferred(self._check_file(segments, filename, projects))
 
     async def _check_file(self, segments: tuple[str, ...], filename: str, projects: list[str]) -> None:
-        found = self._listing(segments, projects)
+        found = self._indexes.linking_page(segments, projects)
         if found is None:
             try:
                 await self._indexes.find_link(segments)
             except (NotFound, Offline, UpstreamDown, UpstreamError):
                 pass
-            found = self._listing(segments, projects)
+            found = self._indexes.linking_page(segments, projects)
         if found is None:
             stored = self._stored_at(segments)
             if stored is not None:
@@ -155,17 +155,6 @@ class Gate:
         verdict = made.hidden.get(filename) if made else None
         if verdict is not None:
             raise self.denied(verdict)
-
-    def _listing(self, segments: tuple[str, ...], projects: list[str]) -> "tuple[Upstream, StoredPage] | None":
-        """The cached project page that links the file: from an index its project is routed to first, then any."""
-        for routed in (True, False):
-            for project in projects:
-                route = self._indexes.route(project)
-                for upstream in route if routed else (u for u in self._indexes.upstreams if u not in route):
-                    stored = upstream.pages.cached(PageKey(PROJECT, project))
-                    if stored is not None and segments in stored.links():
-                        return upstream, stored
-        return None
 
     def _unlisted(self, filename: str, projects: list[str], stored: float) -> None:
         """A cached file no page lists: the rules that need no page, and its age bounded by when it was cached."""

@@ -15,6 +15,7 @@ import attrs
 
 from pypicached.index.names import matches_any, version_of
 from pypicached.policy.rules import Policy
+from pypicached.upstream.breaker import iso
 
 if TYPE_CHECKING:
     from pypicached.policy.advisories import AdvisoryIndex
@@ -53,12 +54,11 @@ SHOWN = FileVerdict(None)
 
 
 def iso_z(when: float) -> str:
-    """A POSIX time as ``2026-11-28T10:00:00Z`` (past year 9999: that year's end)."""
+    """``iso``'s time with a ``Z``, as upload times are written (past year 9999: that year's end)."""
     try:
-        moment = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+        return str(iso(when)).replace("+00:00", "Z")
     except (ValueError, OverflowError, OSError):
         return "9999-12-31T23:59:59Z" if when > 0 else "0001-01-01T00:00:00Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def upload_time(text: object) -> float | None:

@@ -14,8 +14,6 @@ from packaging.version import Version
 
 from pypicached.index.names import globs, matches_any, normalize
 
-MISSING_UPLOAD_TIME = ("allow", "hide")
-
 
 @attrs.frozen
 class DenyEntry:
@@ -59,12 +57,6 @@ def deny_list(value: Any) -> tuple[DenyEntry, ...]:
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
         raise ValueError(f"expected a list of requirement strings like 'evil-pkg' or 'urllib3<1.26.5', not {value!r}")
     return tuple(DenyEntry.parse(entry) for entry in value)
-
-
-def missing_upload_time(value: Any) -> str:
-    if value not in MISSING_UPLOAD_TIME:
-        raise ValueError(f"expected 'allow' or 'hide', not {value!r}")
-    return str(value)
 
 
 @attrs.frozen
