@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import reactor, task  # noqa: E402
 from twisted.internet.defer import ensureDeferred  # noqa: E402
 
-from pypicached.cache.disk import thread_runner  # noqa: E402
+from pypicached.base.disk import thread_runner  # noqa: E402
 from pypicached.cache.housekeeping import Budget, Housekeeper  # noqa: E402
 
 TICK = 0.005

@@ -19,16 +19,17 @@ from twisted.web.iweb import IAgent
 from pypicached.config import IndexSettings, Settings, indexes_of
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.ops.control import Control
-from pypicached.cache.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
+from pypicached.base.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.cache.files import FileCache
-from pypicached.cache.indexes import Indexes, Upstream
+from pypicached.cache.router import Router, Source
 from pypicached.cache.freshness import Freshness
 from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Budget, Housekeeper
 from pypicached.ops.metrics import STATE_FILE, Ledger, Metrics
 from pypicached.cache.pages import PageCache
 from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
-from pypicached.upstream.client import UpstreamClient, UpstreamIndex, pooled_agent
+from pypicached.upstream.client import UpstreamClient, UpstreamURLs, pooled_agent
+from pypicached.upstream.report import Unreported
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
 from pypicached.policy.advisories import AdvisoryFeed
@@ -62,13 +63,15 @@ class Proxy:
         self._http_pool = None
         if agent is None:
             agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
-        self.upstreams = [self._upstream(index, agent, clock, run) for index in indexes_of(settings)]
-        self.indexes = Indexes(self.upstreams, root=root, tmp=root / "tmp", run_in_thread=run)
-        first = self.upstreams[0]  # what a single-index proxy (and many tests) call them
-        self.index, self.upstream_health, self.client, self.pages = first.index, first.health, first.client, first.pages
+        indexes = indexes_of(settings)
+        self.sources = [self._source(index, agent, clock, run) for index in indexes]
+        self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
+        first = self.sources[0]  # what a single-index proxy (and many tests) call them
+        self.upstream_health, self.client, self.pages = first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
         self.advisories = self._advisories(agent, clock, run)
-        self.gate = Gate(clock=clock, indexes=self.indexes, stored_at=self.files.stored_at, feed=self.advisories)
+        self.gate = Gate(clock=clock, indexes=self.indexes, policies={index.name: index.policy for index in indexes},
+                         stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
@@ -80,19 +83,19 @@ class Proxy:
         self._save_lock = DeferredLock()
         self.site = self._site(clock)
 
-    def _upstream(self, settings: IndexSettings, agent: IAgent, clock: IReactorTime, run: RunInThread) -> Upstream:
+    def _source(self, settings: IndexSettings, agent: IAgent, clock: IReactorTime, run: RunInThread) -> Source:
         """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
-        index = UpstreamIndex(settings.url)
-        health = UpstreamHealth(settings.url, clock, lambda: client.probe(index.simple_url),
+        urls = UpstreamURLs(settings.url)
+        health = UpstreamHealth(settings.url, clock, lambda: client.probe(urls.simple_url),
                                 retry_max=settings.upstream_retry_max, name=settings.name)
         self.metrics.upstreams.append(health)
         client = UpstreamClient(
-            agent, clock=clock, health=health, metrics=self.metrics, response_timeout=settings.response_timeout,
+            agent, clock=clock, health=health, report=self.metrics, response_timeout=settings.response_timeout,
             file_timeout=settings.file_response_timeout, idle_timeout=settings.idle_timeout,
         )
-        pages = PageCache(clock=clock, index=index, client=client, root=self._root, freshness=freshness_of(settings),
+        pages = PageCache(clock=clock, urls=urls, client=client, root=self._root, freshness=freshness_of(settings),
                           run_in_thread=run)
-        return Upstream(settings, index, health, client, pages)
+        return Source(settings.name, settings.projects, urls, health, client, pages)
 
     def _advisories(self, agent: IAgent, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
         """
@@ -107,7 +110,7 @@ class Proxy:
                                 name="advisories")
         # its own figures too (never exported): the feed's bytes are not the index traffic the cache saves
         client = UpstreamClient(
-            agent, clock=clock, health=health, metrics=Metrics(clock), response_timeout=self.settings.response_timeout,
+            agent, clock=clock, health=health, report=Unreported(), response_timeout=self.settings.response_timeout,
             file_timeout=self.settings.file_response_timeout, idle_timeout=self.settings.idle_timeout,
         )
         return AdvisoryFeed(clock=clock, client=client, url=url, refresh=self.settings.advisories_refresh,
@@ -118,7 +121,7 @@ class Proxy:
         settings = self.settings
         control = Control(
             metrics=self.metrics, health=self.health, indexes=self.indexes, gate=self.gate, files=self.files,
-            housekeeper=self.housekeeper, clock=clock, upstream_url=self.upstreams[0].settings.url,
+            housekeeper=self.housekeeper, clock=clock, upstream_url=self.sources[0].url,
             admin_token=settings.admin_token,
         )
         self.resource = ProxyResource(
@@ -172,7 +175,7 @@ class Proxy:
         self.health.stop()
         if self.advisories is not None:
             await maybeDeferred(self.advisories.stopService)
-        for upstream in self.upstreams:
+        for upstream in self.sources:
             upstream.health.stop()
         self._saver.stop()
         await self.save_state()
@@ -206,7 +209,7 @@ class _CacheService(Service):
         settings = self._proxy.settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
-            upstream=", ".join(f"{u.name}={u.settings.url}" for u in self._proxy.upstreams),
+            upstream=", ".join(f"{u.name}={u.url}" for u in self._proxy.sources),
             cache=str(Path(settings.cache_dir).resolve()),
             listen=", ".join(settings.listen),
             ttl=settings.index_ttl,

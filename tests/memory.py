@@ -31,7 +31,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from pypicached.config import Settings
-from pypicached.cache.disk import run_inline
+from pypicached.base.disk import run_inline
 from pypicached.ops.health import MAX_LAG
 from pypicached.service import Proxy
 

@@ -14,7 +14,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from pypicached.cache.disk import run_inline
+from pypicached.base.disk import run_inline
 from pypicached.ops.metrics import Metrics
 from pypicached.policy import advisories, osv
 from pypicached.policy.advisories import EMPTY, AdvisoryFeed, read_zip
@@ -206,7 +206,7 @@ class Rig:
 
     def feed(self) -> AdvisoryFeed:
         client = UpstreamClient(self.network, clock=self.clock, health=UpstreamHealth(FEED_URL, self.clock),
-                                metrics=Metrics(self.clock))
+                                report=Metrics(self.clock))
         feed = AdvisoryFeed(clock=self.clock, client=client, url=FEED_URL, refresh=REFRESH, path=self.path,
                             tmp=self.tmp, run_in_thread=run_inline)
         self.feeds.append(feed)

@@ -27,7 +27,7 @@ import attrs
 import pytest
 from pytest_twisted import ensureDeferred
 
-from pypicached.index.names import normalize, projects_for_filename
+from pypicached.base.names import normalize, projects_for_filename
 
 from .cluster import LoadBalancer, Namespaces, Node, group, haproxy_binary, netns_unavailable
 from .fake_upstream import JSON_TYPE, FakeUpstream, start_fake_upstream

@@ -16,11 +16,11 @@ from twisted.internet.error import ConnectionLost
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 
-from pypicached.cache.disk import run_inline
+from pypicached.base.disk import run_inline
 from pypicached.cache.download import Download, DownloadPlace
 from pypicached.cache.files import open_temporary_file
 from pypicached.cache.growing import GrowingFile, State
-from pypicached.index.links import FileLink
+from pypicached.simpleapi.links import FileLink
 from pypicached.ops.metrics import Metrics
 from pypicached.upstream.breaker import UpstreamHealth
 
@@ -65,7 +65,7 @@ class FakeClient:
         self.clock = clock
         self.idle_timeout = 60.0
         self.file_timeout = 30.0
-        self.metrics = Metrics(clock)
+        self.report = Metrics(clock)
         self.health = UpstreamHealth("http://upstream.test/simple/", clock)
 
     def get(self, url: str, headers=None, *, timeout=None):  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
-from pypicached.cache.disk import run_inline
+from pypicached.base.disk import run_inline
 from pypicached.cache.housekeeping import Budget, Entry, Housekeeper, choose_victims, run_pass
 
 DAY = 86400.0

@@ -21,10 +21,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from pypicached.config import Settings
-from pypicached.cache.disk import run_inline
+from pypicached.base.disk import run_inline
 from pypicached.ops.health import Health
 from pypicached.ops.metrics import UpstreamHealth
-from pypicached.index.negotiation import UPSTREAM_ACCEPT
+from pypicached.simpleapi.negotiation import UPSTREAM_ACCEPT
 from pypicached.service import Proxy
 from pypicached.ops.summary import human_bytes
 

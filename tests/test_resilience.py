@@ -93,7 +93,7 @@ def test_losing_an_old_version_keeps_the_new_record(world):
     w.proxy.pages.lost(old)
     w.flush()
     assert pages.cached(PageKey(INDEX)) is new
-    record = w.proxy.settings.cache_dir / "pages" / pages.index.key / "index.json"
+    record = w.proxy.settings.cache_dir / "pages" / pages.urls.key / "index.json"
     assert json.loads(record.read_bytes())["version"] == new.version
 
 
@@ -150,7 +150,7 @@ def test_page_versions_are_stored_in_the_order_they_came(tmp_path):
         w.flush()
         assert b"pcx_res-2.0" in w.reply(newer).body
         pages = w.proxy.pages
-        record = w.proxy.settings.cache_dir / "pages" / pages.index.key / "simple" / "pcx-res.json"
+        record = w.proxy.settings.cache_dir / "pages" / pages.urls.key / "simple" / "pcx-res.json"
         assert json.loads(record.read_bytes())["version"] == pages.cached(PageKey(PROJECT, "pcx-res")).version
         assert any(record.with_suffix(".r").iterdir())  # the newer version's renderings are still there
     finally:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from pypicached.index import pypijson
+from pypicached.simpleapi import pypijson
 
-from pypicached.index import simple
-from pypicached.index.negotiation import Format
+from pypicached.simpleapi import simple
+from pypicached.simpleapi.negotiation import Format
 
 PAGE_URL = "http://up.test/simple/foo/"
 HTML_PAGE = b"""<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.1"></head><body>
@@ -105,7 +105,7 @@ def test_links_table_includes_metadata_only_when_advertised():
 
 
 def test_index_page_both_ways(tmp_path):
-    from pypicached.index import projectlist
+    from pypicached.cache import projectlist
 
     source, tmp = tmp_path / "list", tmp_path / "tmp"
     tmp.mkdir()
@@ -309,7 +309,7 @@ def test_api_version_cap_from_html_upstream_and_missing_meta():
 
 @pytest.mark.parametrize("upstream, sent", [("2.3", "1.4"), ("1.1", "1.1"), ("junk", "1.0")])
 def test_project_list_api_version_is_capped(tmp_path, upstream, sent):
-    from pypicached.index import projectlist
+    from pypicached.cache import projectlist
 
     source, tmp = tmp_path / "list", tmp_path / "tmp"
     tmp.mkdir()

@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
-from pypicached.index.simple import BadPage, parse_json_object
+from pypicached.simpleapi.simple import BadPage, parse_json_object
 
 ACCEPT_JSON = "application/vnd.pypi.simple.v1+json"
 

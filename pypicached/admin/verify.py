@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import attrs
 
-from pypicached.index.links import FileLink, new_hasher
+from pypicached.simpleapi.links import FileLink, new_hasher
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
 

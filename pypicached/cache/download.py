@@ -21,9 +21,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
-from pypicached.cache.disk import RunInThread, fsync_dir, move_into_place, write_all
+from pypicached.base.disk import RunInThread, fsync_dir, move_into_place, write_all
 from pypicached.cache.growing import GrowingFile, State
-from pypicached.index.links import FileLink, new_hasher
+from pypicached.simpleapi.links import FileLink, new_hasher
 from pypicached.upstream.client import BodyReader, UpstreamClient, UpstreamError, discard_body
 
 log = Logger()
@@ -144,7 +144,7 @@ class Download(BodyReader):
                 )
                 self._fail(f"{name} mismatch: expected {want}, got {got}")
                 return
-        self._metrics.downloaded(growing.written, self._place.clock.seconds() - self._started)
+        self._report.downloaded(growing.written, self._place.clock.seconds() - self._started)
         if growing.tail is not None:
             self._served_uncached()
             return

@@ -14,13 +14,14 @@ from typing import Any, Callable
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from pypicached.cache.disk import RunInThread
+from pypicached.base.disk import RunInThread
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PageKey
 from pypicached.cache.records import StoredPage, parse_page, unlink
-from pypicached.index import projectlist, simple
+from pypicached.cache import projectlist
+from pypicached.simpleapi import simple
 from pypicached.upstream.client import (
-    MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamIndex, discard_body, read_body, read_body_into,
+    MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamURLs, discard_body, read_body, read_body_into,
 )
 
 
@@ -35,14 +36,14 @@ class PageFetcher:
         self,
         *,
         clock: IReactorTime,
-        index: UpstreamIndex,
+        urls: UpstreamURLs,
         client: UpstreamClient,
         run_in_thread: RunInThread,
         tmp: Path,
         rendered_root: Callable[[PageKey], Path],
     ) -> None:
         self._clock = clock
-        self._index = index
+        self._urls = urls
         self._client = client
         self._run_in_thread = run_in_thread
         self._tmp = tmp
@@ -52,7 +53,7 @@ class PageFetcher:
         self, key: PageKey, stored: StoredPage | None, received: Callable[[], None] = lambda: None
     ) -> tuple[StoredPage, CacheStatus, float]:
         """The page's new version (or ``stored``, confirmed), what the cache did, and seconds waited on upstream."""
-        url = key.upstream_url(self._index)
+        url = key.upstream_url(self._urls)
         if url is None:
             raise NotFound("the upstream index has no such page (it has no JSON API)")
         headers = {"Accept": key.kind.accept, "Accept-Encoding": "gzip"}

@@ -22,22 +22,22 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from pypicached.cache.disk import RunInThread
+from pypicached.base.disk import RunInThread
 from pypicached.cache.download import Download, DownloadPlace
 from pypicached.cache.growing import GrowingFile
-from pypicached.index.links import FileLink
+from pypicached.simpleapi.links import FileLink
 from pypicached.cache.freshness import Offline
-from pypicached.http.paths import under
+from pypicached.base.paths import under
 from pypicached.cache.outcome import CacheStatus
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pypicached.cache.indexes import Upstream
+    from pypicached.cache.router import Source
 
 log = Logger()
 
 #: Where the file a path names lives, and the index it comes from.
-FindLink = Callable[[tuple[str, ...]], "Deferred[tuple[FileLink, Upstream]]"]
+FindLink = Callable[[tuple[str, ...]], "Deferred[tuple[FileLink, Source]]"]
 
 
 #: Refresh a file's access time (its "last used") at most this often.
@@ -116,7 +116,7 @@ class FileCache:
         found = self._existing(segments)
         if found is not None:
             return found
-        if upstream.settings.offline:
+        if upstream.offline:
             raise Offline("offline mode: this file is not in the cache")
         if upstream.health.is_down:
             raise upstream.health.outage()

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from pypicached.cache.disk import RunInThread
+from pypicached.base.disk import RunInThread
 
 log = Logger()
 

@@ -11,13 +11,13 @@ from typing import Callable
 
 import attrs
 
-from pypicached.index import pypijson
+from pypicached.simpleapi import pypijson
 
-from pypicached.index import simple
-from pypicached.index.links import proxy_path, relative_href, split_url
-from pypicached.index.negotiation import UPSTREAM_ACCEPT, Format, choose_format
-from pypicached.cache.rendered import Form
-from pypicached.upstream.client import UpstreamIndex
+from pypicached.simpleapi import simple
+from pypicached.simpleapi.links import proxy_path, relative_href, split_url
+from pypicached.simpleapi.negotiation import UPSTREAM_ACCEPT, Format, choose_format
+from pypicached.cache.forms import Form
+from pypicached.upstream.client import UpstreamURLs
 
 #: Reads an upstream body (decoded) given its Content-Type and URL.
 Parse = Callable[[bytes, str, str], simple.Page]
@@ -37,7 +37,7 @@ class PageKind:
     #: The page's canonical path on the proxy: any other spelling is redirected there.
     path: Callable[[str, str], str]
     #: The upstream URL, or None if this upstream has no such page.
-    upstream_url: Callable[[UpstreamIndex, str, str], "str | None"]
+    upstream_url: Callable[[UpstreamURLs, str, str], "str | None"]
     #: Read from the upstream's body; None for the project list, which is streamed to disk instead.
     parse: Parse | None
     #: Rendered on a client's first request; None for the project list, rendered when fetched.
@@ -113,7 +113,7 @@ class PageKey:
     def relpath(self) -> tuple[str, ...]:
         return self.kind.record(self.project, self.version)
 
-    def upstream_url(self, index: UpstreamIndex) -> str | None:
+    def upstream_url(self, index: UpstreamURLs) -> str | None:
         return self.kind.upstream_url(index, self.project, self.version)
 
     @property

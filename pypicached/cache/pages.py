@@ -19,17 +19,18 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypicached.cache.disk import RunInThread, atomic_write
+from pypicached.base.disk import RunInThread, atomic_write
 from pypicached.cache.fetch import NotFound, PageFetcher
 from pypicached.cache.freshness import Do, Freshness, Offline, decide
-from pypicached.cache.inflight import Inflight
+from pypicached.base.inflight import Inflight
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage, remove_project_records, unlink
-from pypicached.cache.rendered import Form, Rendering, Renderer, prune_versions
-from pypicached.index.links import FileLink
-from pypicached.index.simple import project_status
-from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamIndex
+from pypicached.cache.forms import Form, Rendering
+from pypicached.cache.rendered import Renderer, prune_versions
+from pypicached.simpleapi.links import FileLink
+from pypicached.simpleapi.simple import project_status
+from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamURLs
 
 log = Logger()
 
@@ -63,16 +64,16 @@ class PageCache:
         self,
         *,
         clock: IReactorTime,
-        index: UpstreamIndex,
+        urls: UpstreamURLs,
         client: UpstreamClient,
         root: Path,
         freshness: Freshness,
         run_in_thread: RunInThread,
     ) -> None:
         self._clock = clock
-        self.index = index
+        self.urls = urls
         self._client = client
-        self._root = root / "pages" / index.key
+        self._root = root / "pages" / urls.key
         self._tmp = root / "tmp"
         self.freshness = freshness
         self._run_in_thread = run_in_thread
@@ -81,7 +82,7 @@ class PageCache:
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
         self._renderer = Renderer(run_in_thread, self._tmp)
         self._fetcher = PageFetcher(
-            clock=clock, index=index, client=client, run_in_thread=run_in_thread, tmp=self._tmp,
+            clock=clock, urls=urls, client=client, run_in_thread=run_in_thread, tmp=self._tmp,
             rendered_root=self._rendered_root,
         )
         self._failed_until: dict[PageKey, float] = {}

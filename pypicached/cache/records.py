@@ -16,9 +16,9 @@ from typing import Any
 import attrs
 
 from pypicached.cache.pagekind import PageKey, Parse
-from pypicached.cache.rendered import Form, Rendering
-from pypicached.index import simple
-from pypicached.index.links import FileLink, proxy_path
+from pypicached.cache.forms import Form, Rendering
+from pypicached.simpleapi import simple
+from pypicached.simpleapi.links import FileLink, proxy_path
 from pypicached.upstream.client import MAX_PAGE_BYTES
 
 

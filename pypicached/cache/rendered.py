@@ -10,78 +10,23 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import attrs
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
-from pypicached.cache.disk import RunInThread, atomic_write, durable_file
-from pypicached.cache.inflight import Inflight
+from pypicached.base.disk import RunInThread, atomic_write, durable_file
+from pypicached.base.inflight import Inflight
+from pypicached.cache.forms import Form, Rendering, etag_for
+from pypicached.cache.records import StoredPage
 
-if TYPE_CHECKING:
-    from pypicached.cache.records import StoredPage
-
-#: Part of every page ETag: a new rendering code means new validators.
-RENDER_VERSION = 3
 #: Smaller bodies are not worth compressing.
 GZIP_MIN = 1024
 CHUNK = 1 << 20
-#: Renderings this small are also kept in memory with their page (at most a few per page,
-#: for the 256 pages kept in memory): a warm request then costs no file system call.
-KEEP_IN_MEMORY = 16 * 1024
-
-
-@attrs.frozen(cache_hash=True)  # a key of every page's renderings, looked up on every request
-class Form:
-    """One way a page version is sent: JSON or HTML, how deep its relative links start, gzip or not."""
-
-    json: bool
-    depth: int
-    gzip: bool = False
-
-    @property
-    def filename(self) -> str:
-        return f"{'json' if self.json else 'html'}-{self.depth}" + (".gz" if self.gzip else "")
-
-    def plain(self) -> "Form":
-        return form(self.json, self.depth, False)
-
-
-@functools.lru_cache(maxsize=64)
-def form(json: bool, depth: int, gzip: bool = False) -> Form:
-    """The one ``Form`` value for these (its hash worked out once)."""
-    return Form(json, depth, gzip)
-
-
-@attrs.frozen
-class Rendering:
-    """A rendered body on disk, with the validator it is sent under."""
-
-    #: None for a rendering the disk would not take (its bytes are in ``body``).
-    path: Path | None
-    size: int
-    etag: bytes
-    gzipped: bool
-    #: The bytes too, when there are few: sent without opening a file (most project pages).
-    body: bytes | None = attrs.field(default=None, repr=False)
-
-    @classmethod
-    def of(cls, path: Path, etag: bytes, gzipped: bool) -> "Rendering":
-        """(In a disk thread.) The rendering in ``path``, its bytes kept if it is small."""
-        size = path.stat().st_size
-        return cls(path, size, etag, gzipped, path.read_bytes() if size <= KEEP_IN_MEMORY else None)
-
-
-def etag_for(version: str, form: Form) -> bytes:
-    """A strong validator for one form of one page version (HTML for either HTML type)."""
-    key = f"{RENDER_VERSION}:{version}:{form.plain().filename}".encode()
-    tag = hashlib.blake2b(key, digest_size=12).hexdigest()
-    return f'"{tag}-gz"'.encode() if form.gzip else f'"{tag}"'.encode()
 
 
 def ensure_plain(directory: Path, version: str, form: Form, render: Callable[[], bytes] | None, tmp: Path) -> Rendering:
@@ -153,7 +98,7 @@ class Renderer:
         self._tmp = tmp
         self._work: Inflight[tuple[Any, str, Form], Rendering] = Inflight()
 
-    def rendering(self, page: "StoredPage", form: Form, directory: Path) -> "Deferred[Rendering]":
+    def rendering(self, page: StoredPage, form: Form, directory: Path) -> "Deferred[Rendering]":
         """``page`` in ``form``, from ``directory`` (its version's), rendered there first if need be."""
         done = page.renderings.get(form)
         if done is not None:
@@ -167,7 +112,7 @@ class Renderer:
         work = (page.key, page.version, form)
         return self._work.run(work, lambda: ensureDeferred(self._render(page, form, directory))).addCallback(keep)
 
-    async def _render(self, page: "StoredPage", form: Form, directory: Path) -> Rendering:
+    async def _render(self, page: StoredPage, form: Form, directory: Path) -> Rendering:
         if form.gzip:  # from the plain rendering, made once whichever form asks first
             plain = await self.rendering(page, form.plain(), directory)
             try:

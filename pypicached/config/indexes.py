@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from pypicached.config.values import ConfigError, upstream
-from pypicached.index.names import globs, matches_any
+from pypicached.base.names import globs, matches_any
 from pypicached.policy.rules import Policy
 
 #: The settings an ``[[index]]`` table may override for its own upstream.

@@ -20,7 +20,7 @@ from pypicached.config.values import (
     ConfigError, bool_, listen, log_format, one_of, path, positive_seconds, seconds, seconds_or_forever, size, token,
     upstream, url,
 )
-from pypicached.index.names import globs
+from pypicached.base.names import globs
 from pypicached.policy.rules import DenyEntry, allow_list, deny_list
 
 #: The one place the public index is named: the default upstream.

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable
 
 import attrs
 
-from pypicached.http.paths import RequestPath
+from pypicached.base.paths import RequestPath
 
 GET_HEAD = (b"GET", b"HEAD")
 POST = (b"POST",)

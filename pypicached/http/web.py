@@ -19,16 +19,16 @@ from pypicached.upstream.breaker import UpstreamDown
 from pypicached.ops.control import Answer, Control
 from pypicached.cache.files import FileCache
 from pypicached.cache.growing import DownloadFailed
-from pypicached.index.names import is_valid_name, is_valid_version, normalize, projects_for_filename
-from pypicached.index.negotiation import Format
+from pypicached.base.names import is_valid_name, is_valid_version, normalize, projects_for_filename
+from pypicached.simpleapi.negotiation import Format
 from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
 from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
 from pypicached.cache.freshness import Offline
 from pypicached.cache.fetch import NotFound
-from pypicached.cache.indexes import Indexes
+from pypicached.cache.router import Router
 from pypicached.cache.pages import PageResult
-from pypicached.http.paths import BadPath, RequestPath
-from pypicached.cache.rendered import Rendering, form as page_form
+from pypicached.base.paths import BadPath, RequestPath
+from pypicached.cache.forms import Rendering, form as page_form
 from pypicached.http.conditional import not_modified
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
@@ -57,7 +57,7 @@ class ProxyResource(Resource):
     def __init__(
         self,
         *,
-        indexes: Indexes,
+        indexes: Router,
         gate: Gate,
         files: FileCache,
         clock: IReactorTime,
@@ -156,7 +156,7 @@ class ProxyResource(Resource):
                 rendering = await self._indexes.rendering(upstream, page, form)
                 if request.channel is None:
                     return
-                ttl = upstream.pages.freshness.ttl if upstream else min(u.pages.freshness.ttl for u in self._indexes.upstreams)
+                ttl = upstream.pages.freshness.ttl if upstream else min(u.pages.freshness.ttl for u in self._indexes.sources)
                 now = self._clock.seconds()
                 fresh = max_age(made, now, ttl - (now - result.page.fetched))
                 return self._send_page(request, key, fmt, result, rendering, fresh)

@@ -28,8 +28,8 @@ from pypicached.cache.files import FileCache
 from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Housekeeper
 from pypicached.ops.metrics import Metrics
-from pypicached.index.names import is_valid_name, normalize
-from pypicached.cache.indexes import Indexes
+from pypicached.base.names import is_valid_name, normalize
+from pypicached.cache.router import Router
 from pypicached.policy.explain import explain
 from pypicached.policy.gate import Gate
 from pypicached.ops.summary import summary
@@ -83,7 +83,7 @@ class Control:
         *,
         metrics: Metrics,
         health: Health,
-        indexes: Indexes,
+        indexes: Router,
         gate: Gate,
         files: FileCache,
         housekeeper: Housekeeper,

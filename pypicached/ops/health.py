@@ -16,8 +16,8 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from pypicached.cache.disk import RunInThread
-from pypicached.cache.inflight import Inflight
+from pypicached.base.disk import RunInThread
+from pypicached.base.inflight import Inflight
 from pypicached.upstream.breaker import UpstreamHealth
 
 #: The heartbeat's period, and the lag past which the event loop counts as stuck.

@@ -21,7 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from pypicached.cache.disk import RunInThread, atomic_write, commit
+from pypicached.base.disk import RunInThread, atomic_write, commit
 from pypicached.cache.records import unlink
 from pypicached.policy.osv import EMPTY, Advisory, AdvisoryIndex, read_zip
 from pypicached.upstream.client import UpstreamClient, UpstreamError, discard_body, read_body_into

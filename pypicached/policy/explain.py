@@ -12,12 +12,12 @@ from packaging.version import Version
 
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.pagekind import PROJECT, PageKey
-from pypicached.index.names import parse_version, version_of
+from pypicached.base.names import parse_version, version_of
 from pypicached.policy.judge import Verdict, iso_z, upload_time
 from pypicached.policy.view import SHAPES, view
 
 if TYPE_CHECKING:
-    from pypicached.cache.indexes import Indexes
+    from pypicached.cache.router import Router
     from pypicached.policy.gate import Gate
 
 
@@ -25,7 +25,7 @@ def _verdict(verdict: Verdict | None) -> dict[str, Any] | None:
     return None if verdict is None else {"rule": verdict.rule, "reason": verdict.reason, "hidden": verdict.hides}
 
 
-async def explain(gate: "Gate", indexes: "Indexes", project: str, version: str | None, now: float) -> dict[str, Any]:
+async def explain(gate: "Gate", indexes: "Router", project: str, version: str | None, now: float) -> dict[str, Any]:
     """The explanation as JSON: ``verdict`` for the project, ``versions`` each with its files."""
     route = indexes.route(project)
     answer: dict[str, Any] = {"project": project, "version": version, "index": route[0].name if route else None,

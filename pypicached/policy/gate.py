@@ -7,7 +7,7 @@ included), so a lock file or pinned URL cannot fetch what the pages hide.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -16,8 +16,8 @@ from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
 from pypicached.cache.pagekind import PROJECT
 from pypicached.cache.records import StoredPage
-from pypicached.index.names import projects_for_filename, without_metadata
-from pypicached.index.simple import project_status
+from pypicached.base.names import projects_for_filename, without_metadata
+from pypicached.simpleapi.simple import project_status
 from pypicached.policy.advisories import EMPTY
 from pypicached.policy.heldback import HeldBack
 from pypicached.policy.judge import Denied, Judge, Verdict
@@ -27,7 +27,7 @@ from pypicached.upstream.breaker import UpstreamDown, iso
 from pypicached.upstream.client import UpstreamError
 
 if TYPE_CHECKING:
-    from pypicached.cache.indexes import Indexes, Upstream
+    from pypicached.cache.router import Router, Source
     from pypicached.policy.advisories import AdvisoryFeed, AdvisoryIndex
 
 
@@ -38,7 +38,8 @@ class Gate:
         self,
         *,
         clock: IReactorTime,
-        indexes: "Indexes",
+        indexes: "Router",
+        policies: Mapping[str, Policy],
         stored_at: Callable[[tuple[str, ...]], "float | None"] = lambda segments: None,
         feed: "AdvisoryFeed | None" = None,
         held: HeldBack | None = None,
@@ -49,9 +50,9 @@ class Gate:
         self._stored_at = stored_at
         self._feed = feed
         self.held = held or HeldBack()
-        self._judges = {u.name: Judge(u.settings.policy, self._advisories) for u in indexes.upstreams}
+        self._judges = {name: Judge(policy, self._advisories) for name, policy in policies.items()}
         #: Whether any file could be held back by its name or age (else file requests skip the check).
-        self.active = feed is not None or any(u.settings.policy != Policy() for u in indexes.upstreams)
+        self.active = feed is not None or any(policy != Policy() for policy in policies.values())
 
     def _advisories(self) -> "AdvisoryIndex":
         return self._feed.current if self._feed is not None else EMPTY
@@ -71,7 +72,7 @@ class Gate:
     def judge(self, index: str) -> Judge:
         return self._judges[index]
 
-    def view(self, upstream: "Upstream | None", stored: StoredPage) -> View | None:
+    def view(self, upstream: "Source | None", stored: StoredPage) -> View | None:
         """
         What the policy lets clients see of ``stored`` now (None: a page it has no
         say over); ``Denied`` for a page it refuses. Made once per page version
@@ -98,19 +99,19 @@ class Gate:
         return made
 
     @staticmethod
-    def _status(upstream: "Upstream", stored: StoredPage) -> str:
+    def _status(upstream: "Source", stored: StoredPage) -> str:
         """The project's PEP 792 status: its simple page's (the JSON API has none of its own: its marker)."""
         if stored.key.kind is PROJECT:
             return project_status(stored.page)[0]
         return "quarantined" if upstream.pages.quarantined(stored.key.project) else "active"
 
-    def refusal(self, chosen: "Upstream | None", project: str) -> Verdict | None:
+    def refusal(self, chosen: "Source | None", project: str) -> Verdict | None:
         """The verdict on ``project`` by its name, if every index that could answer for it refuses it."""
         route = (chosen,) if chosen is not None else self._indexes.route(project)
         verdicts = [self._judges[u.name].project(project) for u in route]
         return verdicts[0] if verdicts and all(verdicts) else None
 
-    def check_project(self, chosen: "Upstream | None", project: str) -> None:
+    def check_project(self, chosen: "Source | None", project: str) -> None:
         """``Denied`` if every index that could answer for ``project`` refuses it by its name."""
         if not self.active:
             return

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import attrs
 
-from pypicached.index.names import matches_any, version_of
+from pypicached.base.names import matches_any, version_of
 from pypicached.policy.rules import Policy
 from pypicached.upstream.breaker import iso
 

@@ -18,7 +18,7 @@ import attrs
 from packaging.utils import canonicalize_version
 from packaging.version import Version
 
-from pypicached.index.names import normalize, parse_version
+from pypicached.base.names import normalize, parse_version
 
 #: One advisory is a few kB; a member this large is refused, and the feed with it.
 MAX_MEMBER_BYTES = 16 * 1024 * 1024

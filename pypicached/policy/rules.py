@@ -12,7 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from pypicached.index.names import globs, matches_any, normalize
+from pypicached.base.names import globs, matches_any, normalize
 
 
 @attrs.frozen

@@ -18,9 +18,9 @@ import attrs
 from packaging.version import Version
 
 from pypicached.cache.records import StoredPage
-from pypicached.index import pypijson
-from pypicached.index.names import parse_version, version_of
-from pypicached.index.simple import project_status
+from pypicached.simpleapi import pypijson
+from pypicached.base.names import parse_version, version_of
+from pypicached.simpleapi.simple import project_status
 from pypicached.policy.judge import FileVerdict, Judge, Verdict
 
 Entry = dict[str, Any]

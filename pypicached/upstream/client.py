@@ -27,9 +27,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
 from pypicached import __version__
+from pypicached.base.disk import write_all
 from pypicached.upstream.breaker import UpstreamHealth
-from pypicached.cache.disk import write_all
-from pypicached.ops.metrics import Metrics
+from pypicached.upstream.report import UpstreamReport
 
 USER_AGENT = f"pypicached/{__version__}"
 #: Seconds between connection attempts at a host's addresses (happy eyeballs).
@@ -50,7 +50,7 @@ class UpstreamError(Exception):
 
 
 @attrs.frozen
-class UpstreamIndex:
+class UpstreamURLs:
     """A simple-API index the proxy fills its cache from."""
 
     simple_url: str
@@ -88,7 +88,7 @@ class UpstreamClient:
         *,
         clock: IReactorTime,
         health: UpstreamHealth,
-        metrics: Metrics,
+        report: UpstreamReport,
         response_timeout: float = 10.0,
         file_timeout: float = 30.0,
         idle_timeout: float = 60.0,
@@ -96,7 +96,7 @@ class UpstreamClient:
         self._agent = agent
         self.clock = clock
         self.health = health
-        self.metrics = metrics
+        self.report = report
         self.response_timeout = response_timeout
         #: Seconds to wait for a package file's response headers (a big file's first byte can take longer).
         self.file_timeout = file_timeout
@@ -129,13 +129,13 @@ class UpstreamClient:
             d.addTimeout(wait, self.clock)
 
         def answered(response: IResponse) -> IResponse:
-            self.metrics.upstream_answered(self.clock.seconds() - started, response.code)
+            self.report.upstream_answered(self.clock.seconds() - started, response.code)
             self.health.answered(response.code)
             return response
 
         def failed(failure: Failure) -> Failure:
             error = _as_upstream_error(failure, url)
-            self.metrics.upstream_failed(error.value.reason, answered=False)
+            self.report.upstream_failed(error.value.reason, answered=False)
             if _answered_anyway(failure):
                 self.health.note(error.value.reason)
             else:
@@ -234,7 +234,7 @@ class BodyReader(Protocol):
     def __init__(self, client: "UpstreamClient") -> None:
         self._clock = client.clock
         self._idle = client.idle_timeout
-        self._metrics = client.metrics
+        self._report = client.report
         self._health = client.health
         self._timer: IDelayedCall | None = None
         self._stalled = False
@@ -246,7 +246,7 @@ class BodyReader(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._idle)
-        self._metrics.fetched(len(data))
+        self._report.fetched(len(data))
         self.received(data)
 
     def _stall(self) -> None:
@@ -265,7 +265,7 @@ class BodyReader(Protocol):
         else:
             error = UpstreamError(f"upstream body broken off: {failure_reason(reason.value)}")
         if error is not None:
-            self._metrics.upstream_failed(error.reason, answered=True)
+            self._report.upstream_failed(error.reason, answered=True)
             self._health.note(error.reason)
         self.ended(error)
 

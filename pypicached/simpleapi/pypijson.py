@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from pypicached.index.simple import BadPage, HrefFor, Page, parse_json_object
+from pypicached.simpleapi.simple import BadPage, HrefFor, Page, parse_json_object
 
 
 def parse(body: bytes) -> Page:

@@ -1,37 +1,24 @@
 """
-The upstream's project list (``/simple/``; the public index's has about 700,000
-names, some 50 MB of HTML) turned into the bodies clients get: HTML and JSON,
-plain and gzip, as files, in one streaming pass in a disk thread.
-
-No Python object per name is ever held: names flow from the upstream's body on
-disk to the output files a few at a time, so memory stays flat however long
-the list grows. Its HTML has the head, title and rows of ``simple``'s pages.
+Reading the upstream's project list (``/simple/``; the public index's has about
+700,000 names, some 50 MB of HTML) as a stream of parse events, a few names at a
+time, from a file: no Python object per name is ever held. ``cache.projectlist``
+writes the events out as the bodies clients get.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import html
 import json
 import re
-import shutil
-import tempfile
 import zlib
-from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Iterator
 
-import attrs
+from pypicached.simpleapi.simple import BadPage
 
-from pypicached.cache.disk import durable_file
-from pypicached.cache.rendered import CHUNK, GZIP_MIN, Form, gzip_file, prune_versions
-from pypicached.index.names import normalize
-from pypicached.index.simple import HTML_TAIL, INDEX_TITLE, BadPage, capped_meta, html_head, index_rows, is_project_entry
-
-#: The forms of the project list: its links are relative, so one depth serves.
-PLAIN_FORMS = (Form(json=False, depth=1), Form(json=True, depth=1))
-
+#: How much of the body is read at a time.
+CHUNK = 1 << 20
 _ANCHOR = re.compile(r"<a\b[^>]*>(.*?)</a\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
 _META = re.compile(r"<meta\b([^>]*)>", re.I)
@@ -40,139 +27,24 @@ _ATTRIBUTE = re.compile(r"""([\w:.-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""
 _CARRY = 4 * CHUNK
 
 
-@attrs.frozen
-class ProjectList:
-    """What the proxy keeps in memory of the list: its ``meta``, how many names, and its version."""
-
-    meta: dict[str, Any]
-    count: int
-    version: str
-
-
-def convert(source: Path, *, content_type: str, encoding: str, directory: Path, tmp: Path, limit: int) -> ProjectList:
+def events_of(raw: BinaryIO, content_type: str, encoding: str, limit: int) -> Iterator[tuple[str, Any]]:
     """
-    (In a disk thread.) Read the upstream body in ``source`` and write every form
-    under ``directory/<version>/``. ``encoding`` is its Content-Encoding; more than
-    ``limit`` bytes once decoded is refused (a gzip bomb).
+    The parse events of an upstream body: ``("key", (name, value))`` for a top-level
+    key, ``projects-start``, ``("projects", entries)`` a few at a time, ``projects-end``.
+    ``encoding`` is its Content-Encoding; more than ``limit`` bytes once decoded is
+    refused (a gzip bomb).
     """
     media = content_type.split(";")[0].strip().lower()
     if media.endswith("+json") or media == "application/json":
-        parse = _from_json
-    elif media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
-        parse = _from_html
-    else:
-        raise BadPage(f"unexpected content type {content_type!r}")
-    with open(source, "rb") as raw:
-        return _publish(parse(_decoded(raw, encoding, limit)), directory, tmp)
+        return _from_json(_decoded(raw, encoding, limit))
+    if media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
+        return _from_html(_decoded(raw, encoding, limit))
+    raise BadPage(f"unexpected content type {content_type!r}")
 
 
-def union(
-    sources: list[tuple[Path, Callable[[str], bool]]], meta: dict[str, Any], *, directory: Path, tmp: Path
-) -> ProjectList:
-    """
-    (In a disk thread.) One list of the names in several (the JSON renderings in
-    ``sources``, each with which of its names it may offer), each name once, under
-    ``directory/<version>/``, the other versions there removed. Only the names of all
-    lists but the longest are held (to leave out their repeats from it), so memory
-    grows with the shorter lists alone.
-    """
-    ordered = sorted(sources, key=lambda source: source[0].stat().st_size)
-    seen: set[str] = set()
-
-    def events() -> Iterator[tuple[str, Any]]:
-        yield "key", ("meta", meta)
-        yield "projects-start", None
-        for number, (source, offers) in enumerate(ordered, 1):
-            with open(source, "rb") as raw:
-                for event, value in _from_json(_decoded(raw, "", 1 << 40)):
-                    if event == "projects":
-                        yield "projects", _new_names(value, seen, offers, remember=number < len(ordered))
-        yield "projects-end", None
-
-    listing = _publish(events(), directory, tmp)
-    prune_versions(directory, listing.version)
-    return listing
-
-
-def _new_names(entries: list[Any], seen: set[str], offers: Callable[[str], bool], *, remember: bool) -> list[dict[str, str]]:
-    fresh = []
-    for entry in entries:
-        if is_project_entry(entry) and (name := normalize(entry["name"])) not in seen and offers(name):
-            if remember:
-                seen.add(name)
-            fresh.append({"name": entry["name"]})
-    return fresh
-
-
-def _publish(events: Iterator[tuple[str, Any]], directory: Path, tmp: Path) -> ProjectList:
-    """Write the forms in a new folder in ``tmp``, then move it to ``directory/<version>`` (unless that version is there)."""
-    staging = Path(tempfile.mkdtemp(dir=tmp, prefix="list-"))
-    try:
-        listing = _write(events, staging, tmp)
-        final = directory / listing.version
-        if not final.exists():
-            for form in PLAIN_FORMS:
-                plain = staging / form.filename
-                if plain.stat().st_size >= GZIP_MIN:
-                    gzip_file(plain, staging / attrs.evolve(form, gzip=True).filename, tmp)
-            directory.mkdir(parents=True, exist_ok=True)
-            staging.rename(final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return listing
-
-
-def _write(events: Iterator[tuple[str, Any]], staging: Path, tmp: Path) -> ProjectList:
-    """Stream parse events into the JSON body and the HTML rows, then put the HTML together."""
-    meta: dict[str, Any] = {}
-    count = 0
-    seen_projects = False
-    hasher = hashlib.blake2b(digest_size=12)
-    rows_path = staging / "rows"
-    json_form, html_form = PLAIN_FORMS[1], PLAIN_FORMS[0]
-    with durable_file(staging / json_form.filename, tmp) as out, open(rows_path, "w", encoding="utf-8") as rows:
-
-        def emit(text: str) -> None:
-            data = text.encode("utf-8")
-            hasher.update(data)
-            out.write(data)
-
-        emit("{")
-        separator = ""
-        for event, value in events:
-            if event == "key":
-                name, item = value
-                if name == "meta":  # sent as the proxy's: its api-version capped like a project page's
-                    item = meta = capped_meta(item)
-                emit(separator + _dumps(name) + ":" + _dumps(item))
-                separator = ","
-            elif event == "projects-start":
-                emit(separator + '"projects":[')
-                separator, seen_projects = ",", True
-            elif event == "projects":
-                entries = [entry for entry in value if is_project_entry(entry)]
-                if entries:
-                    emit(("," if count else "") + _dumps(entries)[1:-1])
-                    rows.write(("\n" if count else "") + index_rows([entry["name"] for entry in entries]))
-                    count += len(entries)
-            elif event == "projects-end":
-                emit("]")
-        emit("}")
-    if not seen_projects:
-        raise BadPage("project list has no 'projects'")
-    with durable_file(staging / html_form.filename, tmp) as out, open(rows_path, "rb") as rows_in:
-        out.write(html_head({"meta": meta}, INDEX_TITLE).encode("utf-8"))
-        shutil.copyfileobj(rows_in, out, CHUNK)
-        out.write(("\n" + HTML_TAIL).encode("utf-8"))
-    rows_path.unlink()
-    return ProjectList(meta, count, hasher.hexdigest())
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-# --- reading ----------------------------------------------------------------------
+def json_events(raw: BinaryIO) -> Iterator[tuple[str, Any]]:
+    """The parse events of a JSON list this proxy wrote itself (no size limit)."""
+    return _from_json(_decoded(raw, "", 1 << 40))
 
 
 def _decoded(raw: BinaryIO, encoding: str, limit: int) -> Iterator[str]:

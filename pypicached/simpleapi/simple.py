@@ -22,9 +22,9 @@ from html.parser import HTMLParser
 from typing import Any, Callable
 from urllib.parse import unquote, urljoin, urlsplit
 
-from pypicached.index.links import FileLink, hashes_of, split_url
-from pypicached.index.names import normalize
-from pypicached.index.negotiation import Format
+from pypicached.simpleapi.links import FileLink, hashes_of, split_url
+from pypicached.base.names import normalize
+from pypicached.simpleapi.negotiation import Format
 
 
 #: The newest simple-API version this proxy writes faithfully (PEP 792's 1.4). Pages

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urldefrag, urlsplit
 
 import attrs
 
-from pypicached.http.paths import is_plain_segment
+from pypicached.base.paths import is_plain_segment
 
 #: The public index's content-addressed layout: /packages/b2[0:2]/b2[2:4]/b2[4:]/name
 #: (a ``.metadata`` file beside it shares the path but not the digest).

@@ -1,7 +1,10 @@
 """
-Several upstream indexes behind one URL. Each has its own page cache, client and
-health; this module decides which one answers for a project (``config.indexes``
-has the rule) and joins their project lists into one.
+Several upstream indexes behind one URL, without dependency confusion. Each
+configured index is a ``Source`` with its own page cache, client and health; the
+``Router`` decides which one answers for a project and joins their project lists
+into one. A project an index pins comes from that index alone; any other from
+the first index that pins nothing and has it, whole. Files are never merged
+across indexes, and an index that fails is never taken for one that answered 404.
 """
 
 from __future__ import annotations
@@ -12,62 +15,76 @@ from typing import Sequence
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from pypicached.cache.disk import RunInThread
+from pypicached.base.disk import RunInThread
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
-from pypicached.cache.inflight import Inflight
+from pypicached.base.inflight import Inflight
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PROJECT, PageKey
 from pypicached.cache.pages import PageCache, PageResult
 from pypicached.cache.records import StoredPage
-from pypicached.cache.rendered import Form, Renderer, Rendering
-from pypicached.config.indexes import IndexSettings, route_for
-from pypicached.index import projectlist
-from pypicached.index.links import FileLink
-from pypicached.index.names import projects_for_filename
+from pypicached.cache.forms import Form, Rendering
+from pypicached.cache.rendered import Renderer
+from pypicached.cache import projectlist
+from pypicached.simpleapi.links import FileLink
+from pypicached.base.names import matches_any, projects_for_filename
 from pypicached.upstream.breaker import UpstreamHealth
-from pypicached.upstream.client import UpstreamClient, UpstreamIndex
+from pypicached.upstream.client import UpstreamClient, UpstreamURLs
 
 
 @attrs.frozen(eq=False)
-class Upstream:
-    """One configured index at run time: its settings, client, health and pages."""
+class Source:
+    """One configured index at run time: its name, pinned projects, URLs, health, client and pages."""
 
-    settings: IndexSettings
-    index: UpstreamIndex
+    name: str
+    #: Normalized project names or globs of them served from this index alone (none: it serves any).
+    projects: tuple[str, ...]
+    urls: UpstreamURLs
     health: UpstreamHealth
     client: UpstreamClient
     pages: PageCache
 
     @property
-    def name(self) -> str:
-        return self.settings.name
+    def url(self) -> str:
+        return self.urls.simple_url
+
+    @property
+    def offline(self) -> bool:
+        return self.pages.freshness.offline
+
+    def pins(self, project: str) -> bool:
+        return matches_any(self.projects, project)
 
 
-class Indexes:
+class Router:
     """Which index answers for what."""
 
-    def __init__(self, upstreams: Sequence[Upstream], *, root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
-        self.upstreams = tuple(upstreams)
-        self._by_name = {u.name: u for u in self.upstreams}
-        self._settings = tuple(u.settings for u in self.upstreams)
-        self._union = _Union(self.upstreams, root / "pages" / "union", tmp, run_in_thread)
+    def __init__(self, sources: Sequence[Source], *, root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
+        self.sources = tuple(sources)
+        self._by_name = {u.name: u for u in self.sources}
+        self._union = _Union(self.sources, root / "pages" / "union", tmp, run_in_thread)
 
-    def named(self, name: str) -> Upstream | None:
+    def named(self, name: str) -> Source | None:
         return self._by_name.get(name)
 
-    def route(self, project: str) -> tuple[Upstream, ...]:
-        """The indexes to ask for ``project``, in order (its pinning index alone, or every unpinning one)."""
-        return tuple(self._by_name[s.name] for s in route_for(self._settings, project))
+    def route(self, project: str) -> tuple[Source, ...]:
+        """
+        The indexes to ask for ``project``, in order: the first that pins it, alone;
+        else every index that pins nothing.
+        """
+        for source in self.sources:
+            if source.pins(project):
+                return (source,)
+        return tuple(source for source in self.sources if not source.projects)
 
-    async def page(self, key: PageKey) -> tuple[PageResult, Upstream | None]:
+    async def page(self, key: PageKey) -> tuple[PageResult, Source | None]:
         """
         The page from the index that answers for it: the first in its route that has
         it. Only a 404 moves on to the next; a failing index answers (stale, or an error).
         The project list joins every index's (no single upstream: None).
         """
-        if len(self.upstreams) == 1:  # nothing to choose
-            return await self.upstreams[0].pages.get(key), self.upstreams[0]
+        if len(self.sources) == 1:  # nothing to choose
+            return await self.sources[0].pages.get(key), self.sources[0]
         if key.kind is INDEX:
             return await self._union.page(), None
         for upstream in self.route(key.project):
@@ -77,17 +94,17 @@ class Indexes:
                 continue
         raise NotFound("no index has this project")
 
-    def rendering(self, upstream: Upstream | None, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+    def rendering(self, upstream: Source | None, page: StoredPage, form: Form) -> "Deferred[Rendering]":
         if upstream is None:
             return self._union.rendering(page, form)
         return upstream.pages.rendering(page, form)
 
-    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, Upstream]]":
+    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, Source]]":
         return ensureDeferred(self._find_link(segments))
 
-    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, Upstream]:
+    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, Source]:
         """The file a path names, from the index that answers for its project: never another's."""
-        if all(u.settings.offline for u in self.upstreams):
+        if all(u.offline for u in self.sources):
             raise Offline("offline mode: this file is not in the cache")
         projects = projects_for_filename(segments[-1])
         for project in projects:  # what a cached page already says, where one index alone can answer
@@ -108,7 +125,7 @@ class Indexes:
             return found[1].links()[segments], found[0]
         raise NotFound("no index page links to this file")
 
-    def linking_page(self, segments: tuple[str, ...], projects: list[str]) -> tuple[Upstream, StoredPage] | None:
+    def linking_page(self, segments: tuple[str, ...], projects: list[str]) -> tuple[Source, StoredPage] | None:
         """
         The cached project page (of one of ``projects``) that links the file at ``segments``,
         and its index: from an index its project is routed to first, then any. No upstream request.
@@ -116,7 +133,7 @@ class Indexes:
         for routed in (True, False):
             for project in projects:
                 route = self.route(project)
-                for upstream in route if routed else (u for u in self.upstreams if u not in route):
+                for upstream in route if routed else (u for u in self.sources if u not in route):
                     stored = upstream.pages.cached(PageKey(PROJECT, project))
                     if stored is not None and segments in stored.links():
                         return upstream, stored
@@ -127,7 +144,7 @@ class Indexes:
         return ensureDeferred(self._purge(project))
 
     async def _purge(self, project: str) -> int:
-        return sum([await u.pages.purge(project) for u in self.upstreams])
+        return sum([await u.pages.purge(project) for u in self.sources])
 
 
 def _any(name: str) -> bool:
@@ -137,8 +154,8 @@ def _any(name: str) -> bool:
 class _Union:
     """Every index's project list as one, rendered once per combination of their versions."""
 
-    def __init__(self, upstreams: tuple[Upstream, ...], root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
-        self._upstreams = upstreams
+    def __init__(self, sources: tuple[Source, ...], root: Path, tmp: Path, run_in_thread: RunInThread) -> None:
+        self._sources = sources
         self._root = root
         self._tmp = tmp
         self._run_in_thread = run_in_thread
@@ -146,11 +163,11 @@ class _Union:
         self._renderer = Renderer(run_in_thread, tmp)
 
     async def page(self) -> PageResult:
-        listed = [await self._listed(u) for u in self._upstreams]
+        listed = [await self._listed(u) for u in self._sources]
         results = [r for r, _ in listed]
         # an index that pins projects offers only those: any other name there would be a 404 here
-        sources = [(path, u.settings.pins if u.settings.projects else _any) for u, (_, path) in zip(self._upstreams, listed)]
-        version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._upstreams, results))
+        sources = [(path, u.pins if u.projects else _any) for u, (_, path) in zip(self._sources, listed)]
+        version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._sources, results))
         meta = results[0].page.page.get("meta") or {"api-version": "1.0"}
         listing = await self._work.run(version, lambda: self._run_in_thread(
             projectlist.union, sources, meta, directory=self._root, tmp=self._tmp,
@@ -164,7 +181,7 @@ class _Union:
         return PageResult(page, worst.status, None, worst.warning)
 
     @staticmethod
-    async def _listed(upstream: Upstream) -> tuple[PageResult, Path]:
+    async def _listed(upstream: Source) -> tuple[PageResult, Path]:
         """An index's project list and its JSON rendering's file (fetched anew if that file was lost)."""
         for attempt in (1, 2):
             result = await upstream.pages.get(PageKey(INDEX))
