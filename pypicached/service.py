@@ -33,6 +33,7 @@ from pypicached.upstream.report import Unreported
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
 from pypicached.policy.advisories import AdvisoryFeed
+from pypicached.policy.answers import Answers
 from pypicached.policy.gate import Gate
 
 log = Logger()
@@ -68,7 +69,7 @@ class Proxy:
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them
         self.upstream_health, self.client, self.pages = first.health, first.client, first.pages
-        self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
+        self.files = FileCache(root=root, clock=clock, run_in_thread=run)
         self.advisories = self._advisories(agent, clock, run)
         self.gate = Gate(clock=clock, indexes=self.indexes, policies={index.name: index.policy for index in indexes},
                          stored_at=self.files.stored_at, feed=self.advisories)
@@ -125,7 +126,8 @@ class Proxy:
             admin_token=settings.admin_token,
         )
         self.resource = ProxyResource(
-            indexes=self.indexes, gate=self.gate, files=self.files, clock=clock, control=control,
+            answers=Answers(router=self.indexes, files=self.files, gate=self.gate, clock=clock), clock=clock,
+            control=control,
             access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
             client_timeout=settings.client_timeout,
         )

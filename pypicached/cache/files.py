@@ -18,27 +18,19 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicached.base.disk import RunInThread
 from pypicached.cache.download import Download, DownloadPlace
 from pypicached.cache.growing import GrowingFile
-from pypicached.simpleapi.links import FileLink
 from pypicached.cache.freshness import Offline
 from pypicached.base.paths import under
 from pypicached.cache.outcome import CacheStatus
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pypicached.cache.router import Source
+from pypicached.cache.router import Linked
 
 log = Logger()
-
-#: Where the file a path names lives, and the index it comes from.
-FindLink = Callable[[tuple[str, ...]], "Deferred[tuple[FileLink, Source]]"]
-
 
 #: Refresh a file's access time (its "last used") at most this often.
 TOUCH_EVERY = 3600.0
@@ -53,14 +45,12 @@ class FileCache:
         root: Path,
         clock: IReactorTime,
         run_in_thread: RunInThread,
-        find_link: FindLink,
         open_temporary: "Callable[[Path], tuple[BinaryIO, Path]] | None" = None,
     ) -> None:
         self._files = root / "files"
         self._tmp = root / "tmp"
         self._clock = clock
         self._run_in_thread = run_in_thread
-        self._find_link = find_link
         self._downloads: dict[tuple[str, ...], GrowingFile] = {}
         #: How a download gets its temporary file (a test swaps in a disk that fills up).
         self.open_temporary = open_temporary or open_temporary_file
@@ -105,27 +95,26 @@ class FileCache:
         """Delete every cached copy of ``filename`` (and its ``.metadata``); what went, with sizes."""
         return self._run_in_thread(remove_cached_file, self._files, filename)
 
-    def open(self, segments: tuple[str, ...]) -> "Deferred[tuple[GrowingFile, CacheStatus]]":
-        return ensureDeferred(self._open(segments))
-
-    async def _open(self, segments: tuple[str, ...]) -> tuple[GrowingFile, CacheStatus]:
-        found = self._existing(segments)
+    def fetch(self, segments: tuple[str, ...], linked: Linked) -> tuple[GrowingFile, CacheStatus]:
+        """
+        The file at ``segments``, downloaded from where ``linked`` says: joined if a
+        download started meanwhile, refused at once if its index is offline or down.
+        """
+        found = self.existing(segments)
         if found is not None:
             return found
-        link, upstream = await self._find_link(segments)
-        found = self._existing(segments)
-        if found is not None:
-            return found
-        if upstream.offline:
+        source = linked.source
+        if source.offline:
             raise Offline("offline mode: this file is not in the cache")
-        if upstream.health.is_down:
-            raise upstream.health.outage()
+        if source.health.is_down:
+            raise source.health.outage()
         growing = GrowingFile(self._tmp / "pending")
         self._downloads[segments] = growing
-        Download(self._place, upstream.client, segments, link, growing).start()
+        Download(self._place, source.client, segments, linked.link, growing).start()
         return growing, CacheStatus.MISS
 
-    def _existing(self, segments: tuple[str, ...]) -> tuple[GrowingFile, CacheStatus] | None:
+    def existing(self, segments: tuple[str, ...]) -> tuple[GrowingFile, CacheStatus] | None:
+        """The file at ``segments`` if it is committed (HIT) or downloading (JOINED); its last use noted."""
         growing = self._downloads.get(segments)
         if growing is not None:
             return growing, CacheStatus.JOINED

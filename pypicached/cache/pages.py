@@ -28,7 +28,6 @@ from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage, remove_project_records, unlink
 from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.rendered import Renderer, prune_versions
-from pypicached.simpleapi.links import FileLink
 from pypicached.simpleapi.simple import project_status
 from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamURLs
 
@@ -224,26 +223,26 @@ class PageCache:
         self._remember(page)
         return page
 
-    def linked(self, project: str, segments: tuple[str, ...]) -> FileLink | None:
-        """The file at ``segments`` if ``project``'s page, as already cached, links it."""
+    def linking(self, project: str, segments: tuple[str, ...]) -> StoredPage | None:
+        """``project``'s page, as already cached, if it links the file at ``segments``."""
         page = self.cached(PageKey(PROJECT, project))
-        return None if page is None else page.links().get(segments)
+        return page if page is not None and segments in page.links() else None
 
-    async def link(self, project: str, segments: tuple[str, ...]) -> FileLink | None:
+    async def fetch_linking(self, project: str, segments: tuple[str, ...]) -> StoredPage | None:
         """
-        The file at ``segments`` if ``project``'s page links it (``NotFound`` if this
+        ``project``'s page if it links the file at ``segments`` (``NotFound`` if this
         index has no such project); a fresh page that lacks it is asked for once more,
         at most every ``MIN_REFRESH`` seconds, since it may predate a new release.
         """
         key = PageKey(PROJECT, project)
         result = await self.get(key)
-        links = result.page.links()
-        if segments not in links and result.status is CacheStatus.HIT and not self._health.is_down:
-            if self._clock.seconds() - result.page.fetched > MIN_REFRESH:
-                links = (await self._refresh(key, result.page)).page.links()
-        if segments not in links and self._health.is_down:
+        page = result.page
+        if segments not in page.links() and result.status is CacheStatus.HIT and not self._health.is_down:
+            if self._clock.seconds() - page.fetched > MIN_REFRESH:
+                page = (await self._refresh(key, page)).page
+        if segments not in page.links() and self._health.is_down:
             raise self._health.outage()  # a stale page may predate the file: never a 404 for that
-        return links.get(segments)
+        return page if segments in page.links() else None
 
     def purge(self, project: str) -> "Deferred[int]":
         """

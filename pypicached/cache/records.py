@@ -39,8 +39,6 @@ class StoredPage:
     version: str = ""
     #: The renderings made so far, while the page is in memory.
     renderings: dict[Form, Rendering] = attrs.field(factory=dict, repr=False)
-    #: What the policy last made of this page, and the day it noted it (``policy.gate``).
-    policy_view: Any = attrs.field(default=None, init=False, repr=False)
     _links: dict[tuple[str, ...], FileLink] | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -56,6 +56,15 @@ class Source:
         return matches_any(self.projects, project)
 
 
+@attrs.frozen
+class Linked:
+    """A file as the page that links it describes it: where it comes from, and the page (the policy judges by it)."""
+
+    link: FileLink
+    source: Source
+    page: StoredPage
+
+
 class Router:
     """Which index answers for what."""
 
@@ -99,30 +108,30 @@ class Router:
             return self._union.rendering(page, form)
         return upstream.pages.rendering(page, form)
 
-    def find_link(self, segments: tuple[str, ...]) -> "Deferred[tuple[FileLink, Source]]":
+    def find_link(self, segments: tuple[str, ...]) -> "Deferred[Linked]":
         return ensureDeferred(self._find_link(segments))
 
-    async def _find_link(self, segments: tuple[str, ...]) -> tuple[FileLink, Source]:
+    async def _find_link(self, segments: tuple[str, ...]) -> Linked:
         """The file a path names, from the index that answers for its project: never another's."""
         if all(u.offline for u in self.sources):
             raise Offline("offline mode: this file is not in the cache")
         projects = projects_for_filename(segments[-1])
         for project in projects:  # what a cached page already says, where one index alone can answer
             route = self.route(project)
-            if len(route) == 1 and (link := route[0].pages.linked(project, segments)) is not None:
-                return link, route[0]
+            if len(route) == 1 and (page := route[0].pages.linking(project, segments)) is not None:
+                return Linked(page.links()[segments], route[0], page)
         for project in projects:
-            for upstream in self.route(project):
+            for source in self.route(project):
                 try:
-                    link = await upstream.pages.link(project, segments)
+                    page = await source.pages.fetch_linking(project, segments)
                 except NotFound:
                     continue  # not on this index: the next unpinning one may have it
-                if link is not None:
-                    return link, upstream
+                if page is not None:
+                    return Linked(page.links()[segments], source, page)
                 break  # the project is on this index, and its files come from it alone
         found = self.linking_page(segments, projects)  # linked from a page of /index/<name>/ alone: from that index
         if found is not None:
-            return found[1].links()[segments], found[0]
+            return Linked(found[1].links()[segments], *found)
         raise NotFound("no index page links to this file")
 
     def linking_page(self, segments: tuple[str, ...], projects: list[str]) -> tuple[Source, StoredPage] | None:

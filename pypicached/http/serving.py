@@ -9,7 +9,6 @@ ranges and resumption behave identically in both cases.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,13 +42,17 @@ def etag_for(segments: tuple[str, ...], size: int) -> bytes:
 def send_file(
     request: Request,
     growing: GrowingFile,
+    handle: BinaryIO | None,
     segments: tuple[str, ...],
     status: CacheStatus,
     *,
     clock: IReactorTime,
     stall_timeout: float = 60.0,
 ) -> None:
-    """Answer ``request`` from ``growing``, which has started (its size is known if ever)."""
+    """
+    Answer ``request`` from ``growing``, which has started (its size is known if ever),
+    reading through ``handle``, which this closes once it is not needed.
+    """
     request.setHeader(b"Content-Type", b"application/octet-stream")
     request.setHeader(b"Cache-Control", IMMUTABLE)
     request.setHeader(HEADER, status.value.encode())
@@ -63,7 +66,7 @@ def send_file(
 
     if not_modified(request, etag, growing.modified):
         request.setResponseCode(304)
-        request.finish()
+        _done(request, handle)
         return
 
     wanted = ByteRange(0, size) if size is not None else None
@@ -77,7 +80,7 @@ def send_file(
             request.setResponseCode(416)
             request.setHeader(b"Content-Range", b"bytes */%d" % size)
             request.setHeader(b"Content-Length", b"0")
-            request.finish()
+            _done(request, handle)
             return
         if wanted is not None and header_range is not None:
             request.setResponseCode(206)
@@ -85,22 +88,28 @@ def send_file(
     if wanted is not None:
         request.setHeader(b"Content-Length", b"%d" % (wanted.stop - wanted.start))
     if request.method == b"HEAD":
-        request.finish()
+        _done(request, handle)
         return
-    FileSender(request, growing, wanted, clock, stall_timeout).begin()
+    FileSender(request, growing, handle, wanted, clock, stall_timeout).begin()
 
 
-def send_whole(request: Request, path: Path, *, clock: IReactorTime, stall_timeout: float = 60.0) -> None:
-    """
-    Answer with the whole of a committed file (a page's rendering), streamed with
-    backpressure; ``FileNotFoundError`` if it is gone, before anything is sent.
-    """
-    growing = GrowingFile.committed(path, os.stat(path))
-    request.setHeader(b"Content-Length", b"%d" % growing.written)
+def send_whole(
+    request: Request, path: Path, handle: BinaryIO, size: int, *, clock: IReactorTime, stall_timeout: float = 60.0
+) -> None:
+    """Answer with the whole of a committed file (a page's rendering) of ``size`` bytes, open as ``handle``."""
+    request.setHeader(b"Content-Length", b"%d" % size)
     if request.method == b"HEAD":
-        request.finish()
+        _done(request, handle)
         return
-    FileSender(request, growing, None, clock, stall_timeout).begin()
+    growing = GrowingFile(path, State.COMPLETE, size, size)
+    FileSender(request, growing, handle, None, clock, stall_timeout).begin()
+
+
+def _done(request: Request, handle: BinaryIO | None) -> None:
+    """Finish an answer that sends no body, closing the file it would have come from."""
+    if handle is not None:
+        handle.close()
+    request.finish()
 
 
 @implementer(IPushProducer)
@@ -118,6 +127,7 @@ class FileSender:
         self,
         request: Request,
         growing: GrowingFile,
+        handle: BinaryIO | None,
         wanted: ByteRange | None,
         clock: IReactorTime,
         stall_timeout: float,
@@ -129,13 +139,12 @@ class FileSender:
         self._growing = growing
         self._pos = wanted.start if wanted else 0
         self._stop = wanted.stop if wanted else None
-        self._file: BinaryIO | None = None
+        self._file = handle
         self._paused = False
         self._waiting = False
         self._done = False
 
     def begin(self) -> None:
-        self._file = self._growing.open()
         self._request.notifyFinish().addErrback(self._client_gone)
         self._request.registerProducer(self, True)
         self._pump()

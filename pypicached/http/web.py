@@ -7,7 +7,7 @@ and a one-line reason.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, BinaryIO, Callable
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -15,27 +15,16 @@ from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from pypicached.upstream.breaker import UpstreamDown
-from pypicached.ops.control import Answer, Control
-from pypicached.cache.files import FileCache
-from pypicached.cache.growing import DownloadFailed
 from pypicached.base.names import is_valid_name, is_valid_version, normalize, projects_for_filename
-from pypicached.simpleapi.negotiation import Format
-from pypicached.cache.pagekind import INDEX, JSON_API, PROJECT, PageKey, PageKind
-from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
-from pypicached.cache.freshness import Offline
-from pypicached.cache.fetch import NotFound
-from pypicached.cache.router import Router
-from pypicached.cache.pages import PageResult
 from pypicached.base.paths import BadPath, RequestPath
-from pypicached.cache.forms import Rendering, form as page_form
+from pypicached.cache import HEADER, INDEX, INDEX_HEADER, JSON_API, PROJECT, CacheStatus, PageKey, PageKind
+from pypicached.cache import form as page_form
 from pypicached.http.conditional import not_modified
+from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
-from pypicached.cache.outcome import HEADER, INDEX_HEADER, CacheStatus
-from pypicached.upstream.client import UpstreamError
-from pypicached.policy.gate import Gate, max_age
-from pypicached.policy.judge import Denied
+from pypicached.ops.control import Answer, Control
+from pypicached.policy.answers import UNAVAILABLE, Answers, Denied, NotFound, PageAnswer
 
 errors = Logger(namespace="pypicached")
 
@@ -57,18 +46,14 @@ class ProxyResource(Resource):
     def __init__(
         self,
         *,
-        indexes: Router,
-        gate: Gate,
-        files: FileCache,
+        answers: Answers,
         clock: IReactorTime,
         control: Control,
         access_log: AccessLog,
         client_timeout: float = 60.0,
     ) -> None:
         super().__init__()
-        self._indexes = indexes
-        self._gate = gate
-        self._files = files
+        self._answers = answers
         self._clock = clock
         self.control = control
         self._access_log = access_log
@@ -103,7 +88,7 @@ class ProxyResource(Resource):
             self._error(request, HTTPError(404, str(e)))
         except Denied as e:
             self._error(request, HTTPError(403, e.verdict.reason, CacheStatus.DENIED))
-        except (UpstreamError, UpstreamDown, DownloadFailed, Offline) as e:
+        except UNAVAILABLE as e:
             self._error(request, HTTPError(e.status, str(e), CacheStatus.ERROR))
         except Exception:
             errors.failure("Unexpected error answering {path!r}", path=request.path)
@@ -126,71 +111,53 @@ class ProxyResource(Resource):
 
     async def _page(self, request: ProxyRequest, kind: PageKind, found: Found) -> None:
         """
-        A page in the form the client asked for, sent from its rendering on disk, from
-        the index that answers for it (or the one its ``/index/<name>/`` path names);
-        any other spelling of its path (a name not normalized, a missing slash) is
-        redirected to the canonical one, whose depth the relative links start from.
+        A page in the form the client asked for, from the index that answers for it (or
+        the one its ``/index/<name>/`` path names); any other spelling of its path (a
+        name not normalized, a missing slash) is redirected to the canonical one,
+        whose depth the relative links start from.
         """
         key = self._key(kind, found.values)
         name = found.values.get("index")
         path = (f"/index/{name}" if name is not None else "") + key.path
         if found.path.text() != path:
             return self._redirect(request, path)
-        chosen = None if name is None else self._indexes.named(name)
-        if name is not None and chosen is None:
-            raise HTTPError(404, f"no index named {name!r}")
         request.project = key.project or None
         fmt = key.kind.format_for(_header(request, b"accept"))
         compress = b"gzip" in (request.getHeader(b"accept-encoding") or b"").lower()
         # the project list's links are relative to itself: its one depth serves every path it has
         depth = 1 if key.kind is INDEX else path.count("/") - 1
-        form = page_form(fmt.is_json, depth, compress)
-        if key.project:  # refused by its name: never asked upstream, never a 404 that sends installers elsewhere
-            self._gate.check_project(chosen, key.project)
-        for attempt in (1, 2):
-            result, upstream = (await chosen.pages.get(key), chosen) if chosen else await self._indexes.page(key)
-            request.index = upstream.name if upstream else "*"
-            made = self._gate.view(upstream, result.page)
-            page = made.page if made else result.page
-            try:  # a newer version's arrival may prune this one's renderings at any moment
-                rendering = await self._indexes.rendering(upstream, page, form)
-                if request.channel is None:
-                    return
-                ttl = upstream.pages.freshness.ttl if upstream else min(u.pages.freshness.ttl for u in self._indexes.sources)
-                now = self._clock.seconds()
-                fresh = max_age(made, now, ttl - (now - result.page.fetched))
-                return self._send_page(request, key, fmt, result, rendering, fresh)
-            except FileNotFoundError:
-                if upstream is not None:
-                    await upstream.pages.lost(page)
-                if attempt == 2:
-                    raise
+        answer = await self._answers.page(key, page_form(fmt.is_json, depth, compress), name)
+        request.index = answer.index
+        if request.channel is None:  # the client went away meanwhile
+            return _close(answer.handle)
+        self._send_page(request, key.kind.content_type(fmt), answer)
 
-    def _send_page(
-        self, request: ProxyRequest, key: PageKey, fmt: Format, result: PageResult, rendering: Rendering, fresh: float
-    ) -> None:
-        request.upstream_seconds = result.upstream_seconds
-        request.setHeader(b"Content-Type", key.kind.content_type(fmt).encode())
+    def _send_page(self, request: ProxyRequest, content_type: str, answer: PageAnswer) -> None:
+        rendering = answer.rendering
+        request.upstream_seconds = answer.upstream_seconds
+        request.setHeader(b"Content-Type", content_type.encode())
         request.setHeader(b"Vary", b"Accept, Accept-Encoding")
         request.setHeader(b"ETag", rendering.etag)
-        request.setHeader(b"Cache-Control", b"max-age=%d, public" % max(0, int(fresh)))
-        request.setHeader(INDEX_HEADER, request.index.encode())
+        request.setHeader(b"Cache-Control", b"max-age=%d, public" % max(0, int(answer.max_age)))
+        request.setHeader(INDEX_HEADER, answer.index.encode())
         if rendering.gzipped:
             request.setHeader(b"Content-Encoding", b"gzip")
-        if result.warning:
-            request.setHeader(b"Warning", result.warning.encode())
-        request.setHeader(HEADER, result.status.value.encode())
+        if answer.warning:
+            request.setHeader(b"Warning", answer.warning.encode())
+        request.setHeader(HEADER, answer.status.value.encode())
         if not_modified(request, rendering.etag):
             request.setResponseCode(304)
+            _close(answer.handle)
             request.finish()
             return
-        if rendering.body is not None:  # the headers are all set: just the body
+        if answer.handle is None:  # the headers are all set: just the body, from memory
             request.setHeader(b"Content-Length", b"%d" % rendering.size)
             if request.method != b"HEAD":
-                request.write(rendering.body)
+                request.write(rendering.body or b"")
             request.finish()
             return
-        send_whole(request, rendering.path, clock=self._clock, stall_timeout=self._client_timeout)
+        send_whole(request, rendering.path, answer.handle, rendering.size,  # type: ignore[arg-type]
+                   clock=self._clock, stall_timeout=self._client_timeout)
 
     # --- files ---------------------------------------------------------------------
 
@@ -198,22 +165,12 @@ class ProxyResource(Resource):
         segments = found.path.segments
         request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
         request.project = next(iter(projects_for_filename(segments[-1])), None)
-        checking = self._gate.check_file(segments)
-        if checking is not None:
-            await checking
-        for attempt in (1, 2):
-            growing, status = await self._files.open(segments)
-            await growing.started()
-            request.upstream_seconds = growing.upstream_seconds if status is CacheStatus.MISS else None
-            if request.channel is None:
-                return
-            try:
-                return send_file(
-                    request, growing, segments, status, clock=self._clock, stall_timeout=self._client_timeout
-                )
-            except FileNotFoundError:
-                if attempt == 2:  # evicted between the lookup and the open: look again
-                    raise
+        answer = await self._answers.file(segments)
+        request.upstream_seconds = answer.upstream_seconds
+        if request.channel is None:
+            return _close(answer.handle)
+        send_file(request, answer.file, answer.handle, segments, answer.status,
+                  clock=self._clock, stall_timeout=self._client_timeout)
 
     # --- plain responses -----------------------------------------------------------
 
@@ -290,6 +247,11 @@ ROUTES = (
     Route(GET_HEAD, ("packages", "{+file}"), lambda proxy, request, found: proxy._file(request, found), "file", slash=False),
 )
 METHODS = methods_of(ROUTES)
+
+
+def _close(handle: BinaryIO | None) -> None:
+    if handle is not None:
+        handle.close()
 
 
 def _header(request: server.Request, name: bytes) -> str | None:

@@ -6,7 +6,6 @@ included), so a lock file or pinned URL cannot fetch what the pages hide.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -14,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
-from pypicached.cache.pagekind import PROJECT
+from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
 from pypicached.base.names import projects_for_filename, without_metadata
 from pypicached.simpleapi.simple import project_status
@@ -29,6 +28,10 @@ from pypicached.upstream.client import UpstreamError
 if TYPE_CHECKING:
     from pypicached.cache.router import Router, Source
     from pypicached.policy.advisories import AdvisoryFeed, AdvisoryIndex
+
+
+#: Views kept (the most recently used pages'); an older one is made again when asked for.
+VIEWS_KEPT = 4096
 
 
 class Gate:
@@ -51,6 +54,8 @@ class Gate:
         self._feed = feed
         self.held = held or HeldBack()
         self._judges = {name: Judge(policy, self._advisories) for name, policy in policies.items()}
+        #: The view last made of each page, by (index, page): its version, the view, the day it was noted.
+        self._views: dict[tuple[str, PageKey], tuple[str, View, float]] = {}
         #: Whether any file could be held back by its name or age (else file requests skip the check).
         self.active = feed is not None or any(policy != Policy() for policy in policies.values())
 
@@ -87,13 +92,17 @@ class Gate:
             return None  # no policy configured: only a quarantine changes what a page offers
         now = self._clock.seconds()
         advisories = self._advisories().version
-        made, day = stored.policy_view or (None, None)
-        if made is None or now >= made.until or made.advisories != advisories or made.status != status:
+        memo_key = (upstream.name, stored.key)
+        version, made, day = self._views.pop(memo_key, ("", None, None))
+        if version != stored.version or made is None or now >= made.until or made.advisories != advisories \
+                or made.status != status:
             made = view(self._judges[upstream.name], stored, now, advisories, status)
             day = None
         if day != now // 86400:  # what it holds back is noted once a day, for today's list
             self.held.noted(upstream.name, stored.key.project, {**made.flagged, **made.hidden}, now)
-        stored.policy_view = (made, now // 86400)
+        self._views[memo_key] = (stored.version, made, now // 86400)
+        if len(self._views) > VIEWS_KEPT:
+            del self._views[next(iter(self._views))]
         if made.refusal is not None:
             raise self.denied(made.refusal)
         return made
@@ -143,16 +152,20 @@ class Gate:
         found = self._indexes.linking_page(segments, projects)
         if found is None:
             try:
-                await self._indexes.find_link(segments)
+                linked = await self._indexes.find_link(segments)
+                found = (linked.source, linked.page)
             except (NotFound, Offline, UpstreamDown, UpstreamError):
                 pass
-            found = self._indexes.linking_page(segments, projects)
         if found is None:
             stored = self._stored_at(segments)
             if stored is not None:
                 self._unlisted(filename, projects, stored)
             return
-        made = self.view(*found)
+        self.check_linked(found[0], found[1], filename)
+
+    def check_linked(self, source: "Source", page: StoredPage, filename: str) -> None:
+        """``Denied`` if the policy hides ``filename`` on ``page``, the page of ``source`` that links it."""
+        made = self.view(source, page)
         verdict = made.hidden.get(filename) if made else None
         if verdict is not None:
             raise self.denied(verdict)
@@ -168,9 +181,3 @@ class Gate:
                 if found.verdict is not None and found.verdict.hides:
                     raise self.denied(found.verdict)
 
-
-def max_age(made: View | None, now: float, ttl: float) -> float:
-    """A page's ``max-age``: its TTL, but no later than its view changes (a release comes of age)."""
-    if made is None or made.until == math.inf:
-        return ttl
-    return max(0.0, min(ttl, made.until - now))
