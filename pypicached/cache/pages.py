@@ -8,34 +8,32 @@ is resolved to its upstream URL and digests through its project's page.
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pypicached.base.disk import RunInThread, atomic_write
+from pypicached.base.disk import RunInThread
 from pypicached.cache.fetch import NotFound, PageFetcher
 from pypicached.cache.freshness import Do, Freshness, Offline, decide
 from pypicached.base.inflight import Inflight
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import PROJECT, PageKey
-from pypicached.cache.records import StoredPage, remove_project_records, unlink
+from pypicached.cache.quarantine import Quarantine
+from pypicached.cache.records import StoredPage
+from pypicached.cache.store import PageStore
 from pypicached.cache.forms import Form, Rendering
-from pypicached.cache.rendered import Renderer, prune_versions
-from pypicached.simpleapi.simple import project_status
+from pypicached.cache.rendered import Renderer
 from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamURLs
 
 log = Logger()
 
 #: How long an upstream 404 is believed before asking again.
 NEGATIVE_TTL = 60.0
-MEMORY_PAGES = 256
 
 
 #: After a failed revalidation, how long a page is served stale before asking again,
@@ -76,22 +74,21 @@ class PageCache:
         self._tmp = root / "tmp"
         self.freshness = freshness
         self._run_in_thread = run_in_thread
-        self._memory: OrderedDict[PageKey, StoredPage] = OrderedDict()
+        #: Projects whose page says "quarantined": their files are refused with or without a policy.
+        self._quarantined = Quarantine(self._root / "quarantined", self._tmp)
+        self._records = PageStore(self._root, self._tmp, run_in_thread, self._quarantined)
         self._missing: dict[PageKey, float] = {}
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
         self._renderer = Renderer(run_in_thread, self._tmp)
         self._fetcher = PageFetcher(
             clock=clock, urls=urls, client=client, run_in_thread=run_in_thread, tmp=self._tmp,
-            rendered_root=self._rendered_root,
+            rendered_root=self._records.rendered_root,
         )
         self._failed_until: dict[PageKey, float] = {}
-        self._stores = DeferredLock()
         #: Pages whose new version has arrived and is being read: slowness now is ours, not the upstream's.
         self._parsing: set[PageKey] = set()
         self._health = client.health
         self._answers = self._answer_table()
-        #: Projects whose page says "quarantined": their files are refused with or without a policy.
-        self._quarantined = set(_names_in(self._root / "quarantined"))
 
     # --- lookup --------------------------------------------------------------------
 
@@ -184,9 +181,10 @@ class PageCache:
         finally:
             self._parsing.discard(key)
         self._failed_until.pop(key, None)
-        self._remember(fresh)
-        self._note_status(fresh)
-        self._store(fresh)
+        self._missing.pop(key, None)
+        self._records.remember(fresh)
+        self._quarantined.noted(fresh)
+        self._records.store(fresh)
         return PageResult(fresh, status, waited)
 
     def _stand_in(self, key: PageKey, stored: StoredPage | None, error: UpstreamError) -> PageResult:
@@ -206,21 +204,9 @@ class PageCache:
 
     def cached(self, key: PageKey) -> StoredPage | None:
         """The last validated copy, whatever its age, from memory or disk."""
-        page = self._memory.get(key)
+        page = self._records.cached(key)
         if page is not None:
-            self._memory.move_to_end(key)
-            return page
-        path = self._root.joinpath(*key.relpath())
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        try:
-            page = StoredPage.from_json(key, data)
-        except Exception as e:
-            log.warn("Ignoring damaged page record {path}: {e}", path=str(path), e=e)
-            return None
-        self._remember(page)
+            self._missing.pop(key, None)
         return page
 
     def linking(self, project: str, segments: tuple[str, ...]) -> StoredPage | None:
@@ -245,105 +231,34 @@ class PageCache:
         return page if segments in page.links() else None
 
     def purge(self, project: str) -> "Deferred[int]":
-        """
-        Forget every page of ``project`` (simple and JSON), so the next request fetches
-        it anew: the records on disk first, then memory, so that a request meanwhile
-        cannot read a record back into memory after it was forgotten.
-        """
+        """Forget every page of ``project`` (simple and JSON), so the next request fetches it anew."""
 
         def forget(removed: int) -> int:
-            for table in (self._memory, self._missing, self._failed_until):
+            for table in (self._missing, self._failed_until):
                 for key in [k for k in table if k.project == project]:
                     del table[key]
             return removed
 
-        return self._run_in_thread(remove_project_records, self._root, project).addCallback(forget)
+        return self._records.purge(project).addCallback(forget)
 
     def quarantined(self, project: str) -> bool:
         """Whether ``project``'s page, as last validated, says it is quarantined (PEP 792)."""
         return project in self._quarantined
 
-    def _note_status(self, page: StoredPage) -> None:
-        """Keep the quarantined set up to date with a project page just validated."""
-        if page.key.kind is PROJECT:
-            if project_status(page.page)[0] == "quarantined":
-                self._quarantined.add(page.key.project)
-            else:
-                self._quarantined.discard(page.key.project)
-
-    def _mark_quarantined(self, page: StoredPage) -> None:
-        """(In a disk thread.) The quarantined set's marker file for ``page``'s project, so it outlives a restart."""
-        marker = self._root / "quarantined" / page.key.project
-        if page.key.project in self._quarantined:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(marker, b"", self._tmp)
-        else:
-            unlink(marker)
-
     # --- renderings ----------------------------------------------------------------
 
     def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
         """``page`` in ``form`` as a file, rendered in a disk thread the first time anyone asks."""
-        return self._renderer.rendering(page, form, self._rendered_root(page.key) / page.version)
+        return self._renderer.rendering(page, form, self._records.rendered_root(page.key) / page.version)
 
     def lost(self, page: StoredPage) -> "Deferred[None]":
-        """
-        A rendering's file is gone (purged, or pruned under a newer version): render
-        it again next time; the project list, which only its fetch renders, is fetched again.
-        """
-        page.renderings.clear()
-        current = self.cached(page.key)
-        if page.key.kind.render is not None or current is None or current.version != page.version:
-            return succeed(None)  # rendered on demand, or a newer version is the record now: keep it
-        self._memory.pop(page.key, None)
-        return self._run_in_thread(unlink, self._root.joinpath(*page.key.relpath()))
-
-    def _rendered_root(self, key: PageKey) -> Path:
-        """Where the renderings of every version of ``key`` live: beside its record."""
-        return self._root.joinpath(*key.relpath()).with_suffix(".r")
-
-    # --- memory and disk -----------------------------------------------------------
-
-    def _remember(self, page: StoredPage) -> None:
-        self._missing.pop(page.key, None)
-        self._memory[page.key] = page
-        self._memory.move_to_end(page.key)
-        while len(self._memory) > MEMORY_PAGES:
-            self._memory.popitem(last=False)
+        """A rendering's file is gone (purged, or pruned under a newer version): see ``PageStore.lost``."""
+        return self._records.lost(page)
 
     def _forget(self, key: PageKey) -> None:
-        self._memory.pop(key, None)
+        """The upstream says there is no such page: remember that for ``NEGATIVE_TTL``."""
         now = self._clock.seconds()
         if len(self._missing) > 10_000:
             self._missing = {k: t for k, t in self._missing.items() if t > now}
         self._missing[key] = now + NEGATIVE_TTL
-        path = self._root.joinpath(*key.relpath())
-        self._run_in_thread(unlink, path).addErrback(
-            lambda f: log.failure("Could not remove {path}", f, path=str(path))
-        )
-
-    def _store(self, page: StoredPage) -> None:
-        path = self._root.joinpath(*page.key.relpath())
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, page.to_json(), self._tmp)
-            prune_versions(self._rendered_root(page.key), page.version)
-            if page.key.kind is PROJECT:
-                self._mark_quarantined(page)
-
-        # one store at a time, in the order the versions came: an older one landing last
-        # would put its record back and prune the newer version's renderings
-        self._stores.run(self._run_in_thread, write).addErrback(
-            lambda f: log.error(
-                "Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage()
-            )
-        )
-
-
-def _names_in(directory: Path) -> list[str]:
-    """The names in ``directory`` (none if it is not there)."""
-    try:
-        return os.listdir(directory)
-    except OSError:
-        return []
+        self._records.drop(key)
