@@ -6,7 +6,7 @@ import enum
 
 
 class CacheStatus(str, enum.Enum):
-    """What the cache did for one response; the README explains each value."""
+    """What the cache did for one response; docs/serving.md explains each value."""
 
     HIT = "HIT"  # served from the cache without asking upstream
     MISS = "MISS"  # not cached: fetched from upstream for this request

@@ -16,7 +16,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, TextIO
 
 import attrs
 
@@ -108,48 +108,64 @@ def _publish(events: Iterator[tuple[str, Any]], directory: Path, tmp: Path) -> P
 
 def _write(events: Iterator[tuple[str, Any]], staging: Path, tmp: Path) -> ProjectList:
     """Stream parse events into the JSON body and the HTML rows, then put the HTML together."""
-    meta: dict[str, Any] = {}
-    count = 0
-    seen_projects = False
-    hasher = hashlib.blake2b(digest_size=12)
     rows_path = staging / "rows"
     json_form, html_form = PLAIN_FORMS[1], PLAIN_FORMS[0]
     with durable_file(staging / json_form.filename, tmp) as out, open(rows_path, "w", encoding="utf-8") as rows:
-
-        def emit(text: str) -> None:
-            data = text.encode("utf-8")
-            hasher.update(data)
-            out.write(data)
-
-        emit("{")
-        separator = ""
+        writer = _JSONWriter(out, rows)
         for event, value in events:
-            if event == "key":
-                name, item = value
-                if name == "meta":  # sent as the proxy's: its api-version capped like a project page's
-                    item = meta = capped_meta(item)
-                emit(separator + _dumps(name) + ":" + _dumps(item))
-                separator = ","
-            elif event == "projects-start":
-                emit(separator + '"projects":[')
-                separator, seen_projects = ",", True
-            elif event == "projects":
-                entries = [entry for entry in value if is_project_entry(entry)]
-                if entries:
-                    emit(("," if count else "") + _dumps(entries)[1:-1])
-                    rows.write(("\n" if count else "") + index_rows([entry["name"] for entry in entries]))
-                    count += len(entries)
-            elif event == "projects-end":
-                emit("]")
-        emit("}")
-    if not seen_projects:
+            writer.handle(event, value)
+        writer.emit("}")
+    if not writer.seen_projects:
         raise BadPage("project list has no 'projects'")
     with durable_file(staging / html_form.filename, tmp) as out, open(rows_path, "rb") as rows_in:
-        out.write(html_head({"meta": meta}, INDEX_TITLE).encode("utf-8"))
+        out.write(html_head({"meta": writer.meta}, INDEX_TITLE).encode("utf-8"))
         shutil.copyfileobj(rows_in, out, CHUNK)
         out.write(("\n" + HTML_TAIL).encode("utf-8"))
     rows_path.unlink()
-    return ProjectList(meta, count, hasher.hexdigest())
+    return ProjectList(writer.meta, writer.count, writer.hasher.hexdigest())
+
+
+class _JSONWriter:
+    """Writes the JSON body as the events come (hashing it for the version), and the HTML rows beside it."""
+
+    def __init__(self, out: BinaryIO, rows: TextIO) -> None:
+        self._out = out
+        self._rows = rows
+        self.meta: dict[str, Any] = {}
+        self.count = 0
+        self.seen_projects = False
+        self.hasher = hashlib.blake2b(digest_size=12)
+        self._separator = ""
+        self.emit("{")
+
+    def emit(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self.hasher.update(data)
+        self._out.write(data)
+
+    def handle(self, event: str, value: Any) -> None:
+        {"key": self._key, "projects-start": self._start, "projects": self._names, "projects-end": self._end}[event](value)
+
+    def _key(self, value: tuple[str, Any]) -> None:
+        name, item = value
+        if name == "meta":  # sent as the proxy's: its api-version capped like a project page's
+            item = self.meta = capped_meta(item)
+        self.emit(self._separator + _dumps(name) + ":" + _dumps(item))
+        self._separator = ","
+
+    def _start(self, value: None) -> None:
+        self.emit(self._separator + '"projects":[')
+        self._separator, self.seen_projects = ",", True
+
+    def _names(self, value: list[Any]) -> None:
+        entries = [entry for entry in value if is_project_entry(entry)]
+        if entries:
+            self.emit(("," if self.count else "") + _dumps(entries)[1:-1])
+            self._rows.write(("\n" if self.count else "") + index_rows([entry["name"] for entry in entries]))
+            self.count += len(entries)
+
+    def _end(self, value: None) -> None:
+        self.emit("]")
 
 
 def _dumps(value: Any) -> str:
