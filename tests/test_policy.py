@@ -94,7 +94,7 @@ def test_a_release_younger_than_min_release_age_is_hidden_until_it_comes_of_age(
         f"held back until {until:%Y-%m-%dT%H:%M:%SZ} by min_release_age\n"
     )
     assert w.get(file_path(NEW) + ".metadata").code == 403
-    assert w.upstream.count(NEW.filename) == 0  # never fetched, nor its metadata
+    assert w.upstream.count(lambda r: NEW.filename in r.path) == 0  # never fetched, nor its metadata
 
     # the page's max-age ends when 2.0 comes of age, not at the 30-day TTL
     assert w.page("pcx-cool").header("Cache-Control") == "max-age=%d, public" % (7 * DAY - 3600)
@@ -105,6 +105,23 @@ def test_a_release_younger_than_min_release_age_is_hidden_until_it_comes_of_age(
     assert NEW.filename in filenames(page) and page["versions"] == ["1.0", "2.0"]
     assert w.get(file_path(NEW)).code == 200
     assert len(w.upstream.page_requests()) == pages_fetched  # no refetch: the cached page had 2.0 all along
+
+
+@pytest.mark.parametrize("policy", [{}, {"min_release_age": 7 * DAY}], ids=["no-policy", "policy"])
+def test_a_cold_file_finds_its_linking_page_once(world, policy):
+    """The file's page is looked up once per request, and judged by that same page: no second search."""
+    w = world(**policy)
+    router = w.proxy.indexes
+    searches = []
+    find_link = router.find_link
+    router.find_link = lambda segments: searches.append(segments) or find_link(segments)
+    assert w.get(file_path(OLD)).code == 200  # nothing cached: its page is fetched, then the file
+    assert w.get(file_path(NEW)).code == (403 if policy else 200)  # the page is cached now
+    assert len(searches) == 2, searches
+    assert w.upstream.count("/simple/pcx-cool/") == 1
+    assert w.upstream.count(OLD.pypi_path) == 1 and w.upstream.count(NEW.pypi_path) == (0 if policy else 1)
+    assert w.get(file_path(OLD)).code == 200  # cached: no search at all
+    assert len(searches) == 2
 
 
 def test_views_have_their_own_etags(world):
