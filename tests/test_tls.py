@@ -14,8 +14,9 @@ from pypicached.config import Settings
 from pypicached.service import endpoint_for
 
 from .certs import make_ca, make_server
+from .fake_upstream import upstream_file_counts
 from .installers import run_pip, run_uv
-from .test_installers import WANTED, upstream_file_counts
+from .projects import WANTED
 
 
 @pytest.fixture
