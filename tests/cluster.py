@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -30,11 +29,9 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 
+from .daemon import TWISTD, Daemon
 from .haproxy_config import BACKEND, Server
 from .proxy_rig import _RawClient
-from .test_daemon import Daemon
-
-TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 _ACCESS = re.compile(r'"(GET|HEAD) (\S+)" (\d+|aborted) \d+ (\S+) ')
 

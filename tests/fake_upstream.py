@@ -65,6 +65,7 @@ __all__ = [
     "FakeUpstream",
     "Listening",
     "start_fake_upstream",
+    "upstream_file_counts",
     "JSON_TYPE",
     "HTML_TYPE",
     "PIP_ACCEPT",
@@ -1197,3 +1198,12 @@ def start_fake_upstream(upstream: FakeUpstream, *, reactor: Any = None, interfac
     base_url = f"http://{interface}:{port.getHost().port}"
     upstream.base_url = base_url
     return Listening(upstream=upstream, port=port, factory=factory, base_url=base_url)
+
+
+def upstream_file_counts(upstream: FakeUpstream) -> dict[str, int]:
+    """How many times the upstream was asked for each file (and ``.metadata``), by file name."""
+    counts: dict[str, int] = {}
+    for r in upstream.file_requests():
+        name = r.path.rsplit("/", 1)[-1]
+        counts[name] = counts.get(name, 0) + 1
+    return counts

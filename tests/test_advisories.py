@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,28 +18,11 @@ from pypicached.policy.advisories import EMPTY, AdvisoryFeed, read_zip
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.client import UpstreamClient
 
+from .advisories import advisory, zip_of
 from .memory import ScriptedAgent, SiteAgent
 
 FEED_URL = "http://advisories.test/PyPI/all.zip"
 REFRESH = 3600.0
-
-
-def advisory(id_: str, name: str, *, versions: tuple[str, ...] = (), events: tuple[dict, ...] = (),
-             ecosystem: str = "PyPI", **fields: Any) -> dict:
-    affected: dict[str, Any] = {"package": {"ecosystem": ecosystem, "name": name}, "versions": list(versions)}
-    if events:
-        affected["ranges"] = [{"type": "ECOSYSTEM", "events": list(events)}]
-    return {"id": id_, "summary": f"summary of {id_}", "aliases": [], "affected": [affected], **fields}
-
-
-def zip_of(*docs: dict, extra: dict[str, bytes] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for doc in docs:
-            archive.writestr(f"{doc['id']}.json", json.dumps(doc))
-        for name, data in (extra or {}).items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 SAMPLE = (

@@ -33,8 +33,8 @@ from .cluster import LoadBalancer, Namespaces, Node, group, haproxy_binary, netn
 from .fake_upstream import JSON_TYPE, FakeUpstream, start_fake_upstream
 from .haproxy_config import SHIPPED, Server, servers, with_servers
 from .installers import clean_env, run_pip, run_process, tool_bin
+from .projects import assert_installed
 from .proxy_rig import RunningProxy
-from .test_matrix import assert_installed
 from .wheels import Dist, build_sdist, build_wheel
 
 

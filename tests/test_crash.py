@@ -29,7 +29,7 @@ from twisted.web.client import ResponseDone
 
 from .installers import clean_env
 from .proxy_rig import RunningProxy
-from .test_daemon import Daemon, twistd_args
+from .daemon import Daemon, twistd_args
 
 #: Where the upstream holds the big wheel during the first run.
 GATE_AT = 1024 * 1024

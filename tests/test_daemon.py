@@ -3,48 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 
+from .daemon import Daemon, twistd_args
 from .installers import clean_env, run_process
 from .proxy_rig import RunningProxy
-
-TWISTD = str(Path(sys.executable).with_name("twistd"))
-
-
-class Daemon(ProcessProtocol):
-    """A twistd child whose log we read to learn its port, without sleeping."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.port: Deferred[int] = Deferred()
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = re.search(rb"ProxySite (?:\(TLS\) )?starting on (\d+)", self.output)
-        if match and not self.port.called:
-            self.port.callback(int(match.group(1)))
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
-        if not self.port.called:
-            self.port.errback(RuntimeError(self.output.decode(errors="replace")))
-        self.ended.callback((reason.value.exitCode, getattr(reason.value, "signal", None)))
-
-
-def twistd_args(*args: str) -> list[str]:
-    return [TWISTD, "--nodaemon", "--pidfile=", "pypicached", *args]
 
 
 @ensureDeferred
@@ -113,7 +81,6 @@ async def test_help_explains_every_flag(tmp_path):
     result = await run_process(twistd_args("--help"), env=clean_env(tmp_path), cwd=str(tmp_path), timeout=60)
     for flag in ("--config", "--listen", "--upstream", "--cache-dir", "--index-ttl"):
         assert flag in result.output
-    assert os.path.basename(TWISTD) == "twistd"
 
 
 @ensureDeferred

@@ -33,9 +33,9 @@ from pypicached.service import Proxy
 from .fake_upstream import PIP_ACCEPT, FakeUpstream
 from .installers import clean_env, run_pip, run_process, run_uv, run_uv_project, tool_bin
 from .observe import ClientLog
+from .operator_tools import ADMIN, samples
+from .projects import assert_installed, site_packages
 from .proxy_rig import Reply, RunningProxy, settled, until
-from .test_matrix import assert_installed, site_packages
-from .test_operator import ADMIN, samples
 from .torch_upstream import ServedTorch, TorchUpstream, start_torch_upstream
 from .wheels import Dist, build_wheel
 

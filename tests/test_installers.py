@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 from pytest_twisted import ensureDeferred
 
+from .fake_upstream import upstream_file_counts
 from .installers import run_pip, run_uv
-
-WANTED = ["pcx_alpha-2.0-py3-none-any.whl", "pcx_beta-0.1-py3-none-any.whl"]
-
-
-def upstream_file_counts(upstream) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in upstream.file_requests():
-        name = r.path.rsplit("/", 1)[-1]
-        counts[name] = counts.get(name, 0) + 1
-    return counts
-
+from .projects import WANTED
 
 
 @pytest.mark.parametrize("flavour", ["html", "json"])

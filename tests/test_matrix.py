@@ -13,9 +13,7 @@ cache: everything must come from the proxy's cache (``X-Pypi-Cache: HIT``).
 from __future__ import annotations
 
 import datetime
-import io
 import re
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,10 +26,10 @@ from twisted.internet.defer import ensureDeferred as as_deferred, gatherResults
 from .fake_upstream import FakeUpstream
 from .installers import Result, run_pdm, run_pip, run_poetry, run_uv, run_uv_project, tool_bin
 from .observe import ClientLog, CuttingRelay
+from .projects import REQUIREMENTS, assert_installed, pdm_project, poetry_project, site_packages, uv_project
 from .wheels import Dist, build_wheel
 
-# What every matrix cell installs: pcx-beta (which needs pcx-alpha>=2) and the 3 MiB pcx-big.
-REQUIREMENTS = ["pcx-beta", "pcx-big"]
+# The wheels REQUIREMENTS brings.
 WHEELS = {"pcx_alpha-2.0-py3-none-any.whl", "pcx_beta-0.1-py3-none-any.whl", "pcx_big-1.0-py3-none-any.whl"}
 PAGES = {"/simple/pcx-alpha/", "/simple/pcx-beta/", "/simple/pcx-big/"}
 SMALL = {"pcx_alpha-2.0-py3-none-any.whl", "pcx_beta-0.1-py3-none-any.whl"}  # under 10 kB
@@ -147,79 +145,8 @@ def assert_all_hits(rig: Rig) -> None:
     assert {r.cache for r in warm} == {"HIT"}, [(r.method, r.path, r.code, r.cache) for r in warm]
 
 
-def assert_installed(site: Path, dists: Iterable[Dist]) -> None:
-    """Each dist is installed in ``site`` with every file byte for byte as in its wheel."""
-    for dist in dists:
-        with zipfile.ZipFile(io.BytesIO(dist.data)) as zf:
-            for name in zf.namelist():
-                if name.endswith(("/RECORD", "/INSTALLER", "/REQUESTED")):
-                    continue
-                installed = site / name
-                assert installed.is_file(), f"{dist.filename}: {name} not installed in {site}"
-                assert installed.read_bytes() == zf.read(name), f"{dist.filename}: {name} differs"
-
-
-def site_packages(venv: Path) -> Path:
-    found = sorted(venv.glob("lib/python3*/site-packages"))
-    assert len(found) == 1, f"no single site-packages in {venv}: {found}"
-    return found[0]
-
-
 def check(result: Result) -> Result:
     return result.check()
-
-
-# --------------------------------------------------------------------------------------------
-# Projects
-
-
-def poetry_project(path: Path, index_url: str, requirements: list[str] = REQUIREMENTS) -> Path:
-    path.mkdir(parents=True)
-    (path / "pyproject.toml").write_text(
-        "[project]\n"
-        'name = "matrix-poetry"\n'
-        'version = "0"\n'
-        'requires-python = ">=3.11"\n'
-        f"dependencies = {requirements!r}\n".replace("'", '"')
-        + "\n[tool.poetry]\npackage-mode = false\n"
-        "\n[[tool.poetry.source]]\n"
-        'name = "lan"\n'
-        f'url = "{index_url}"\n'
-        'priority = "primary"\n'
-    )
-    return path
-
-
-def pdm_project(path: Path, index_url: str) -> Path:
-    path.mkdir(parents=True)
-    (path / "pyproject.toml").write_text(
-        "[project]\n"
-        'name = "matrix-pdm"\n'
-        'version = "0"\n'
-        'requires-python = ">=3.11"\n'
-        f"dependencies = {REQUIREMENTS!r}\n".replace("'", '"')
-        + "\n[tool.pdm]\ndistribution = false\n"
-        "\n[[tool.pdm.source]]\n"
-        'name = "pypi"\n'
-        f'url = "{index_url}"\n'
-    )
-    return path
-
-
-def uv_project(path: Path, index_url: str, requirements: list[str] = REQUIREMENTS) -> Path:
-    path.mkdir(parents=True)
-    (path / "pyproject.toml").write_text(
-        "[project]\n"
-        'name = "matrix-uv"\n'
-        'version = "0"\n'
-        'requires-python = ">=3.11"\n'
-        f"dependencies = {requirements!r}\n".replace("'", '"')
-        + "\n[[tool.uv.index]]\n"
-        'name = "lan"\n'
-        f'url = "{index_url}"\n'
-        "default = true\n"
-    )
-    return path
 
 
 def wanted(rig: Rig, names: Iterable[str] = WHEELS) -> list[Dist]:

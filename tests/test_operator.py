@@ -7,13 +7,10 @@ admin command, a process of its own that talks to the daemon over HTTP.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from pytest_twisted import ensureDeferred
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -32,19 +29,10 @@ from .drawing import Drawing
 from .fake_upstream import FakeUpstream
 from .installers import clean_env, run_process
 from .memory import World
+from .operator_tools import ADMIN, samples
 from .proxy_rig import settled
 
-ADMIN = str(Path(sys.executable).with_name("pypicached-admin"))
 TOKEN = "s3cret-token-0123456789"
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a /metrics body, by name and sorted labels."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 def wheel_of(dists, project="pcx-alpha", version="2.0"):

@@ -24,8 +24,8 @@ from pypicached.policy.judge import Judge
 from pypicached.policy.rules import Policy, deny_list
 from pypicached.policy.view import view
 
+from .advisories import advisory, zip_of
 from .fake_upstream import FakeUpstream
-from .test_advisories import advisory, zip_of
 from .memory import PIP_ACCEPT, World
 from .wheels import build_sdist, build_wheel
 

@@ -25,7 +25,7 @@ from pypicached.policy.rules import deny_list
 from .fake_upstream import PIP_ACCEPT, FakeUpstream
 from .installers import Result, run_pip, run_poetry, run_uv, tool_bin
 from .observe import ClientLog
-from .test_matrix import assert_installed, poetry_project
+from .projects import assert_installed, poetry_project
 from .wheels import Dist, build_wheel
 
 DAY = 86400

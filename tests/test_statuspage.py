@@ -32,6 +32,14 @@ def stats_of(ledger: Ledger, now: float = NOW, **kw) -> dict:
     return summary(ledger, usage, now=now, upstream_url="http://upstream.test/simple/", **kw)
 
 
+def measured(bytes_per_second: float) -> Throughput:
+    """An upstream speed as the daemon measures it: one download of that many bytes in a second."""
+    throughput = Throughput()
+    throughput.record(int(bytes_per_second), 1.0)
+    assert throughput.bytes_per_second() == bytes_per_second
+    return throughput
+
+
 # --- the days list in /stats -----------------------------------------------------------
 
 
@@ -105,7 +113,8 @@ def test_time_saved_is_saved_bytes_over_throughput_and_null_until_measured():
     unknown = stats_of(ledger)
     assert unknown["upstream_throughput_bytes_per_second"] is None
     assert unknown["time_saved_seconds"] == {"today": None, "all_time": None}
-    known = stats_of(ledger, throughput=500_000.0)
+    assert stats_of(ledger, throughput=Throughput()) == unknown  # nothing measured yet: the same nulls
+    known = stats_of(ledger, throughput=measured(500_000.0))
     assert known["upstream_throughput_bytes_per_second"] == 500_000.0
     assert known["time_saved_seconds"] == {"today": 4.0, "all_time": 22.0}
 
@@ -242,7 +251,7 @@ def test_the_page_shows_the_chart_and_the_time_saved_as_an_estimate():
     ledger = Ledger(since=NOW - DAY)
     ledger.served(NOW - DAY, 3 * 1024**3, CacheStatus.HIT, "pcx-alpha")
     ledger.served(NOW, 2_500_000_000, CacheStatus.HIT, "pcx-alpha")
-    page = page_of(stats_of(ledger, throughput=12.5 * 1024**2))
+    page = page_of(stats_of(ledger, throughput=measured(12.5 * 1024**2)))
     assert "<h2>The last 31 days</h2>" in page and page.count('<g class="day"') == 31
     assert 'data-day="2024-03-31" data-served="2500000000"' in page
     # 2.5 GB at 12.5 MiB/s is 190.7 s; 2.5 GB + 3 GiB is 436.4 s

@@ -14,8 +14,9 @@ from pypicached.config import Settings
 from pypicached.service import endpoint_for
 
 from .certs import make_ca, make_server
+from .fake_upstream import upstream_file_counts
 from .installers import run_pip, run_uv
-from .test_installers import WANTED, upstream_file_counts
+from .projects import WANTED
 
 
 @pytest.fixture
@@ -128,9 +129,9 @@ async def test_reload_takes_a_new_certificate_and_keeps_the_old_on_a_broken_one(
 async def test_sighup_reloads_the_daemons_certificate(fake_upstream_json, tmp_path):
     import signal
 
+    from .daemon import Daemon, twistd_args
     from .installers import clean_env
     from .proxy_rig import until
-    from .test_daemon import Daemon, twistd_args
 
     ca = make_ca(tmp_path)
     files = make_server(tmp_path, ca)

@@ -53,44 +53,56 @@ def send_file(
     Answer ``request`` from ``growing``, which has started (its size is known if ever),
     reading through ``handle``, which this closes once it is not needed.
     """
-    request.setHeader(b"Content-Type", b"application/octet-stream")
-    request.setHeader(b"Cache-Control", IMMUTABLE)
-    request.setHeader(HEADER, status.value.encode())
     size = growing.size
-    etag = etag_for(segments, size) if size is not None else None
-    if etag is not None:
-        request.setHeader(b"ETag", etag)
-        request.setHeader(b"Accept-Ranges", b"bytes")
-    if growing.modified is not None:
-        request.setHeader(b"Last-Modified", datetimeToString(int(growing.modified)))
-
+    etag = _describe(request, growing, segments, status, size)
     if not_modified(request, etag, growing.modified):
         request.setResponseCode(304)
         _done(request, handle)
         return
 
     wanted = ByteRange(0, size) if size is not None else None
-    header_range: ByteRange | None = None
     header = request.getHeader(b"range")
     if header is not None and size is not None and if_range_holds(request, etag, growing.modified):
         try:
-            header_range = parse_range(header, size)
-            wanted = header_range or wanted
+            wanted = _partial(request, header, size, wanted)
         except Unsatisfiable:
             request.setResponseCode(416)
             request.setHeader(b"Content-Range", b"bytes */%d" % size)
             request.setHeader(b"Content-Length", b"0")
             _done(request, handle)
             return
-        if wanted is not None and header_range is not None:
-            request.setResponseCode(206)
-            request.setHeader(b"Content-Range", wanted.content_range(size))
     if wanted is not None:
         request.setHeader(b"Content-Length", b"%d" % (wanted.stop - wanted.start))
     if request.method == b"HEAD":
         _done(request, handle)
         return
     FileSender(request, growing, handle, wanted, clock, stall_timeout).begin()
+
+
+def _describe(
+    request: Request, growing: GrowingFile, segments: tuple[str, ...], status: CacheStatus, size: int | None
+) -> bytes | None:
+    """The headers that say what the file is (type, caching, validators); its ETag, once its size is known."""
+    request.setHeader(b"Content-Type", b"application/octet-stream")
+    request.setHeader(b"Cache-Control", IMMUTABLE)
+    request.setHeader(HEADER, status.value.encode())
+    etag = etag_for(segments, size) if size is not None else None
+    if etag is not None:
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+    if growing.modified is not None:
+        request.setHeader(b"Last-Modified", datetimeToString(int(growing.modified)))
+    return etag
+
+
+def _partial(request: Request, header: bytes, size: int, whole: ByteRange | None) -> ByteRange | None:
+    """The part a ``Range`` header asks for, answered as 206; ``Unsatisfiable`` if none of it exists."""
+    header_range = parse_range(header, size)
+    wanted = header_range or whole
+    if wanted is not None and header_range is not None:
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", wanted.content_range(size))
+    return wanted
 
 
 def send_whole(

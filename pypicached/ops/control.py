@@ -116,7 +116,7 @@ class Control:
             digest_mismatches=self._files.digest_mismatches,
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
             policy=self._gate.summary(),
-            throughput=m.throughput.bytes_per_second(),
+            throughput=m.throughput,
         )
 
     async def policy(self, request: Request, project: str, version: str | None = None) -> Answer:

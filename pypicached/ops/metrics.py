@@ -205,13 +205,21 @@ class Metrics:
         #: The upstream's speed on recent file downloads (not kept across restarts).
         self.throughput = Throughput()
         self.registry = CollectorRegistry()
+        self._register_counters()
+        self._request_counters: dict[tuple[str, str], Any] = {}
+        self._watched = _Watched()
+        self.registry.register(self._watched)
+        self.registry.register(_UpstreamStates(self.upstreams))
+        self._watch_the_ledger()
+
+    def _register_counters(self) -> None:
+        """The counters and the histogram that events add to."""
         self.requests = Counter(
             "pypicached_requests",
             "Requests answered, by kind (page, file, metadata, status, admin) and X-Pypi-Cache status.",
             ["kind", "cache"],
             registry=self.registry,
         )
-        self._request_counters: dict[tuple[str, str], Any] = {}
         self.stale_pages = Counter(
             "pypicached_stale_pages_served",
             "Index pages served past their TTL (STALE, or UPDATING while a refresh runs).",
@@ -234,9 +242,9 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
-        self._watched = _Watched()
-        self.registry.register(self._watched)
-        self.registry.register(_UpstreamStates(self.upstreams))
+
+    def _watch_the_ledger(self) -> None:
+        """The ledger's all-time byte totals, read at each scrape."""
         self.watch("pypicached_served_bytes", "Bytes sent to clients for pages, files and metadata, all time.", "counter",
                    lambda: self.ledger.all_time.served)
         self.watch("pypicached_upstream_fetched_bytes", "Body bytes received from the upstream, all time.", "counter",

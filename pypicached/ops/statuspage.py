@@ -43,10 +43,8 @@ def base_url(host: bytes | None, secure: bool) -> str:
 def render(stats: dict[str, Any], base: str) -> bytes:
     """The page, from the ``/stats`` summary and this proxy's base URL."""
     e = escape
-    cache, up = stats["cache"], stats["upstream"]
-    used = min(1.0, cache["used_ratio"] or 0.0)
-    card_html, projects, errors, outages = _cards(stats), _top_projects(stats), _errors(up), _outages(stats)
-    answered = up["last_answer"] or "not yet since the daemon started"
+    up = stats["upstream"]
+    card_html, projects, outages = _cards(stats), _top_projects(stats), _outages(stats)
     simple = base + "/simple/"
     trusted = "" if base.startswith("https:") else (urlsplit(base).hostname or "")
     snippets = _snippets(simple, trusted)
@@ -63,20 +61,12 @@ def render(stats: dict[str, Any], base: str) -> bytes:
 <figure id="days">{chart(stats['days'])}</figure>
 {_time_saved(stats)}
 {_policy(stats)}
-<h2>Cache</h2>
-<p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
-{e(human_bytes(cache['max_size_bytes']))} ({e(percent(cache['used_ratio']))});
-{e(human_bytes(cache['free_bytes']))} free on disk (keeping at least {e(human_bytes(cache['min_free_bytes']))}).
-Evicted since start: {cache['evictions'] or 0}. Digest mismatches refused: {stats['digest_mismatches'] or 0}.</p>
-<div class="bar"><i style="width:{used * 100:.1f}%"></i></div>
+{_cache(stats)}
 
 <h2>Projects that saved the most</h2>
 <table id="top-projects"><tr><th>project</th><th>served from cache</th></tr>{projects}</table>
 
-<h2>Upstream</h2>
-<p id="upstream">Last answer: {e(answered)}. Last error: {e(up['last_error'] or 'none')}.
-Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
-<ul id="upstream-errors">{errors}</ul>
+{_upstream(stats)}
 {_indexes(stats)}
 
 <h2>Use this proxy</h2>
@@ -85,6 +75,28 @@ Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
 &middot; health check: <a href="/health">/health</a></p>
 </body></html>
 """.encode("utf-8")
+
+
+def _cache(stats: dict[str, Any]) -> str:
+    """The cache's size against its budget and the disk's free space, with a bar."""
+    e, cache = escape, stats["cache"]
+    used = min(1.0, cache["used_ratio"] or 0.0)
+    return f"""<h2>Cache</h2>
+<p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
+{e(human_bytes(cache['max_size_bytes']))} ({e(percent(cache['used_ratio']))});
+{e(human_bytes(cache['free_bytes']))} free on disk (keeping at least {e(human_bytes(cache['min_free_bytes']))}).
+Evicted since start: {cache['evictions'] or 0}. Digest mismatches refused: {stats['digest_mismatches'] or 0}.</p>
+<div class="bar"><i style="width:{used * 100:.1f}%"></i></div>"""
+
+
+def _upstream(stats: dict[str, Any]) -> str:
+    """The first upstream's last answer and recent errors."""
+    e, up = escape, stats["upstream"]
+    answered = up["last_answer"] or "not yet since the daemon started"
+    return f"""<h2>Upstream</h2>
+<p id="upstream">Last answer: {e(answered)}. Last error: {e(up['last_error'] or 'none')}.
+Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
+<ul id="upstream-errors">{_errors(up)}</ul>"""
 
 
 def _cards(stats: dict[str, Any]) -> str:

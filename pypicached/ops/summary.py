@@ -13,6 +13,7 @@ from pypicached import __version__
 from pypicached.upstream.breaker import UpstreamHealth, iso
 from pypicached.cache.housekeeping import CacheUsage
 from pypicached.ops.metrics import DAYS_KEPT, Ledger, Tally, day_name
+from pypicached.ops.throughput import Throughput
 
 
 def summary(
@@ -28,15 +29,14 @@ def summary(
     digest_mismatches: int | None = None,
     stale_pages_served: int | None = None,
     policy: dict[str, Any] | None = None,
-    throughput: float | None = None,
+    throughput: Throughput | None = None,
 ) -> dict[str, Any]:
     """
     Everything ``/stats`` reports. The ``None`` arguments are what only a running
     daemon knows; they come out as ``null``. ``throughput`` is the upstream's
-    measured bytes per second, which turns saved bytes into saved time.
+    measured speed, which turns saved bytes into saved time.
     """
     today = ledger.day(now)
-    seconds = (lambda tally: tally.saved / throughput) if throughput else (lambda tally: None)
     return {
         "version": __version__,
         "now": iso(now),
@@ -46,24 +46,39 @@ def summary(
         "all_time": ledger.all_time.as_dict(),
         "today": today.as_dict(),
         "days": days(ledger, now),
-        "upstream_throughput_bytes_per_second": throughput or None,
-        "time_saved_seconds": {"today": seconds(today), "all_time": seconds(ledger.all_time)},
+        **_time_saved(throughput, today=today, all_time=ledger.all_time),
         "top_projects": [{"project": p, "saved_bytes": n} for p, n in ledger.top_projects(10)],
-        "cache": {
-            "size_bytes": usage.size,
-            "files": usage.files,
-            "max_size_bytes": usage.max_size,
-            "free_bytes": usage.free,
-            "min_free_bytes": usage.min_free,
-            "used_ratio": usage.size / usage.max_size if usage.max_size else None,
-            "evictions": evictions,
-        },
+        "cache": _cache(usage, evictions),
         "downloads_in_flight": downloads_in_flight,
         "digest_mismatches": digest_mismatches,
         "stale_pages_served": stale_pages_served,
         "upstreams": [u.state() for u in upstreams or ()],
         "policy": policy,
         "upstream": _upstream(upstream_url, upstreams[0] if upstreams else None),
+    }
+
+
+def _time_saved(throughput: Throughput | None, **tallies: Tally) -> dict[str, Any]:
+    """The upstream's measured speed, and how long each tally's saved bytes would have taken at it."""
+    rate = throughput.bytes_per_second() if throughput else None
+    return {
+        "upstream_throughput_bytes_per_second": rate,
+        "time_saved_seconds": {
+            name: throughput.seconds_for(tally.saved) if throughput else None for name, tally in tallies.items()
+        },
+    }
+
+
+def _cache(usage: CacheUsage, evictions: int | None) -> dict[str, Any]:
+    """The cache directory's size against its bounds."""
+    return {
+        "size_bytes": usage.size,
+        "files": usage.files,
+        "max_size_bytes": usage.max_size,
+        "free_bytes": usage.free,
+        "min_free_bytes": usage.min_free,
+        "used_ratio": usage.size / usage.max_size if usage.max_size else None,
+        "evictions": evictions,
     }
 
 

@@ -11,6 +11,8 @@ so nothing the upstream said is lost in either direction. Project-wide fields
 travel as ``<meta>`` tags in HTML and keys in JSON (PEP 792's ``project-status``);
 file-level fields HTML has no attribute for (PEP 700's ``size``, ``upload-time``)
 exist in JSON only.
+
+Reading HTML is ``htmlpage``'s; the form and the HTML names of its fields are ``fields``'.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from __future__ import annotations
 import html
 import json
 import re
-from html.parser import HTMLParser
-from typing import Any, Callable
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any
+from urllib.parse import urljoin
 
-from pypicached.simpleapi.links import FileLink, hashes_of, split_url
 from pypicached.base.names import normalize
+from pypicached.simpleapi.fields import ATTRIBUTE_FOR_KEY, REASON_TAG, STATUS_TAG, BadPage, HrefFor, Page, filename_of
+from pypicached.simpleapi.htmlpage import parse_html
+from pypicached.simpleapi.links import FileLink, hashes_of, split_url
 from pypicached.simpleapi.negotiation import Format
+
+__all__ = [
+    "API_VERSION", "HTML_TAIL", "INDEX_TITLE", "BadPage", "HrefFor", "Page", "capped_api_version", "capped_meta",
+    "core_metadata", "file_links", "html_head", "index_rows", "is_project_entry", "parse", "parse_json_object",
+    "project_status", "render_project",
+]
 
 
 #: The newest simple-API version this proxy writes faithfully (PEP 792's 1.4). Pages
@@ -33,28 +42,7 @@ from pypicached.simpleapi.negotiation import Format
 #: PEP 629); claiming more than the upstream would promise fields its page lacks.
 API_VERSION = "1.4"
 _VERSION = re.compile(r"\s*(\d+)\.(\d+)\s*")
-_STATUS_TAG, _REASON_TAG = "pypi:project-status", "pypi:project-status-reason"
-
-
-class BadPage(ValueError):
-    """The upstream sent something that is not a simple-API page."""
-
-
-Page = dict[str, Any]
-#: Maps an absolute upstream file URL, its sha256 ("" if unknown) and the fragment to
-#: send to the href clients get.
-HrefFor = Callable[[str, str, str], str]
-
 _CORE_METADATA_KEYS = ("core-metadata", "data-dist-info-metadata", "dist-info-metadata")
-_ATTRIBUTE_FOR_KEY = {
-    "requires-python": "data-requires-python",
-    "yanked": "data-yanked",
-    "gpg-sig": "data-gpg-sig",
-    "core-metadata": "data-core-metadata",
-    "provenance": "data-provenance",
-}
-_KEY_FOR_ATTRIBUTE = {a: k for k, a in _ATTRIBUTE_FOR_KEY.items()}
-_KEY_FOR_ATTRIBUTE["data-dist-info-metadata"] = "core-metadata"
 
 
 # --- reading -------------------------------------------------------------------------
@@ -66,7 +54,7 @@ def parse(body: bytes, content_type: str, page_url: str) -> Page:
     if media.endswith("+json") or media == "application/json":
         page = parse_json_object(body)
     elif media in ("text/html", "application/vnd.pypi.simple.v1+html", ""):
-        page = _parse_html(body)
+        page = parse_html(body)
     else:
         raise BadPage(f"unexpected content type {content_type!r}")
     files = page.get("files")
@@ -78,7 +66,7 @@ def parse(body: bytes, content_type: str, page_url: str) -> Page:
             raise BadPage("a file entry has no 'url'")
         entry["url"] = urljoin(page_url, url)
         if not isinstance(entry.get("filename"), str):
-            entry["filename"] = _filename_of(entry["url"])
+            entry["filename"] = filename_of(entry["url"])
         if isinstance(entry.get("provenance"), str) and entry["provenance"]:  # PEP 740: kept absolute, like urls
             entry["provenance"] = urljoin(page_url, entry["provenance"])
     return page
@@ -93,79 +81,6 @@ def parse_json_object(body: bytes) -> Page:
     if not isinstance(page, dict):
         raise BadPage("JSON page is not an object")
     return page
-
-
-def _filename_of(url: str) -> str:
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-
-
-class _AnchorParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.anchors: list[tuple[dict[str, str | None], str]] = []
-        #: The ``<meta>`` tags' contents by name (the page-wide fields).
-        self.metas: dict[str, str] = {}
-        self._open: dict[str, str | None] | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._open, self._text = dict(attrs), []
-        elif tag == "meta":
-            found = dict(attrs)
-            name, content = found.get("name"), found.get("content")
-            if name and content:
-                self.metas.setdefault(name, content)
-
-    def handle_data(self, data: str) -> None:
-        if self._open is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._open is not None:
-            self.anchors.append((self._open, "".join(self._text).strip()))
-            self._open = None
-
-
-def _parse_html(body: bytes) -> Page:
-    parser = _AnchorParser()
-    try:
-        parser.feed(body.decode("utf-8"))
-        parser.close()
-    except UnicodeDecodeError as e:
-        raise BadPage(f"HTML is not UTF-8: {e}") from None
-    meta = {"api-version": parser.metas.get("pypi:repository-version", "1.0")}
-    page: Page = {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
-    marker = {key: parser.metas[tag] for key, tag in (("status", _STATUS_TAG), ("reason", _REASON_TAG))
-              if tag in parser.metas}
-    if marker:
-        page["project-status"] = marker
-    return page
-
-
-def _file_from_anchor(attributes: dict[str, str | None]) -> dict[str, Any]:
-    url, hashes = split_url(attributes["href"] or "")
-    entry: dict[str, Any] = {"filename": _filename_of(url), "url": url, "hashes": hashes}
-    for name, value in attributes.items():
-        if name == "href" or not name.startswith("data-"):
-            continue
-        key = _KEY_FOR_ATTRIBUTE.get(name, name)
-        if key == "yanked":
-            entry[key] = value or True
-        elif key == "core-metadata" or key == "gpg-sig":
-            entry[key] = _metadata_value(value) if key == "core-metadata" else value == "true"
-        else:
-            entry[key] = value or ""
-    return entry
-
-
-def _metadata_value(value: str | None) -> bool | dict[str, str]:
-    if not value or value.lower() == "true":
-        return True
-    if value.lower() == "false":
-        return False
-    name, sep, digest = value.partition("=")
-    return {name: digest} if sep else True
 
 
 # --- links ---------------------------------------------------------------------------
@@ -238,7 +153,7 @@ def _marker(page: Page) -> tuple[Any, Any]:
 
 def _status_tags(page: Page) -> list[tuple[str, str]]:
     """PEP 792's ``<meta>`` tags, for exactly what the upstream said (nothing when it said nothing)."""
-    return [(tag, value) for tag, value in zip((_STATUS_TAG, _REASON_TAG), _marker(page))
+    return [(tag, value) for tag, value in zip((STATUS_TAG, REASON_TAG), _marker(page))
             if isinstance(value, str) and value]
 
 
@@ -287,7 +202,7 @@ def _fragment(entry: dict[str, Any]) -> str:
 def _anchor_attributes(entry: dict[str, Any]) -> str:
     out = []
     for key, value in entry.items():
-        attribute = _ATTRIBUTE_FOR_KEY.get(key, key if key.startswith("data-") else None)
+        attribute = ATTRIBUTE_FOR_KEY.get(key, key if key.startswith("data-") else None)
         if attribute is None or value is None or value is False:
             continue
         if key == "data-dist-info-metadata" or key == "core-metadata":
