@@ -30,7 +30,8 @@ from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.rendered import Renderer, prune_versions
 from pypicached.simpleapi.links import FileLink
 from pypicached.simpleapi.simple import project_status
-from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamURLs
+from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.errors import UpstreamError
 
 log = Logger()
 

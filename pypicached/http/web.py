@@ -33,7 +33,7 @@ from pypicached.http.conditional import not_modified
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
 from pypicached.cache.outcome import HEADER, INDEX_HEADER, CacheStatus
-from pypicached.upstream.client import UpstreamError
+from pypicached.upstream.errors import UpstreamError
 from pypicached.policy.gate import Gate, max_age
 from pypicached.policy.judge import Denied
 
