@@ -79,12 +79,18 @@ async def test_the_journal_leaves_out_a_line_per_upstream_connection():
     from twisted.internet import reactor
     from twisted.logger import globalLogPublisher
     from twisted.web.client import readBody
+    from twisted.web.resource import Resource
     from twisted.web.server import Site
-    from twisted.web.static import Data
+
+    class Leaf(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):  # type: ignore[no-untyped-def]
+            return b"ok"
 
     from pypicached.upstream.agent import pooled_agent
 
-    site = Site(Data(b"ok", "text/plain"))
+    site = Site(Leaf())
     site.noisy = False
     port = reactor.listenTCP(0, site, interface="127.0.0.1")
     out, seen = io.StringIO(), []
