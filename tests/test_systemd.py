@@ -106,5 +106,5 @@ async def test_the_journal_leaves_out_a_line_per_upstream_connection():
         globalLogPublisher.removeObserver(journal)
         globalLogPublisher.removeObserver(seen.append)
         await port.stopListening()
-    assert {"Starting factory {factory!r}", "Stopping factory {factory!r}"} <= {e.get("log_format") for e in seen}
+    assert "Starting factory {factory!r}" in {e.get("log_format") for e in seen}
     assert "factory" not in out.getvalue()
