@@ -28,7 +28,8 @@ from pypicached.cache.housekeeping import Budget, Housekeeper
 from pypicached.ops.metrics import STATE_FILE, Ledger, Metrics
 from pypicached.cache.pages import PageCache
 from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
-from pypicached.upstream.client import UpstreamClient, UpstreamURLs, pooled_agent
+from pypicached.upstream.agent import pooled_agent, upstream_http
+from pypicached.upstream.client import Requests, UpstreamClient, UpstreamURLs
 from pypicached.upstream.report import Unreported
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
@@ -65,12 +66,13 @@ class Proxy:
         if agent is None:
             agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
         indexes = indexes_of(settings)
-        self.sources = [self._source(index, agent, clock, run) for index in indexes]
+        http = upstream_http(agent)
+        self.sources = [self._source(index, http, clock, run) for index in indexes]
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them
         self.upstream_health, self.client, self.pages = first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run)
-        self.advisories = self._advisories(agent, clock, run)
+        self.advisories = self._advisories(http, clock, run)
         self.gate = Gate(clock=clock, indexes=self.indexes, policies={index.name: index.policy for index in indexes},
                          stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
@@ -84,21 +86,21 @@ class Proxy:
         self._save_lock = DeferredLock()
         self.site = self._site(clock)
 
-    def _source(self, settings: IndexSettings, agent: IAgent, clock: IReactorTime, run: RunInThread) -> Source:
+    def _source(self, settings: IndexSettings, http: Requests, clock: IReactorTime, run: RunInThread) -> Source:
         """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
         urls = UpstreamURLs(settings.url)
         health = UpstreamHealth(settings.url, clock, lambda: client.probe(urls.simple_url),
                                 retry_max=settings.upstream_retry_max, name=settings.name)
         self.metrics.upstreams.append(health)
         client = UpstreamClient(
-            agent, clock=clock, health=health, report=self.metrics, response_timeout=settings.response_timeout,
+            http, clock=clock, health=health, report=self.metrics, response_timeout=settings.response_timeout,
             file_timeout=settings.file_response_timeout, idle_timeout=settings.idle_timeout,
         )
         pages = PageCache(clock=clock, urls=urls, client=client, root=self._root, freshness=freshness_of(settings),
                           run_in_thread=run)
         return Source(settings.name, settings.projects, urls, health, client, pages)
 
-    def _advisories(self, agent: IAgent, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
+    def _advisories(self, http: Requests, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
         """
         The advisory feed, if one is configured: fetched like a page, over the same
         connection pool, by a client whose health and figures are its own (a feed host
@@ -111,7 +113,7 @@ class Proxy:
                                 name="advisories")
         # its own figures too (never exported): the feed's bytes are not the index traffic the cache saves
         client = UpstreamClient(
-            agent, clock=clock, health=health, report=Unreported(), response_timeout=self.settings.response_timeout,
+            http, clock=clock, health=health, report=Unreported(), response_timeout=self.settings.response_timeout,
             file_timeout=self.settings.file_response_timeout, idle_timeout=self.settings.idle_timeout,
         )
         return AdvisoryFeed(clock=clock, client=client, url=url, refresh=self.settings.advisories_refresh,

@@ -16,6 +16,7 @@ from pypicached.ops.metrics import Metrics
 from pypicached.policy import advisories, osv
 from pypicached.policy.advisories import EMPTY, AdvisoryFeed, read_zip
 from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.upstream.agent import upstream_http
 from pypicached.upstream.client import UpstreamClient
 
 from .advisories import advisory, zip_of
@@ -185,7 +186,7 @@ class Rig:
         self.feeds: list[AdvisoryFeed] = []
 
     def feed(self) -> AdvisoryFeed:
-        client = UpstreamClient(self.network, clock=self.clock, health=UpstreamHealth(FEED_URL, self.clock),
+        client = UpstreamClient(upstream_http(self.network), clock=self.clock, health=UpstreamHealth(FEED_URL, self.clock),
                                 report=Metrics(self.clock))
         feed = AdvisoryFeed(clock=self.clock, client=client, url=FEED_URL, refresh=REFRESH, path=self.path,
                             tmp=self.tmp, run_in_thread=run_inline)

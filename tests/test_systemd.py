@@ -70,3 +70,41 @@ async def test_node_template_unit_verifies_and_keeps_one_cache_per_instance(tmp_
     # its own config, and its own cache whatever that config says (flags win over the file)
     assert exec_start.endswith(" pypicached --config /etc/pypicached/%i.toml --cache-dir /var/cache/pypicached/%i")
     assert "\nCacheDirectory=pypicached/%i\n" in unit and "\nWorkingDirectory=/var/cache/pypicached/%i\n" in unit
+
+
+@ensureDeferred
+async def test_the_journal_leaves_out_a_line_per_upstream_connection():
+    # the daemon's agent, over a real connection: Twisted logs its private client factory
+    # starting and stopping for each one, which the journal's observer drops
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+    from twisted.web.client import readBody
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Leaf(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):  # type: ignore[no-untyped-def]
+            return b"ok"
+
+    from pypicached.upstream.agent import pooled_agent
+
+    site = Site(Leaf())
+    site.noisy = False
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    out, seen = io.StringIO(), []
+    journal = observer(out)
+    globalLogPublisher.addObserver(journal)
+    globalLogPublisher.addObserver(seen.append)
+    agent, pool = pooled_agent(reactor, 5)
+    try:
+        response = await agent.request(b"GET", f"http://127.0.0.1:{port.getHost().port}/".encode())
+        assert await readBody(response) == b"ok"
+        await pool.closeCachedConnections()
+    finally:
+        globalLogPublisher.removeObserver(journal)
+        globalLogPublisher.removeObserver(seen.append)
+        await port.stopListening()
+    assert "Starting factory {factory!r}" in {e.get("log_format") for e in seen}
+    assert "factory" not in out.getvalue()

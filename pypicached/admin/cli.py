@@ -33,7 +33,7 @@ from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
 from pypicached.http.tls import split_endpoint
 from pypicached.ops.metrics import STATE_FILE, Ledger
-from pypicached.upstream.client import failure_reason
+from pypicached.upstream.errors import failure_reason
 from pypicached.base.names import is_valid_name, is_valid_version, normalize
 from pypicached.policy.explain import as_text as explained
 from pypicached.cache.records import remove_project_records

@@ -24,7 +24,9 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 from pypicached.base.disk import RunInThread, fsync_dir, move_into_place, write_all
 from pypicached.cache.growing import GrowingFile, State
 from pypicached.simpleapi.links import FileLink, new_hasher
-from pypicached.upstream.client import BodyReader, UpstreamClient, UpstreamError, discard_body
+from pypicached.upstream.body import BodyReader, discard_body
+from pypicached.upstream.client import UpstreamClient
+from pypicached.upstream.errors import UpstreamError
 
 log = Logger()
 

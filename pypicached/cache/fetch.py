@@ -20,9 +20,9 @@ from pypicached.cache.pagekind import INDEX, PageKey
 from pypicached.cache.records import StoredPage, parse_page, unlink
 from pypicached.cache import projectlist
 from pypicached.simpleapi import simple
-from pypicached.upstream.client import (
-    MAX_PAGE_BYTES, UpstreamClient, UpstreamError, UpstreamURLs, discard_body, read_body, read_body_into,
-)
+from pypicached.upstream.body import MAX_PAGE_BYTES, discard_body, read_body, read_body_into
+from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.errors import UpstreamError
 
 
 class NotFound(Exception):

@@ -28,7 +28,8 @@ from pypicached.cache.records import StoredPage
 from pypicached.cache.store import PageStore
 from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.rendered import Renderer
-from pypicached.upstream.client import UpstreamClient, UpstreamError, UpstreamURLs
+from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.errors import UpstreamError
 
 log = Logger()
 

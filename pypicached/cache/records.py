@@ -19,7 +19,7 @@ from pypicached.cache.pagekind import PageKey, Parse
 from pypicached.cache.forms import Form, Rendering
 from pypicached.simpleapi import simple
 from pypicached.simpleapi.links import FileLink, proxy_path
-from pypicached.upstream.client import MAX_PAGE_BYTES
+from pypicached.upstream.body import MAX_PAGE_BYTES
 
 
 @attrs.define(eq=False)

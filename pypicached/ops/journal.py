@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from twisted.logger import FileLogObserver, LogLevel, formatEvent
+from twisted.logger import FileLogObserver, FilteringLogObserver, ILogObserver, LogLevel, PredicateResult, formatEvent
 
 _PRIORITY = {
     LogLevel.critical: 2,
@@ -35,6 +35,21 @@ def format_line(event: dict[str, Any]) -> str:
     return "".join(f"<{priority}>[{namespace}] {line}\n" for line in lines)
 
 
-def observer(out: TextIO | None = None) -> FileLogObserver:
+#: What Twisted logs as a factory starts and stops (``Factory.noisy``).
+_FACTORY_LINES = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
+
+
+def not_connection_noise(event: dict[str, Any]) -> PredicateResult:
+    """
+    Drops the two lines Twisted's HTTP client logs for every upstream connection the
+    pool opens and closes (its factory is private, so it cannot be made quiet).
+    """
+    factory = event.get("factory")
+    if event.get("log_format") in _FACTORY_LINES and type(factory).__module__ == "twisted.web.client":
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def observer(out: TextIO | None = None) -> ILogObserver:
     """The observer factory twistd's ``--logger`` calls."""
-    return FileLogObserver(out or sys.stdout, format_line)
+    return FilteringLogObserver(FileLogObserver(out or sys.stdout, format_line), [not_connection_noise])

@@ -24,7 +24,9 @@ from twisted.web.http_headers import Headers
 from pypicached.base.disk import RunInThread, atomic_write, commit
 from pypicached.cache.records import unlink
 from pypicached.policy.osv import EMPTY, Advisory, AdvisoryIndex, read_zip
-from pypicached.upstream.client import UpstreamClient, UpstreamError, discard_body, read_body_into
+from pypicached.upstream.body import discard_body, read_body_into
+from pypicached.upstream.client import UpstreamClient
+from pypicached.upstream.errors import UpstreamError
 
 __all__ = ["EMPTY", "Advisory", "AdvisoryFeed", "AdvisoryIndex", "read_zip"]
 

@@ -31,7 +31,7 @@ from pypicached.policy.gate import Gate
 from pypicached.policy.judge import Denied
 from pypicached.policy.view import View
 from pypicached.upstream.breaker import UpstreamDown
-from pypicached.upstream.client import UpstreamError
+from pypicached.upstream.errors import UpstreamError
 
 #: How an answer fails, besides ``NotFound`` (404) and ``Denied`` (403): each with
 #: the status it means (``status``) and a one-line reason (its text).

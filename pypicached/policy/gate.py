@@ -23,7 +23,7 @@ from pypicached.policy.judge import Denied, Judge, Verdict
 from pypicached.policy.rules import Policy
 from pypicached.policy.view import SHAPES, View, view
 from pypicached.upstream.breaker import UpstreamDown, iso
-from pypicached.upstream.client import UpstreamError
+from pypicached.upstream.errors import UpstreamError
 
 if TYPE_CHECKING:
     from pypicached.cache.router import Router, Source

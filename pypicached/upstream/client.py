@@ -1,52 +1,39 @@
 """
-The upstream index: where it is (a value), and the HTTP client that talks to it.
+The upstream index: where it is (a value), and the client that talks to it.
 
-Every response is fetched unbuffered; callers either stream the body through
-``deliverBody`` or read a bounded page with ``read_body``, which, unlike
+Every request goes through a treq ``HTTPClient`` (in the daemon, one built by
+``agent.upstream_http`` over the pooled agent; in tests, ``StubTreq`` or one over
+an in-memory upstream), unbuffered: callers either stream the body through
+``deliverBody`` or read a bounded page with ``body.read_body``, which, unlike
 ``treq.collect``, refuses a body that was cut short.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, BinaryIO, Mapping
+from typing import Any, Mapping, Protocol
 
 import attrs
 from hyperlink import URL
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import TimeoutError
-from twisted.web.error import SchemeNotSupported
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import _HTTP11ClientFactory, Agent, BrowserLikePolicyForHTTPS, BrowserLikeRedirectAgent, HTTPConnectionPool, ResponseDone, ResponseFailed, ResponseNeverReceived
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.error import Error as WebError
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IResponse
 
 from pypicached import __version__
-from pypicached.base.disk import write_all
+from pypicached.upstream.agent import ExactURL, as_sent, as_served
+from pypicached.upstream.body import discard_body
 from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.upstream.errors import UpstreamError, failure_reason
 from pypicached.upstream.report import UpstreamReport
 
 USER_AGENT = f"pypicached/{__version__}"
-#: Seconds between connection attempts at a host's addresses (happy eyeballs).
-ATTEMPT_DELAY = 0.05
 #: A probe's limit when ``response_timeout`` is 0 (no limit for requests).
 PROBE_TIMEOUT = 10.0
-#: No index page of any real project comes near this; the public project list is ~40 MB.
-MAX_PAGE_BYTES = 256 * 1024 * 1024
-
-
-class UpstreamError(Exception):
-    """The upstream failed to give a usable answer; ``status`` is what clients get."""
-
-    def __init__(self, reason: str, status: int = 502) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 @attrs.frozen
@@ -71,10 +58,17 @@ class UpstreamURLs:
         return base + (f"{version}/json" if version else "json")
 
 
+class Requests(Protocol):
+    """What the client needs of treq: ``treq.client.HTTPClient`` and ``treq.testing.StubTreq`` both fit."""
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> "Deferred[IResponse]": ...
+
+
 class UpstreamClient:
     """
-    Fetches from one upstream through an ``IAgent`` (in the daemon, a pooled
-    ``Agent`` that the service owns; in tests, one over an in-memory upstream).
+    Fetches from one upstream through treq (``http``: in the daemon, an
+    ``agent.upstream_http`` over a pooled ``Agent`` that the service owns; in
+    tests, one over an in-memory upstream, or ``StubTreq``), always unbuffered.
 
     Waiting for response headers is bounded here, on ``clock``; a body that
     stalls is bounded by ``BodyReader``. Every answer and failure is reported to
@@ -84,7 +78,7 @@ class UpstreamClient:
 
     def __init__(
         self,
-        agent: IAgent,
+        http: Requests,
         *,
         clock: IReactorTime,
         health: UpstreamHealth,
@@ -93,7 +87,7 @@ class UpstreamClient:
         file_timeout: float = 30.0,
         idle_timeout: float = 60.0,
     ) -> None:
-        self._agent = agent
+        self.http = http
         self.clock = clock
         self.health = health
         self.report = report
@@ -115,34 +109,35 @@ class UpstreamClient:
         came (no content decoding: a package file's digest is of its bytes as
         served, and a ``.tar.gz`` is often labelled gzip).
         """
+        try:
+            exact = ExactURL.of(_as_uri(url))
+        except Exception as e:  # a link no request can be made of: this page's fault, not the upstream's
+            return fail(UpstreamError(f"cannot request {url!r}: {e}"))
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in (headers or {}).items():
             sent.setRawHeaders(name, [value])
         started = self.clock.seconds()
-        try:
-            uri = _as_uri(url)
-        except Exception as e:  # a link no request can be made of: this page's fault, not the upstream's
-            return fail(UpstreamError(f"cannot request {url!r}: {e}"))
-        d = self._agent.request(method, uri, sent)
+        d = self.http.request(
+            method.decode("ascii"), exact, headers=as_sent(sent), unbuffered=True, allow_redirects=False, reactor=self.clock,
+        )
         wait = self.response_timeout if timeout is None else timeout
         if wait:
             d.addTimeout(wait, self.clock)
+        return d.addCallbacks(self._answered, self._failed, callbackArgs=(started,), errbackArgs=(url,))
 
-        def answered(response: IResponse) -> IResponse:
-            self.report.upstream_answered(self.clock.seconds() - started, response.code)
-            self.health.answered(response.code)
-            return response
+    def _answered(self, response: IResponse, started: float) -> IResponse:
+        self.report.upstream_answered(self.clock.seconds() - started, response.code)
+        self.health.answered(response.code)
+        return as_served(response)
 
-        def failed(failure: Failure) -> Failure:
-            error = _as_upstream_error(failure, url)
-            self.report.upstream_failed(error.value.reason, answered=False)
-            if _answered_anyway(failure):
-                self.health.note(error.value.reason)
-            else:
-                self.health.failed(error.value.reason)
-            return error
-
-        return d.addCallbacks(answered, failed)
+    def _failed(self, failure: Failure, url: str) -> Failure:
+        error = _as_upstream_error(failure, url)
+        self.report.upstream_failed(error.value.reason, answered=False)
+        if _answered_anyway(failure):
+            self.health.note(error.value.reason)
+        else:
+            self.health.failed(error.value.reason)
+        return error
 
     def probe(self, url: str) -> "Deferred[None]":
         """A HEAD request whose only use is the answer it reports to ``health``."""
@@ -153,44 +148,6 @@ class UpstreamClient:
         # always bounded: a probe that never ends would leave the upstream down for good
         timeout = self.response_timeout or PROBE_TIMEOUT
         return self.get(url, method=b"HEAD", timeout=timeout).addCallbacks(drop, lambda _: None)
-
-
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
-def pooled_agent(reactor, connect_timeout: float) -> tuple[IAgent, HTTPConnectionPool]:  # type: ignore[no-untyped-def]
-    """
-    The daemon's agent: persistent connections (owned by the caller, who closes
-    the pool at stop) and redirects followed, as browsers and installers do.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 8
-    pool._factory = _QuietFactory  # no "Starting factory" line per upstream connection
-    agent = Agent.usingEndpointFactory(reactor, _Endpoints(reactor, connect_timeout or None), pool=pool)
-    return BrowserLikeRedirectAgent(agent), pool
-
-
-@attrs.frozen
-class _Endpoints:
-    """
-    Agent's usual endpoints (TCP, TLS with the browser-like policy), but with a short
-    delay between attempts at a host's addresses: with the default 0.3 s, a refused
-    connection to a host of one address is reported only that much later.
-    """
-
-    reactor: Any
-    timeout: float | None
-    policy: Any = attrs.field(factory=BrowserLikePolicyForHTTPS)
-
-    def endpointForURI(self, uri: Any) -> Any:
-        host = uri.host.decode("ascii")
-        endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=self.timeout or 30, attemptDelay=ATTEMPT_DELAY)
-        if uri.scheme == b"https":
-            return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
-        if uri.scheme != b"http":
-            raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
-        return endpoint
 
 
 def _as_uri(url: str) -> bytes:
@@ -218,132 +175,3 @@ def _as_upstream_error(failure: Failure, url: str) -> Failure:
     if failure.check(ResponseFailed, ResponseNeverReceived):
         return Failure(UpstreamError(f"upstream connection failed for {url}: {failure_reason(failure.value)}"))
     return Failure(UpstreamError(f"upstream unreachable for {url}: {failure.getErrorMessage()}"))
-
-
-class BodyReader(Protocol):
-    """
-    Consumes an upstream body, abandoning it when no byte arrives for
-    ``idle_timeout`` seconds, and tells a complete body from a cut-short one
-    (which ``treq.collect`` does not).
-    """
-
-    #: Whether a body delimited only by the connection closing counts as whole;
-    #: only where a digest will check it.
-    unframed_is_complete = False
-
-    def __init__(self, client: "UpstreamClient") -> None:
-        self._clock = client.clock
-        self._idle = client.idle_timeout
-        self._report = client.report
-        self._health = client.health
-        self._timer: IDelayedCall | None = None
-        self._stalled = False
-
-    def connectionMade(self) -> None:
-        if self._idle:
-            self._timer = self._clock.callLater(self._idle, self._stall)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(self._idle)
-        self._report.fetched(len(data))
-        self.received(data)
-
-    def _stall(self) -> None:
-        self._stalled = True
-        self.transport.stopProducing()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._stalled:
-            error: UpstreamError | None = UpstreamError(f"upstream body stalled: no data for {self._idle:g}s", 504)
-        elif reason.check(ResponseDone) or (reason.check(PotentialDataLoss) and self.unframed_is_complete):
-            error = None
-        elif reason.check(PotentialDataLoss):
-            error = UpstreamError("upstream closed the connection with no sign the body was complete")
-        else:
-            error = UpstreamError(f"upstream body broken off: {failure_reason(reason.value)}")
-        if error is not None:
-            self._report.upstream_failed(error.reason, answered=True)
-            self._health.note(error.reason)
-        self.ended(error)
-
-    def abandon(self) -> None:
-        """Stop reading; the connection is closed rather than returned to the pool."""
-        self.transport.stopProducing()  # type: ignore[union-attr]
-
-    def received(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def ended(self, error: UpstreamError | None) -> None:
-        """The body is over: complete if ``error`` is None."""
-        raise NotImplementedError
-
-
-def failure_reason(error: BaseException) -> str:
-    """What went wrong, in words: Twisted's wrapped failures (``reasons``) joined, else the error's own text."""
-    reasons = getattr(error, "reasons", None)
-    if reasons:
-        return "; ".join(r.getErrorMessage() for r in reasons)
-    return str(error) or type(error).__name__
-
-
-class _Collector(BodyReader):
-    """Keeps a bounded body: in memory, or written to ``out`` as it arrives."""
-
-    def __init__(self, client: UpstreamClient, limit: int, out: BinaryIO | None = None) -> None:
-        super().__init__(client)
-        self.done: Deferred[bytes | int] = Deferred()
-        self._limit = limit
-        self._out = out
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def received(self, data: bytes) -> None:
-        if self.done.called:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._give_up(UpstreamError(f"upstream page larger than {self._limit} bytes"))
-            return
-        if self._out is None:
-            self._chunks.append(data)
-            return
-        try:
-            write_all(self._out, data)
-        except OSError as e:
-            self._give_up(UpstreamError(f"cannot store the upstream page: {e.strerror}", 503))
-
-    def _give_up(self, error: UpstreamError) -> None:
-        self.done.errback(error)
-        self.abandon()
-
-    def ended(self, error: UpstreamError | None) -> None:
-        if self.done.called:
-            return
-        if error is not None:
-            self.done.errback(error)
-        elif self._out is None:
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.callback(self._size)
-
-
-def read_body(client: UpstreamClient, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
-    """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
-    collector = _Collector(client, limit)
-    response.deliverBody(collector)
-    return collector.done  # type: ignore[return-value]
-
-
-def read_body_into(client: UpstreamClient, response: IResponse, out: BinaryIO, limit: int = MAX_PAGE_BYTES) -> "Deferred[int]":
-    """Like ``read_body``, but the body goes to ``out`` as it arrives (a page too big to hold); its size."""
-    collector = _Collector(client, limit, out)
-    response.deliverBody(collector)
-    return collector.done  # type: ignore[return-value]
-
-
-def discard_body(client: UpstreamClient, response: IResponse) -> None:
-    """Read and drop a body so its pooled connection is released, not paused forever."""
-    read_body(client, response, limit=1 << 20).addErrback(lambda _: None)
