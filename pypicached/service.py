@@ -16,7 +16,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
-from pypicached.config import IndexSettings, Settings, indexes_of
+from pypicached.config import IndexSettings, Settings
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.ops.control import Control
 from pypicached.base.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
@@ -63,7 +63,7 @@ class Proxy:
         self._http_pool = None
         if agent is None:
             agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
-        indexes = indexes_of(settings)
+        indexes = settings.indexes
         self.sources = [self._source(index, agent, clock, run) for index in indexes]
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them

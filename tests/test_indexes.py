@@ -27,7 +27,7 @@ from twisted.internet.task import Clock
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from pypicached.config import DEFAULT_UPSTREAM, ConfigError, build_settings, indexes_of, read_toml
+from pypicached.config import DEFAULT_UPSTREAM, ConfigError, build_settings, read_toml
 from pypicached.service import Proxy
 
 from .fake_upstream import PIP_ACCEPT, FakeUpstream
@@ -686,7 +686,7 @@ def test_a_config_file_with_two_indexes(tmp_path):
         'index_ttl = "1h"\n'
         'stale_if_error = "forever"\n'
     )
-    pypi, torch = indexes_of(build_settings(read_toml(str(config)), {}))
+    pypi, torch = build_settings(read_toml(str(config)), {}).indexes
     assert (pypi.name, pypi.url, pypi.projects, pypi.index_ttl) == ("pypi", "http://127.0.0.1:1/simple/", (), 600)
     assert (torch.name, torch.url, torch.projects, torch.index_ttl) == (
         "pytorch", "http://127.0.0.1:2/whl/cu124/", ("pcx-torch", "pcx-nvidia-*"), 3600,
