@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IAgent
 
 from pypicached.base.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
@@ -59,14 +56,13 @@ class Proxy:
         if agent is None:
             agent, http_pool = pooled_agent(reactor, settings.connect_timeout)
         agent = self.upstream_requests = StoppableAgent(agent)
-        indexes = settings.indexes
-        self.sources = [self._source(index, agent, clock, run) for index in indexes]
+        self.sources = [self._source(index, agent, clock, run) for index in settings.indexes]
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them
         self.upstream_health, self.client, self.pages = first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run, find_link=self.indexes.find_link)
         self.advisories = self._advisories(agent, clock, run)
-        self.gate = Gate(clock=clock, indexes=self.indexes, policies={index.name: index.policy for index in indexes},
+        self.gate = Gate(clock=clock, indexes=self.indexes, policies={i.name: i.policy for i in settings.indexes},
                          stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
