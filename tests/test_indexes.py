@@ -693,3 +693,20 @@ def test_a_config_file_with_two_indexes(tmp_path):
     )
     assert torch.stale_if_error is None
     assert torch.pins("pcx-nvidia-cublas-cu12") and torch.pins("pcx-torch") and not torch.pins("pcx-torchvision")
+
+
+def test_the_start_up_log_spells_each_index_as_its_table_does(tmp_path):
+    tables = [
+        {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
+        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": "1h",
+         "deny": ["pcx-torch==1.0"]},
+    ]
+    settings = build_settings({"index_ttl": "10m", "index": tables}, {})
+    shown = settings.effective()
+    assert shown["index"] == [
+        {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
+        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": 3600,
+         "deny": ["pcx-torch==1.0"]},
+    ]
+    assert shown["index_ttl"] == 600 and shown["deny"] == []
+    assert build_settings({}, {}).effective()["index"] == []  # the plain upstream is no table
