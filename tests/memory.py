@@ -132,12 +132,17 @@ class World:
         self.upstream = upstream
         self._upstream_agent = self._connect(Site(upstream))
         self.network = ScriptedAgent(self._upstream_agent)
-        self._start(Settings(upstream=UPSTREAM + "/simple/", cache_dir=cache_dir, **settings))
+        self._start_with(dict(upstream=UPSTREAM + "/simple/", cache_dir=cache_dir, **settings))
 
     def _connect(self, site: Site) -> SiteAgent:
         agent = SiteAgent(site)
         self._agents.append(agent)
         return agent
+
+    def _start_with(self, values: dict[str, Any]) -> None:
+        """Start a proxy with settings from flat ``values`` (as ``Settings.of`` takes them), kept for ``restart``."""
+        self._values = values
+        self._start(Settings.of(**values))
 
     def _start(self, settings: Settings) -> None:
         # redirects followed, as the daemon's pooled agent does
@@ -148,16 +153,15 @@ class World:
 
     def restart(self, **changes: Any) -> None:
         """Stop the proxy (if it runs) and start a new one on the same cache, with ``changes`` to its settings."""
-        settings = attrs.evolve(self.proxy.settings, **changes)
         self.stop()
-        self._start(settings)
+        self._start_with({**self._values, **changes})
 
     def chained(self, cache_dir: Path, **settings: Any) -> "World":
         """A second proxy on this clock whose upstream is this world's proxy (a site's proxy behind a central one)."""
         other = copy.copy(self)  # the clock, the upstream and the list of connections are shared
         other._chained = []
         other.network = ScriptedAgent(self._connect(self.proxy.site))
-        other._start(Settings(upstream=self.base_url + "/simple/", cache_dir=cache_dir, **settings))
+        other._start_with(dict(upstream=self.base_url + "/simple/", cache_dir=cache_dir, **settings))
         self._chained.append(other)
         return other
 

@@ -175,7 +175,7 @@ def start_proxy(upstream_url: str, cache_dir: Path, *, clock: Any = None, **sett
     Start a proxy on a random loopback port; returns a ``RunningProxy``. With a
     ``Clock``, every timer (TTLs, timeouts) waits for the test to advance it.
     """
-    proxy = Proxy(Settings(upstream=upstream_url, cache_dir=cache_dir, **settings), reactor, clock=clock)
+    proxy = Proxy(Settings.of(upstream=upstream_url, cache_dir=cache_dir, **settings), reactor, clock=clock)
     proxy.start()
     port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy.site)
     return RunningProxy(proxy, port, f"http://127.0.0.1:{port.getHost().port}")

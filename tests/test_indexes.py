@@ -27,7 +27,7 @@ from twisted.internet.task import Clock
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from pypicached.config import DEFAULT_UPSTREAM, ConfigError, build_settings, indexes_of, read_toml
+from pypicached.config import DEFAULT_UPSTREAM, ConfigError, build_settings, read_toml
 from pypicached.service import Proxy
 
 from .fake_upstream import PIP_ACCEPT, FakeUpstream
@@ -686,10 +686,27 @@ def test_a_config_file_with_two_indexes(tmp_path):
         'index_ttl = "1h"\n'
         'stale_if_error = "forever"\n'
     )
-    pypi, torch = indexes_of(build_settings(read_toml(str(config)), {}))
+    pypi, torch = build_settings(read_toml(str(config)), {}).indexes
     assert (pypi.name, pypi.url, pypi.projects, pypi.index_ttl) == ("pypi", "http://127.0.0.1:1/simple/", (), 600)
     assert (torch.name, torch.url, torch.projects, torch.index_ttl) == (
         "pytorch", "http://127.0.0.1:2/whl/cu124/", ("pcx-torch", "pcx-nvidia-*"), 3600,
     )
     assert torch.stale_if_error is None
     assert torch.pins("pcx-nvidia-cublas-cu12") and torch.pins("pcx-torch") and not torch.pins("pcx-torchvision")
+
+
+def test_the_start_up_log_spells_each_index_as_its_table_does(tmp_path):
+    tables = [
+        {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
+        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": "1h",
+         "deny": ["pcx-torch==1.0"]},
+    ]
+    settings = build_settings({"index_ttl": "10m", "index": tables}, {})
+    shown = settings.effective()
+    assert shown["index"] == [
+        {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
+        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": 3600,
+         "deny": ["pcx-torch==1.0"]},
+    ]
+    assert shown["index_ttl"] == 600 and shown["deny"] == []
+    assert build_settings({}, {}).effective()["index"] == []  # the plain upstream is no table

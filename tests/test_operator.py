@@ -297,7 +297,7 @@ def _stats_figures(day: dict) -> tuple:
 
 def _memory_proxy(tmp_path: Path, **settings) -> Proxy:
     reactor = MemoryReactorClock()
-    return Proxy(Settings(upstream="http://upstream.invalid/simple/", cache_dir=tmp_path, **settings), reactor,
+    return Proxy(Settings.of(upstream="http://upstream.invalid/simple/", cache_dir=tmp_path, **settings), reactor,
                  run_in_thread=run_inline)
 
 

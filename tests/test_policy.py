@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 
 from pypicached.cache.pagekind import JSON_API, PageKey
 from pypicached.cache.records import StoredPage
-from pypicached.config import ConfigError, build_settings, indexes_of
+from pypicached.config import ConfigError, build_settings
 from pypicached.policy.advisories import EMPTY
 from pypicached.policy.judge import Judge
 from pypicached.policy.rules import Policy, deny_list
@@ -222,12 +222,10 @@ def test_only_allowed_projects_are_served(world, allow):
 
 
 def test_the_policy_may_differ_per_index(world):
-    settings = build_settings({
-        "min_release_age": "7d",
-        "index": [{"name": "main", "url": "http://upstream.test/simple/", "min_release_age": 0}],
-    }, {})
-    assert indexes_of(settings)[0].policy.min_release_age == 0
-    w = world(min_release_age=7 * DAY, index=settings.index)
+    tables = [{"name": "main", "url": "http://upstream.test/simple/", "min_release_age": 0}]
+    settings = build_settings({"min_release_age": "7d", "index": tables}, {})
+    assert settings.indexes[0].policy.min_release_age == 0
+    w = world(min_release_age=7 * DAY, index=tables)
     assert NEW.filename in filenames(json_page(w, "pcx-cool"))
 
 
@@ -456,7 +454,7 @@ def test_policy_settings_parse():
         "deny": ["evil-pkg", "urllib3<1.26.5"], "allow": ["mycorp-*", "requests"], "deny_vulnerable": True,
         "advisories_url": "https://osv.example/PyPI/all.zip", "advisories_refresh": "30m",
     }, {})
-    policy = indexes_of(settings)[0].policy
+    policy = settings.indexes[0].policy
     assert policy.min_release_age == 7 * DAY and policy.exempt("mycorp-tools") and not policy.exempt("requests")
     assert [(d.project, str(d.specifier)) for d in policy.deny] == [("evil-pkg", ""), ("urllib3", "<1.26.5")]
     assert policy.allow == ("mycorp-*", "requests") and policy.deny_vulnerable

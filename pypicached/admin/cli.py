@@ -25,10 +25,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
-from pypicached.admin import prefetch
-
-from pypicached.admin import verify
-from pypicached.config import ConfigError, Settings, build_settings, indexes_of, read_toml
+from pypicached.admin import prefetch, verify
+from pypicached.config import ConfigError, Settings, build_settings, read_toml
 from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
 from pypicached.http.tls import split_endpoint
@@ -118,14 +116,11 @@ class Admin:
     def stats_from_disk(self) -> dict[str, Any]:
         now = time.time()
         entries = scan(self.root / "files")
-        usage = CacheUsage(
-            sum(e.size for e in entries),
-            len(entries),
-            free_space(self.root) if self.root.exists() else 0,
-            self.settings.max_size,
-            self.settings.min_free,
-        )
-        return summary(Ledger.load(self.root / STATE_FILE, now), usage, now=now, upstream_url=indexes_of(self.settings)[0].url)
+        free = free_space(self.root) if self.root.exists() else 0
+        usage = CacheUsage(sum(e.size for e in entries), len(entries), free, self.settings.max_size,
+                           self.settings.min_free)
+        ledger = Ledger.load(self.root / STATE_FILE, now)
+        return summary(ledger, usage, now=now, upstream_url=self.settings.indexes[0].url)
 
     # --- policy --------------------------------------------------------------------
 

@@ -50,6 +50,11 @@ class ThreadWork:
 
         return d.addBoth(settled)
 
+    @property
+    def busy(self) -> bool:
+        """Whether any work started is unfinished."""
+        return bool(self._pending)
+
     def idle(self) -> Deferred:
         """Fires once all work started so far has finished, however it ended."""
         from twisted.internet.defer import DeferredList

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 from hyperlink import URL
+
+from pypicached.base.names import globs
 
 
 class ConfigError(Exception):
@@ -132,3 +135,27 @@ def url(value: Any) -> str:
     if parsed.userinfo:
         raise ValueError("credentials in the URL are not supported")
     return parsed.to_text()
+
+
+_INDEX_NAME = re.compile(r"[a-z0-9-]+")
+
+
+def index_tables(value: Any) -> tuple[dict[str, Any], ...]:
+    """``[[index]]`` tables, checked as far as they can be alone (names, URLs, patterns; overrides later)."""
+    if not isinstance(value, list) or not value or not all(isinstance(t, dict) for t in value):
+        raise ValueError("expected one or more [[index]] tables")
+    names: set[str] = set()
+    for number, table in enumerate(value, 1):
+        name = table.get("name")
+        if not isinstance(name, str) or not _INDEX_NAME.fullmatch(name):
+            raise ValueError(f"index {number}: 'name' must be lower-case letters, digits and '-', not {name!r}")
+        if name in names:
+            raise ValueError(f"index {number}: the name {name!r} is used twice")
+        names.add(name)
+        if "url" not in table:
+            raise ValueError(f"index {name!r}: 'url' is missing")
+        try:
+            globs(table.get("projects", []))
+        except ValueError as e:
+            raise ValueError(f"index {name!r}: 'projects' {e}") from None
+    return tuple(value)

@@ -1,46 +1,38 @@
-"""The running daemon: listeners, the upstream client and the caches, as one service."""
+"""The running daemon's parts, wired together: the upstream clients, the caches, the policy and the site."""
 
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
-from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
-from twisted.internet.task import LoopingCall
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
-from pypicached.config import IndexSettings, Settings, indexes_of
-from pypicached.upstream.breaker import UpstreamHealth
-from pypicached.ops.control import Control
 from pypicached.base.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.cache.files import FileCache
-from pypicached.cache.router import Router, Source
 from pypicached.cache.freshness import Freshness
-from pypicached.ops.health import Health
 from pypicached.cache.housekeeping import Budget, Housekeeper
-from pypicached.ops.metrics import STATE_FILE, Ledger, Metrics
 from pypicached.cache.pages import PageCache
-from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
-from pypicached.upstream.agent import pooled_agent, upstream_http
-from pypicached.upstream.client import Requests, UpstreamClient, UpstreamURLs
-from pypicached.upstream.report import Unreported
+from pypicached.cache.router import Router, Source
+from pypicached.config import IndexSettings, Settings
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
+from pypicached.ops.control import Control
+from pypicached.ops.health import Health
+from pypicached.ops.metrics import STATE_FILE, Ledger, Metrics
 from pypicached.policy.advisories import AdvisoryFeed
 from pypicached.policy.answers import Answers
 from pypicached.policy.gate import Gate
+from pypicached.service.stoppable import StoppableAgent
+from pypicached.service.tree import CacheService, Part, StatsSaver, tree_of
+from pypicached.upstream.breaker import UpstreamHealth
+from pypicached.upstream.agent import pooled_agent, upstream_http
+from pypicached.upstream.client import Requests, UpstreamClient, UpstreamURLs
+from pypicached.upstream.report import Unreported
 
 log = Logger()
-
-#: How often the savings figures are saved.
-SAVE_EVERY = 60.0
 
 
 class Proxy:
@@ -57,23 +49,23 @@ class Proxy:
     ) -> None:
         clock = clock or reactor
         root = Path(settings.cache_dir)
-        self._pool = None if run_in_thread else disk_pool()
-        run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor, self._pool))
+        pool = None if run_in_thread else disk_pool()
+        run = self.disk_work = ThreadWork(run_in_thread or thread_runner(reactor, pool))
         self.settings = settings
         self._root = root
         self.metrics = Metrics(clock, Ledger.load(root / STATE_FILE, clock.seconds()))
-        self._http_pool = None
+        http_pool = None
         if agent is None:
-            agent, self._http_pool = pooled_agent(reactor, settings.connect_timeout)
-        indexes = indexes_of(settings)
+            agent, http_pool = pooled_agent(reactor, settings.connect_timeout)
+        agent = self.upstream_requests = StoppableAgent(agent)
         http = upstream_http(agent)
-        self.sources = [self._source(index, http, clock, run) for index in indexes]
+        self.sources = [self._source(index, http, clock, run) for index in settings.indexes]
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them
         self.upstream_health, self.client, self.pages = first.health, first.client, first.pages
         self.files = FileCache(root=root, clock=clock, run_in_thread=run)
         self.advisories = self._advisories(http, clock, run)
-        self.gate = Gate(clock=clock, indexes=self.indexes, policies={index.name: index.policy for index in indexes},
+        self.gate = Gate(clock=clock, indexes=self.indexes, policies={i.name: i.policy for i in settings.indexes},
                          stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
@@ -81,10 +73,12 @@ class Proxy:
         self.files.on_commit = self.housekeeper.committed
         self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstreams=self.metrics.upstreams)
         self._watch()
-        self._saver = LoopingCall(self.save_state)
-        self._saver.clock = clock
         self._save_lock = DeferredLock()
         self.site = self._site(clock)
+        self.cache_service = CacheService(reactor=reactor, settings=settings, sweep=self.files.sweep, disk_work=run,
+                                          disk_pool=pool, http_pool=http_pool)
+        #: The parts that start and stop with the daemon, in order; ``make_service`` adds the listeners.
+        self.service = self._tree(clock)
 
     def _source(self, settings: IndexSettings, http: Requests, clock: IReactorTime, run: RunInThread) -> Source:
         """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
@@ -137,17 +131,27 @@ class Proxy:
             self.resource, clock=clock, client_timeout=settings.client_timeout, header_timeout=settings.header_timeout,
         )
 
+    def _tree(self, clock: IReactorTime) -> MultiService:
+        """
+        The cache's own start first; the feed's copy is read before the heartbeat starts; upstream
+        requests still in flight are broken off before the last save and before the probers stop
+        (a request broken off may mark its upstream down and schedule a probe).
+        """
+        probers = [Part(f"prober {source.name}", stop=source.health.stop) for source in self.sources]
+        return tree_of([
+            self.cache_service,
+            Part("housekeeper", self.housekeeper.start, self.housekeeper.stop),
+            *probers,
+            *([self.advisories] if self.advisories is not None else []),
+            Part("heartbeat", self.health.start, self.health.stop),
+            StatsSaver(self.save_state, clock),
+            Part("upstream requests", stop=self.upstream_requests.stop),
+        ])
+
     def start(self) -> None:
-        if self._pool is not None:
-            self._pool.start()
-        removed = self.files.sweep()
-        if removed:
-            log.info("Removed {n} unfinished downloads left by the last run", n=removed)
-        self.housekeeper.start()
-        if self.advisories is not None:  # reads the copy on disk first: the heartbeat starts after
-            self.advisories.startService()
-        self.health.start()
-        self._saver.start(SAVE_EVERY, now=False)
+        """Start the parts as twistd would (tests, which add no listeners)."""
+        self.service.privilegedStartService()
+        self.service.startService()
 
     def _watch(self) -> None:
         """Export the live figures other parts keep."""
@@ -172,63 +176,9 @@ class Proxy:
         return d.addErrback(lambda f: log.error("Could not save {file}: {e}", file=STATE_FILE, e=f.getErrorMessage()))
 
     async def stop(self) -> None:
-        """Save the figures, let pending disk writes land and close upstream connections (once)."""
-        if not self._saver.running:
-            return
-        self.housekeeper.stop()
-        self.health.stop()
-        if self.advisories is not None:
-            await maybeDeferred(self.advisories.stopService)
-        for upstream in self.sources:
-            upstream.health.stop()
-        self._saver.stop()
-        await self.save_state()
-        await self.disk_work.idle()
-        if self._http_pool is not None:
-            await self._http_pool.closeCachedConnections()
-        if self._pool is not None and self._pool.started:
-            self._pool.stop()
-
-
-class _CacheService(Service):
-    """Sweeps leftovers at start, reloads certificates on SIGHUP, closes upstream connections at stop."""
-
-    def __init__(self, proxy: Proxy, reactor) -> None:  # type: ignore[no-untyped-def]
-        self._proxy = proxy
-        self._reactor = reactor
-        self.tls_contexts: list[ReloadableContext] = []
-        self._previous_sighup: Any = None
-
-    def privilegedStartService(self) -> None:
-        """Before the listeners bind (they follow this service), so no request meets leftovers."""
-        super().privilegedStartService()
-        self._proxy.start()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.tls_contexts:
-            self._previous_sighup = signal.signal(
-                signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload_tls)
-            )
-        settings = self._proxy.settings
-        log.info(
-            "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
-            upstream=", ".join(f"{u.name}={u.url}" for u in self._proxy.sources),
-            cache=str(Path(settings.cache_dir).resolve()),
-            listen=", ".join(settings.listen),
-            ttl=settings.index_ttl,
-        )
-        log.info("Effective configuration: {config}", config=json.dumps(settings.effective()))
-
-    def reload_tls(self) -> None:
-        for context in self.tls_contexts:
-            context.reload()
-
-    def stopService(self) -> "Deferred[None]":
-        super().stopService()
-        if self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-        return ensureDeferred(self._proxy.stop())
+        """Stop the parts in reverse (once): pending disk writes land and upstream connections close."""
+        if self.service.running:
+            await self.service.stopService()
 
 
 def freshness_of(settings: IndexSettings) -> Freshness:
@@ -240,32 +190,3 @@ def freshness_of(settings: IndexSettings) -> Freshness:
         stale_while_revalidate=settings.stale_while_revalidate,
         stale_if_slow=settings.stale_if_slow,
     )
-
-
-def endpoint_for(
-    reactor, description: str, settings: Settings  # type: ignore[no-untyped-def]
-) -> tuple[IStreamServerEndpoint, ReloadableContext | None]:
-    """A listen string's endpoint: ours for ``ssl:`` (TLS 1.2+, reloadable), Twisted's for the rest."""
-    default_files = (
-        TLSFiles(settings.tls_cert, settings.tls_key, settings.tls_chain)
-        if settings.tls_cert is not None and settings.tls_key is not None
-        else None
-    )
-    tls = tls_endpoint(reactor, description, default_files)
-    if tls is not None:
-        return tls
-    return serverFromString(reactor, description), None
-
-
-def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]
-    """The daemon as a twistd service: the caches, then one listener per endpoint."""
-    proxy = Proxy(settings, reactor)
-    top = MultiService()
-    cache_service = _CacheService(proxy, reactor)
-    cache_service.setServiceParent(top)
-    for description in settings.listen:
-        endpoint, context = endpoint_for(reactor, description, settings)
-        if context is not None:
-            cache_service.tls_contexts.append(context)
-        StreamServerEndpointService(endpoint, proxy.site).setServiceParent(top)
-    return top

@@ -1,0 +1,10 @@
+"""
+The running daemon: ``wiring`` puts the parts together (``Proxy``), ``tree`` starts
+and stops them as Twisted services, ``daemon`` adds the listeners for twistd.
+"""
+
+from pypicached.service.daemon import endpoint_for, make_service
+from pypicached.service.tree import SAVE_EVERY, CacheService, Part, StatsSaver
+from pypicached.service.wiring import Proxy, freshness_of
+
+__all__ = ["SAVE_EVERY", "CacheService", "Part", "Proxy", "StatsSaver", "endpoint_for", "freshness_of", "make_service"]

@@ -1,0 +1,41 @@
+"""The daemon as twistd runs it: the parts' tree, then one listener per endpoint."""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+
+from pypicached.config import Settings
+from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
+from pypicached.service.wiring import Proxy
+
+
+def endpoint_for(
+    reactor, description: str, settings: Settings  # type: ignore[no-untyped-def]
+) -> tuple[IStreamServerEndpoint, ReloadableContext | None]:
+    """A listen string's endpoint: ours for ``ssl:`` (TLS 1.2+, reloadable), Twisted's for the rest."""
+    default_files = (
+        TLSFiles(settings.tls_cert, settings.tls_key, settings.tls_chain)
+        if settings.tls_cert is not None and settings.tls_key is not None
+        else None
+    )
+    tls = tls_endpoint(reactor, description, default_files)
+    if tls is not None:
+        return tls
+    return serverFromString(reactor, description), None
+
+
+def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]
+    """The daemon as a twistd service: the parts' tree (``Proxy.service``), the listeners last so they stop first."""
+    proxy = Proxy(settings, reactor)
+    top = proxy.service
+    for number, description in enumerate(settings.listen):
+        endpoint, context = endpoint_for(reactor, description, settings)
+        if context is not None:
+            proxy.cache_service.tls_contexts.append(context)
+        listener = StreamServerEndpointService(endpoint, proxy.site)
+        listener.setName(f"listener {number}")
+        listener.setServiceParent(top)
+    return top
