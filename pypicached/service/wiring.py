@@ -68,9 +68,7 @@ class Proxy:
         self.gate = Gate(clock=clock, indexes=self.indexes, policies={i.name: i.policy for i in settings.indexes},
                          stored_at=self.files.stored_at, feed=self.advisories)
         self.metrics.registry.register(self.gate.held)
-        budget = Budget(settings.max_size, settings.min_free, settings.inactive)
-        self.housekeeper = Housekeeper(root=root / "files", budget=budget, clock=clock, run_in_thread=run)
-        self.files.on_commit = self.housekeeper.committed
+        self.housekeeper = self._housekeeper(clock, run)
         self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstreams=self.metrics.upstreams)
         self._watch()
         self._save_lock = DeferredLock()
@@ -79,6 +77,14 @@ class Proxy:
                                           disk_pool=pool, http_pool=http_pool)
         #: The parts that start and stop with the daemon, in order; ``make_service`` adds the listeners.
         self.service = self._tree(clock)
+
+    def _housekeeper(self, clock: IReactorTime, run: RunInThread) -> Housekeeper:
+        """Keeps the disk budget, told of every file committed."""
+        settings = self.settings
+        budget = Budget(settings.max_size, settings.min_free, settings.inactive)
+        housekeeper = Housekeeper(root=self._root / "files", budget=budget, clock=clock, run_in_thread=run)
+        self.files.on_commit = housekeeper.committed
+        return housekeeper
 
     def _source(self, settings: IndexSettings, http: Requests, clock: IReactorTime, run: RunInThread) -> Source:
         """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
