@@ -37,12 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.haproxy_config import BACKEND, SHIPPED, servers, with_servers  # noqa: E402
+from tests.haproxy_config import BACKEND, SHIPPED, servers, with_servers
 
 PIP_HEADERS = {
     "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01",
@@ -117,7 +117,11 @@ def node_states(sock: Path) -> dict[str, str]:
     lines = data.decode().lstrip("# ").splitlines()
     header = lines[0].split(",") if lines else []
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
-    return {r["svname"]: r["status"] for r in rows if r.get("pxname") == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")}
+    return {
+        r["svname"]: r["status"]
+        for r in rows
+        if r.get("pxname") == BACKEND and r["svname"] not in ("BACKEND", "FRONTEND")
+    }
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], int]:
@@ -171,12 +175,14 @@ def wrk(port: int, paths: list[str], seconds: int, scratch: Path) -> float:
     """Requests per second wrk gets over ``paths`` in turn; fails on any error answer."""
     script = scratch / "paths.lua"
     lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in PIP_HEADERS.items()]
-    lines += ["local paths = {" + ", ".join(f'"{p}"' for p in paths) + "}", "local i = 0",
-              "request = function()", "  i = i % #paths + 1", '  return wrk.format("GET", paths[i])', "end"]  # fmt: skip
+    lines += ["local paths = {" + ", ".join(f'"{p}"' for p in paths) + "}", "local i = 0"]
+    lines += ["request = function()", "  i = i % #paths + 1", '  return wrk.format("GET", paths[i])', "end"]
     script.write_text("\n".join(lines) + "\n")
     out = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
@@ -262,8 +268,18 @@ def run(scratch: Path, size: int, args: argparse.Namespace, procs: list[Proc]) -
     config.write_text(with_servers(SHIPPED.read_text(), [f"127.0.0.1:{p}" for p in ports]))
     nodes = {}
     for server, port in zip(shipped, ports):
-        argv = [twistd, "--nodaemon", "--pidfile=", "pypicached", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                "--cache-dir", str(scratch / server.name), "--upstream", f"http://127.0.0.1:{upstream_port}/simple/"]
+        argv = [
+            twistd,
+            "--nodaemon",
+            "--pidfile=",
+            "pypicached",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--cache-dir",
+            str(scratch / server.name),
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}/simple/",
+        ]
         nodes[server.name] = port
         procs.append(Proc(server.name, argv, scratch / f"{server.name}.log"))
     frontend = free_port()
@@ -271,7 +287,9 @@ def run(scratch: Path, size: int, args: argparse.Namespace, procs: list[Proc]) -
     env = {**os.environ, "PYPICACHED_FRONTEND": f"127.0.0.1:{frontend}", "PYPICACHED_HAPROXY_SOCKET": str(sock)}
     procs.append(Proc("haproxy", ["haproxy", "-db", "-f", str(config)], scratch / "haproxy.log", env=env))
     wait_until(lambda: all(listening(p) for p in [upstream_port, *ports]), "the upstream and the nodes", procs)
-    wait_until(lambda: set(node_states(sock).values()) == {"UP"} and len(node_states(sock)) == 2, "both nodes UP", procs)
+    wait_until(
+        lambda: set(node_states(sock).values()) == {"UP"} and len(node_states(sock)) == 2, "both nodes UP", procs
+    )
 
     # Projects HAProxy sends to each node: a non-normalized name gets its 301 from the node that
     # owns the project, without asking the upstream (X-Pypicached-Node says which).
@@ -320,14 +338,19 @@ def run(scratch: Path, size: int, args: argparse.Namespace, procs: list[Proc]) -
             assert status == 200 and headers.get("x-pypi-cache") == "HIT", (port, path, headers)
 
     running = [p for p in procs if p.name != "upstream"]
-    results: dict[str, dict[str, list]] = {"pages": {"direct": [], "haproxy": []}, "files": {"direct": [], "haproxy": []}}
+    results: dict[str, dict[str, list]] = {
+        "pages": {"direct": [], "haproxy": []},
+        "files": {"direct": [], "haproxy": []},
+    }
     targets = [("direct", direct), ("haproxy", frontend)]
     for round_ in range(args.rounds):
         for target, port in targets if round_ % 2 == 0 else targets[::-1]:  # alternating, against drift
             print(f"Round {round_ + 1}: pages, {target} ...", flush=True)
-            results["pages"][target].append(measured(lambda: wrk(port, pages, args.duration, scratch), running))
+            results["pages"][target].append(
+                measured(lambda port=port: wrk(port, pages, args.duration, scratch), running)
+            )
             print(f"Round {round_ + 1}: 4 x {size / 1e6:.0f} MB, {target} ...", flush=True)
-            results["files"][target].append(measured(lambda: downloads(port, files, size), running))
+            results["files"][target].append(measured(lambda port=port: downloads(port, files, size), running))
     report(results, args, size)
 
 

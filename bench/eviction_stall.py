@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet import reactor, task  # noqa: E402
-from twisted.internet.defer import ensureDeferred  # noqa: E402
+from twisted.internet import reactor, task
+from twisted.internet.defer import ensureDeferred
 
-from pypicached.base.disk import thread_runner  # noqa: E402
-from pypicached.cache.housekeeping import Budget, Housekeeper  # noqa: E402
+from pypicached.base.disk import thread_runner
+from pypicached.cache.housekeeping import Budget, Housekeeper
 
 TICK = 0.005
 

@@ -45,8 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 
@@ -54,8 +54,9 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from page_memory import Code, Daemon, current_code, reference_code  # noqa: E402
-from tests.installers import clean_env  # noqa: E402
+from page_memory import Code, Daemon, current_code, reference_code
+
+from tests.installers import clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REFERENCE = "5278d2e"
@@ -129,7 +130,11 @@ class UpstreamProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [python, "-c", UPSTREAM_SCRIPTS[mode], str(port), str(projects)],
-                cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=scratch,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.port = self._wait_listening()
 
@@ -259,9 +264,22 @@ def pip_argv(pip_python: str, port: int, dest: Path, projects: list[str]) -> lis
     --isolated keeps this machine's pip settings out), with pip's read timeout spelled out.
     """
     return [
-        pip_python, "-m", "pip", "download", "--isolated", "--no-input", "--no-cache-dir",
-        "--disable-pip-version-check", "--progress-bar=off", "--timeout", str(PIP_TIMEOUT),
-        "-d", str(dest), "--index-url", f"http://127.0.0.1:{port}/simple/", *projects,
+        pip_python,
+        "-m",
+        "pip",
+        "download",
+        "--isolated",
+        "--no-input",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--progress-bar=off",
+        "--timeout",
+        str(PIP_TIMEOUT),
+        "-d",
+        str(dest),
+        "--index-url",
+        f"http://127.0.0.1:{port}/simple/",
+        *projects,
     ]
 
 
@@ -280,7 +298,12 @@ def run_pip(
     started = time.monotonic()
     try:
         done = subprocess.run(
-            argv, env=clean_env(home), cwd=scratch, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            argv,
+            env=clean_env(home),
+            cwd=scratch,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=cap,
         )
         code, output = done.returncode, done.stdout + done.stderr
@@ -397,7 +420,11 @@ def run_scenario(bench: Bench, code: Code, scenario: Scenario, scratch: Path) ->
         replacement = scenario.replace(bench.python, upstream, scratch)
         outage = run_pip(bench.pip_python, daemon, replacement or upstream, bench.projects, scratch, bench.cap)
         return Outcome(
-            scenario, code.label, cold, warm, outage,
+            scenario,
+            code.label,
+            cold,
+            warm,
+            outage,
             silent_connections=replacement.requests() if replacement else None,
         )
     finally:
@@ -482,14 +509,24 @@ def main() -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="git revision to compare with [%(default)s]")
     parser.add_argument("--only", choices=("current", "reference"), help="measure only one of the two")
     parser.add_argument("--projects", type=int, default=12, help="projects pip downloads [%(default)s]")
-    parser.add_argument("--ttl", type=float, default=10.0,
-                        help="the daemon's --index-ttl: long enough for the cold and warm runs [%(default)s]")
+    parser.add_argument(
+        "--ttl",
+        type=float,
+        default=10.0,
+        help="the daemon's --index-ttl: long enough for the cold and warm runs [%(default)s]",
+    )
     parser.add_argument("--warm-runs", type=int, default=3, help="warm runs, of which the median counts [%(default)s]")
     parser.add_argument("--cap", type=float, default=180.0, help="seconds a pip run may take [%(default)s]")
-    parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
-                        help="interpreter of the daemons and upstreams [%(default)s]")
-    parser.add_argument("--pip-python", default=str(REPO / ".venv-tools" / "pip" / "bin" / "python"),
-                        help="interpreter whose pip is measured (make tools builds it) [%(default)s]")
+    parser.add_argument(
+        "--python",
+        default=str(REPO / ".venv" / "bin" / "python"),
+        help="interpreter of the daemons and upstreams [%(default)s]",
+    )
+    parser.add_argument(
+        "--pip-python",
+        default=str(REPO / ".venv-tools" / "pip" / "bin" / "python"),
+        help="interpreter whose pip is measured (make tools builds it) [%(default)s]",
+    )
     args = parser.parse_args()
     counts = {"--projects": args.projects, "--warm-runs": args.warm_runs, "--ttl": args.ttl, "--cap": args.cap}
     for flag, value in counts.items():

@@ -46,9 +46,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -89,7 +90,7 @@ class Representation:
     etag: str
 
     @classmethod
-    def of(cls, content_type: str, body: bytes) -> "Representation":
+    def of(cls, content_type: str, body: bytes) -> Representation:
         digest = hashlib.blake2b(body, digest_size=16).hexdigest()
         return cls(content_type, body, gzip.compress(body, 6, mtime=0), f'"{digest}"')
 
@@ -109,9 +110,38 @@ class Page:
 
 
 _WORDS = (
-    "py", "django", "flask", "aws", "cloud", "data", "test", "lib", "tools", "async", "json",
-    "http", "client", "sdk", "plugin", "utils", "core", "api", "ml", "torch", "net", "web",
-    "cli", "sql", "auth", "config", "log", "parse", "yaml", "zope", "types", "google",
+    "py",
+    "django",
+    "flask",
+    "aws",
+    "cloud",
+    "data",
+    "test",
+    "lib",
+    "tools",
+    "async",
+    "json",
+    "http",
+    "client",
+    "sdk",
+    "plugin",
+    "utils",
+    "core",
+    "api",
+    "ml",
+    "torch",
+    "net",
+    "web",
+    "cli",
+    "sql",
+    "auth",
+    "config",
+    "log",
+    "parse",
+    "yaml",
+    "zope",
+    "types",
+    "google",
 )
 _HTML_HEAD = (
     "<!DOCTYPE html>\n<html>\n  <head>\n"
@@ -158,7 +188,7 @@ def root_page(names: Sequence[str]) -> Page:
 
 def _file_entries(count: int) -> list[dict[str, Any]]:
     """A wheel and an sdist per version, each with the keys the public index gives them."""
-    epoch = datetime.datetime(2019, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    epoch = datetime.datetime(2019, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     entries = []
     for i in range(count):
         version = f"1.{i // 200}.{i % 200 // 2}"
@@ -186,9 +216,9 @@ def _file_entries(count: int) -> list[dict[str, Any]]:
 def _anchor(entry: dict[str, Any]) -> str:
     attributes = f' data-requires-python="{html.escape(entry["requires-python"])}"'
     if entry["core-metadata"]:
-        digest = f'sha256={entry["core-metadata"]["sha256"]}'
+        digest = f"sha256={entry['core-metadata']['sha256']}"
         attributes += f' data-dist-info-metadata="{digest}" data-core-metadata="{digest}"'
-    href = f'{entry["url"]}#sha256={entry["hashes"]["sha256"]}'
+    href = f"{entry['url']}#sha256={entry['hashes']['sha256']}"
     return f'    <a href="{html.escape(href)}"{attributes}>{html.escape(entry["filename"])}</a><br />\n'
 
 
@@ -328,10 +358,19 @@ class Daemon:
         self.port = free_port()
         self.log_path = scratch / "daemon.log"
         argv = [
-            python, "-c", _LAUNCH, "--nodaemon", "--pidfile=", *twistd, "pypicached",
-            "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--cache-dir", str(scratch / "cache"),
-            "--upstream", upstream,
+            python,
+            "-c",
+            _LAUNCH,
+            "--nodaemon",
+            "--pidfile=",
+            *twistd,
+            "pypicached",
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--cache-dir",
+            str(scratch / "cache"),
+            "--upstream",
+            upstream,
             *options,
         ]
         # PYTHONPATH first on sys.path: the tree's pypicached and twisted/plugins win over
@@ -363,7 +402,9 @@ class Daemon:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the daemon did not listen within {timeout:.0f} s:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"the daemon did not listen within {timeout:.0f} s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.05)
         ran = self.loaded_from()
         if not Path(ran).resolve().is_relative_to(self.code.root.resolve()):
@@ -482,7 +523,7 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
     sock.settimeout(remaining)
     try:
         return sock.recv(65536)
-    except socket.timeout:
+    except TimeoutError:
         raise TimeoutError("cut off at the phase cap") from None
 
 
@@ -565,8 +606,7 @@ def phases() -> tuple[Phase, ...]:
         for _ in range(4)
     )
     big = tuple(
-        ClientSpec((HTML_ACCEPT, PIP_ACCEPT)[i % 2], gzip=bool(i // 2 % 2), slow=bool(i // 4 % 2))
-        for i in range(50)
+        ClientSpec((HTML_ACCEPT, PIP_ACCEPT)[i % 2], gzip=bool(i // 2 % 2), slow=bool(i // 4 % 2)) for i in range(50)
     )
     return (
         Phase("16 slow clients of /simple/ (8 HTML, 8 JSON, half gzip)", "/simple/", root),
@@ -749,8 +789,11 @@ def main() -> None:
     print(f"upstream bodies, generated in {time.monotonic() - started:.1f} s:")
     for path, page in pages.items():
         print(f"  {path:22} {page.sizes()}")
-    print(f"slow clients read {SLOW_CHUNK // 1024} KiB every {SLOW_INTERVAL * 1000:.0f} ms "
-          f"(SO_RCVBUF {SLOW_RCVBUF // 1024} KiB); phases capped at {args.phase_cap:.0f} s", flush=True)
+    print(
+        f"slow clients read {SLOW_CHUNK // 1024} KiB every {SLOW_INTERVAL * 1000:.0f} ms "
+        f"(SO_RCVBUF {SLOW_RCVBUF // 1024} KiB); phases capped at {args.phase_cap:.0f} s",
+        flush=True,
+    )
 
     scratch_root = Path(tempfile.mkdtemp(prefix="pypicached-bench-"))
     runs: dict[str, list[PhaseResult]] = {}

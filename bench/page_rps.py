@@ -56,8 +56,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import attrs
@@ -66,13 +66,20 @@ import attrs
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from page_memory import (  # noqa: E402
-    JSON_TYPE, PIP_ACCEPT, Code, Daemon, current_code, free_port, reference_code, serving,
+from page_memory import (
+    JSON_TYPE,
+    PIP_ACCEPT,
+    Code,
+    Daemon,
+    current_code,
+    free_port,
+    reference_code,
+    serving,
 )
-from twisted.internet import reactor  # noqa: E402
+from twisted.internet import reactor
 
-from tests.fake_upstream import FakeUpstream  # noqa: E402
-from tests.wheels import Dist, build_sdist, build_wheel  # noqa: E402
+from tests.fake_upstream import FakeUpstream
+from tests.wheels import Dist, build_sdist, build_wheel
 
 DEFAULT_REFERENCE = "5278d2e"
 TARGET_RPS = 7000.0
@@ -213,7 +220,9 @@ def warm(base: str, wheel: Dist) -> Warmed:
     for attempt in ("fill", "warm"):
         page = get(page_url, PIP_ACCEPT)
         if page.status != 200 or not page.headers.get("content-type", "").startswith(JSON_TYPE):
-            raise RuntimeError(f"{page_url} ({attempt}): {page.status} {page.headers.get('content-type')}: {page.body[:300]!r}")
+            raise RuntimeError(
+                f"{page_url} ({attempt}): {page.status} {page.headers.get('content-type')}: {page.body[:300]!r}"
+            )
         links = {f["filename"]: f["url"] for f in json.loads(page.body)["files"]}
         file_url = urldefrag(urljoin(page_url, links[wheel.filename]))[0]
         file = get(file_url)
@@ -221,7 +230,9 @@ def warm(base: str, wheel: Dist) -> Warmed:
             raise RuntimeError(f"{file_url} ({attempt}): {file.status}, {len(file.body)} bytes, not the wheel")
     for what, answer in (("page", page), ("file", file)):
         if answer.headers.get(CACHE_HEADER.lower()) != "HIT":
-            raise RuntimeError(f"the warm {what} was not a cache hit: {CACHE_HEADER} {answer.headers.get(CACHE_HEADER.lower())}")
+            raise RuntimeError(
+                f"the warm {what} was not a cache hit: {CACHE_HEADER} {answer.headers.get(CACHE_HEADER.lower())}"
+            )
     return Warmed(page_path, urlsplit(file_url).path, page.body, file.body)
 
 
@@ -274,7 +285,10 @@ class Nginx:
             path.chmod(0o755 if path.is_dir() else 0o644)
         (directory / "nginx.conf").write_text(
             _NGINX_CONF.format(
-                dir=directory, port=self.port, page_path=served.page_path, page_type=JSON_TYPE,
+                dir=directory,
+                port=self.port,
+                page_path=served.page_path,
+                page_type=JSON_TYPE,
                 access_log=f"{directory}/access.log" if access_log else "off",
             )
         )
@@ -293,7 +307,7 @@ class Nginx:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not listen within {timeout:.0f} s:\n{self._errors()}")
+                    raise RuntimeError(f"nginx did not listen within {timeout:.0f} s:\n{self._errors()}") from None
                 time.sleep(0.05)
             else:
                 if self.pids()[1:]:
@@ -438,15 +452,26 @@ def logger_options(code: Code, logger: str) -> tuple[str, ...]:
     """twistd's flag for the packaged unit's log observer, where this version of the code keeps it."""
     if logger == "twistd":
         return ()
-    module = "pypicached.ops.journal" if (code.root / "pypicached" / "ops" / "journal.py").exists() else "pypicached.journal"
+    module = (
+        "pypicached.ops.journal" if (code.root / "pypicached" / "ops" / "journal.py").exists() else "pypicached.journal"
+    )
     return (f"--logger={module}.observer",)
 
 
 def daemon_server(
-    code: Code, python: str, upstream: str, scratch: Path, wheel: Dist, cpu: int, logger: str = "journal",
+    code: Code,
+    python: str,
+    upstream: str,
+    scratch: Path,
+    wheel: Dist,
+    cpu: int,
+    logger: str = "journal",
     options: Sequence[str] = (),
 ) -> tuple[Daemon, Server]:
-    """A daemon of ``code`` (with more pypicached ``options``), a cache of its own, pinned to ``cpu``, its page and wheel warm."""
+    """
+    A daemon of ``code`` (with more pypicached ``options``), a cache of its own,
+    pinned to ``cpu``, its page and wheel warm.
+    """
     scratch.mkdir()
     daemon = Daemon(python, code, upstream, scratch, *options, twistd=logger_options(code, logger))
     try:
@@ -458,7 +483,11 @@ def daemon_server(
         daemon.stop()
         raise
     server = Server(
-        code.label, daemon.port, warmed, pids=lambda: [daemon.pid], alive=lambda: daemon.process.poll() is None,
+        code.label,
+        daemon.port,
+        warmed,
+        pids=lambda: [daemon.pid],
+        alive=lambda: daemon.process.poll() is None,
         log_path=daemon.log_path,
     )
     return daemon, server
@@ -480,8 +509,10 @@ def report(
 ) -> None:
     labels = [s.label for s in servers]
     width = max(14, *(len(label) + 2 for label in labels))
-    print(f"\nmedian of {args.rounds} round(s) of wrk -t1 -c{args.connections} -d{args.duration:g}s; "
-          f"server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu} (of {os.cpu_count()})")
+    print(
+        f"\nmedian of {args.rounds} round(s) of wrk -t1 -c{args.connections} -d{args.duration:g}s; "
+        f"server on CPU {args.server_cpu}, wrk on CPU {args.client_cpu} (of {os.cpu_count()})"
+    )
     rows: tuple[tuple[str, Callable[[Run], float], str], ...] = (
         ("requests/s", lambda r: r.rps, "{:,.0f}"),
         ("server CPU per request (us)", lambda r: r.cpu_us, "{:.1f}"),
@@ -497,12 +528,18 @@ def report(
             print(f"  {title:30}" + "".join(f"{c:>{width}}" for c in cells))
         per_round = ["/".join(f"{r.rps:,.0f}" for r in results[label, kind]) for label in labels]
         print(f"  {'requests/s, each round':30}" + "".join(f"{c:>{width}}" for c in per_round))
-        bytes_per = [f"{median_run(results[label, kind], lambda r: r.bytes_read / r.requests):,.0f}" for label in labels]
+        bytes_per = [
+            f"{median_run(results[label, kind], lambda r: r.bytes_read / r.requests):,.0f}" for label in labels
+        ]
         print(f"  {'bytes per response (+headers)':30}" + "".join(f"{c:>{width}}" for c in bytes_per))
         logged = []
         for label in labels:
             runs = results[label, kind]
-            logged.append("-" if runs[0].log_bytes is None else f"{median_run(runs, lambda r: (r.log_bytes or 0) / r.requests):.0f}")
+            logged.append(
+                "-"
+                if runs[0].log_bytes is None
+                else f"{median_run(runs, lambda r: (r.log_bytes or 0) / r.requests):.0f}"
+            )
         print(f"  {'access log bytes per request':30}" + "".join(f"{c:>{width}}" for c in logged))
         rps = {label: median_run(results[label, kind], lambda r: r.rps) for label in labels}
         cpu = {label: median_run(results[label, kind], lambda r: r.cpu_us) for label in labels}
@@ -523,8 +560,10 @@ def report(
         verdict = "met" if page >= TARGET_RPS and not problems else "NOT met"
         print(f"target (>= {TARGET_RPS:,.0f} page requests/s, one process), {server.label}: {verdict} ({page:,.0f})")
         if busy < BUSY_ENOUGH:
-            print(f"  but its core was only {busy:.0%} busy: other work on this machine set the pace; a whole core "
-                  f"would allow {median_run(runs, lambda r: 1e6 / r.cpu_us):,.0f} (1e6 / CPU per request)")
+            print(
+                f"  but its core was only {busy:.0%} busy: other work on this machine set the pace; a whole core "
+                f"would allow {median_run(runs, lambda r: 1e6 / r.cpu_us):,.0f} (1e6 / CPU per request)"
+            )
 
 
 def main() -> None:
@@ -534,16 +573,25 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run [%(default)s]")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every server and URL [%(default)s]")
     parser.add_argument("--connections", type=int, default=32, help="wrk's -c [%(default)s]")
-    parser.add_argument("--current-flag", action="append", default=[], metavar="FLAG",
-                        help="a pypicached flag for this checkout's daemon only (repeat), e.g. --current-flag=--min-release-age=7d")
+    parser.add_argument(
+        "--current-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a pypicached flag for this checkout's daemon only (repeat), e.g. --current-flag=--min-release-age=7d",
+    )
     parser.add_argument("--server-cpu", type=int, default=0, help="the core of the daemons and nginx [%(default)s]")
     parser.add_argument("--client-cpu", type=int, default=1, help="wrk's core [%(default)s]")
     parser.add_argument("--nginx-access-log", choices=("on", "off"), default="on", help="[%(default)s]")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install wrk and nginx if missing")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the daemons [this one]")
-    parser.add_argument("--logger", choices=("twistd", "journal"), default="journal",
-                        help="the daemons' log observer: twistd's default (timestamps) or the packaged unit's "
-                             "journal observer [%(default)s]")
+    parser.add_argument(
+        "--logger",
+        choices=("twistd", "journal"),
+        default="journal",
+        help="the daemons' log observer: twistd's default (timestamps) or the packaged unit's "
+        "journal observer [%(default)s]",
+    )
     args = parser.parse_args()
     cpus = os.sched_getaffinity(0)
     if args.server_cpu == args.client_cpu or not {args.server_cpu, args.client_cpu} <= cpus:
@@ -556,11 +604,16 @@ def main() -> None:
     signal.alarm(int(time_limit))
 
     tools = ensure_tools(not args.no_install)
-    print(f"{tool_version([tools['wrk'], '--version'])}; {tool_version([tools['nginx'], '-v'])}; "
-          f"Python {sys.version.split()[0]}; load average before: {load_average()}", flush=True)
+    print(
+        f"{tool_version([tools['wrk'], '--version'])}; {tool_version([tools['nginx'], '-v'])}; "
+        f"Python {sys.version.split()[0]}; load average before: {load_average()}",
+        flush=True,
+    )
     dists, wheel = distributions()
-    print(f"upstream: {PROJECT}, {len(dists)} files; the measured wheel {wheel.filename}, {len(wheel.data):,} bytes",
-          flush=True)
+    print(
+        f"upstream: {PROJECT}, {len(dists)} files; the measured wheel {wheel.filename}, {len(wheel.data):,} bytes",
+        flush=True,
+    )
 
     scratch_root = Path(tempfile.mkdtemp(prefix="pypicached-rps-"))
     scratch_root.chmod(0o755)  # nginx's worker (user nobody) reads its root under it
@@ -575,7 +628,13 @@ def main() -> None:
             for number, code in enumerate(codes):
                 options = args.current_flag if code.label.startswith("current") else ()
                 daemon, server = daemon_server(
-                    code, args.python, upstream, scratch_root / f"daemon-{number}", wheel, args.server_cpu, args.logger,
+                    code,
+                    args.python,
+                    upstream,
+                    scratch_root / f"daemon-{number}",
+                    wheel,
+                    args.server_cpu,
+                    args.logger,
                     options,
                 )
                 stack.callback(daemon.stop)
@@ -590,7 +649,10 @@ def main() -> None:
             if get(f"http://127.0.0.1:{web.port}{served.page_path}", PIP_ACCEPT).body != served.page:
                 raise RuntimeError("nginx does not serve the page's bytes")
             nginx = Server(
-                f"nginx (log {args.nginx_access_log})", web.port, served, pids=web.pids,
+                f"nginx (log {args.nginx_access_log})",
+                web.port,
+                served,
+                pids=web.pids,
                 alive=lambda: web.process.poll() is None,
                 log_path=web.dir / "access.log" if args.nginx_access_log == "on" else None,
             )
@@ -599,16 +661,25 @@ def main() -> None:
 
             results: dict[tuple[str, str], list[Run]] = {(s.label, k): [] for s in servers for k in KINDS}
             for round_number in range(args.rounds):
-                order = servers[round_number % len(servers):] + servers[: round_number % len(servers)]
+                order = servers[round_number % len(servers) :] + servers[: round_number % len(servers)]
                 for server in order:
                     for kind in KINDS:
-                        run = load(tools["wrk"], server, kind, duration=args.duration,
-                                   connections=args.connections, cpu=args.client_cpu)
+                        run = load(
+                            tools["wrk"],
+                            server,
+                            kind,
+                            duration=args.duration,
+                            connections=args.connections,
+                            cpu=args.client_cpu,
+                        )
                         results[server.label, kind].append(run)
-                        print(f"  round {round_number + 1}: {server.label:28} {kind}: {run.rps:>9,.0f} req/s, "
-                              f"{run.cpu_us:6.1f} us CPU/request, server core {run.server_busy:4.0%}, "
-                              f"wrk core {run.client_busy:4.0%}, latency {run.latency}"
-                              + (f"  PROBLEM {run.problem}" if run.problem else ""), flush=True)
+                        print(
+                            f"  round {round_number + 1}: {server.label:28} {kind}: {run.rps:>9,.0f} req/s, "
+                            f"{run.cpu_us:6.1f} us CPU/request, server core {run.server_busy:4.0%}, "
+                            f"wrk core {run.client_busy:4.0%}, latency {run.latency}"
+                            + (f"  PROBLEM {run.problem}" if run.problem else ""),
+                            flush=True,
+                        )
             report(results, servers, args, nginx)
     finally:
         signal.alarm(0)

@@ -80,5 +80,5 @@ def makeService(options: Options) -> IService:
         settings = load_settings(options, reactor)
     except ConfigError as e:
         sys.stderr.write(f"pypicached: {e}\n")
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     return make_service(settings, reactor)

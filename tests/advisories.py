@@ -13,8 +13,15 @@ from typing import Any
 __all__ = ["advisory", "zip_of"]
 
 
-def advisory(id_: str, name: str, *, versions: tuple[str, ...] = (), events: tuple[dict, ...] = (),
-             ecosystem: str = "PyPI", **fields: Any) -> dict:
+def advisory(
+    id_: str,
+    name: str,
+    *,
+    versions: tuple[str, ...] = (),
+    events: tuple[dict, ...] = (),
+    ecosystem: str = "PyPI",
+    **fields: Any,
+) -> dict:
     """One OSV document naming ``name`` in ``ecosystem``, by listed ``versions`` and/or range ``events``."""
     affected: dict[str, Any] = {"package": {"ecosystem": ecosystem, "name": name}, "versions": list(versions)}
     if events:

@@ -27,7 +27,7 @@ def _name(common: str) -> x509.Name:
 
 def make_ca(directory: Path) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("pypicached test CA"))
@@ -37,9 +37,7 @@ def make_ca(directory: Path) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Cer
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -48,11 +46,13 @@ def make_ca(directory: Path) -> tuple[Path, ec.EllipticCurvePrivateKey, x509.Cer
     return path, key, cert
 
 
-def make_server(directory: Path, ca: tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate], name: str = "server") -> ServerFiles:
+def make_server(
+    directory: Path, ca: tuple[Path, ec.EllipticCurvePrivateKey, x509.Certificate], name: str = "server"
+) -> ServerFiles:
     """A certificate for 127.0.0.1 and localhost, signed by ``ca``, written as NAME.pem / NAME.key."""
     ca_path, ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     serial = x509.random_serial_number()
     cert = (
         x509.CertificateBuilder()

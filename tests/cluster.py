@@ -21,8 +21,9 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -98,7 +99,9 @@ class Node:
             "--cache-dir", str(self.cache),
             "--upstream", self.upstream,
         ]  # fmt: skip
-        self._process = reactor.spawnProcess(self._daemon, argv[0], argv, env=dict(self.env), path=str(self.cache.parent))
+        self._process = reactor.spawnProcess(
+            self._daemon, argv[0], argv, env=dict(self.env), path=str(self.cache.parent)
+        )
         try:
             await self._daemon.port
         except Exception as e:

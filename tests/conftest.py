@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -89,10 +90,16 @@ def make_world(dists, tmp_path):
 
     worlds = []
 
-    def make(upstream: Any = None, flavour: str = "json", cache_dir: Any = None, now: float = 0.0,
-             **settings: Any) -> World:
-        world = World(dists if upstream is None else upstream, cache_dir or tmp_path / f"cache{len(worlds)}",
-                      flavour, now, **settings)
+    def make(
+        upstream: Any = None, flavour: str = "json", cache_dir: Any = None, now: float = 0.0, **settings: Any
+    ) -> World:
+        world = World(
+            dists if upstream is None else upstream,
+            cache_dir or tmp_path / f"cache{len(worlds)}",
+            flavour,
+            now,
+            **settings,
+        )
         worlds.append(world)
         return world
 

@@ -36,8 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
@@ -100,8 +100,15 @@ class Target:
         """`apt update`; on this machine for the pypicached source alone, keeping every other list."""
         if self.chrooted:
             return self.apt("update")
-        return self.apt("update", "-o", f"Dir::Etc::SourceList={SOURCES}", "-o", "Dir::Etc::SourceParts=-",
-                        "-o", "APT::Get::List-Cleanup=0")
+        return self.apt(
+            "update",
+            "-o",
+            f"Dir::Etc::SourceList={SOURCES}",
+            "-o",
+            "Dir::Etc::SourceParts=-",
+            "-o",
+            "APT::Get::List-Cleanup=0",
+        )
 
     def upgrade(self) -> str:
         """`apt upgrade` in the throwaway chroot; on this machine, pypicached alone."""
@@ -129,8 +136,9 @@ def add_repository(target: Target, repo: Path) -> None:
     os.chmod(target.path(KEYRING), 0o644)
     sources.write_text(entry.format(keyring=KEYRING))
     updated = target.update()
-    complaints = [line for line in (updated.stdout + updated.stderr).splitlines()
-                  if line.startswith(COMPLAINTS) and REPO in line]
+    complaints = [
+        line for line in (updated.stdout + updated.stderr).splitlines() if line.startswith(COMPLAINTS) and REPO in line
+    ]
     assert updated.returncode == 0 and not complaints, updated.stdout + updated.stderr
 
 
@@ -157,8 +165,13 @@ def install(target: Target, repo: Path) -> str:
     assert target.path(CONFIG).is_file()
     assert target.path("/usr/lib/python3/dist-packages/twisted/plugins/pypicached_plugin.py").is_file()
     # every unit shipped verifies, now that the release's twistd3 is installed beside it
-    verify = target.run("systemd-analyze", "verify", UNIT, UNIT.replace(".service", ".socket"),
-                        TEMPLATE.replace("@.service", "@1.service"))
+    verify = target.run(
+        "systemd-analyze",
+        "verify",
+        UNIT,
+        UNIT.replace(".service", ".socket"),
+        TEMPLATE.replace("@.service", "@1.service"),
+    )
     assert verify.returncode == 0 and not (verify.stdout + verify.stderr).strip(), verify.stdout + verify.stderr
     return version
 
@@ -214,7 +227,13 @@ def wait_for(port: int, process: subprocess.Popen[str], seconds: float = 30) -> 
 
 @contextlib.contextmanager
 def daemon(
-    target: Target, upstream: str, port: int, log: list[str], unit_path: str = UNIT, instance: str = "", cache: str = CACHE
+    target: Target,
+    upstream: str,
+    port: int,
+    log: list[str],
+    unit_path: str = UNIT,
+    instance: str = "",
+    cache: str = CACHE,
 ) -> Iterator[None]:
     """
     The unit's ExecStart (``%i`` being ``instance``), as its User= in its WorkingDirectory=,
@@ -223,8 +242,19 @@ def daemon(
     unit = target.path(unit_path).read_text().replace("%i", instance).splitlines()
     exec_start = next(line.split("=", 1)[1] for line in unit if line.startswith("ExecStart="))
     user = next(line.split("=", 1)[1] for line in unit if line.startswith("User="))
-    argv = ["env", f"--chdir={cache}", "runuser", "-u", user, "--", *shlex.split(exec_start),
-            "--upstream", upstream, "--listen", f"tcp:{port}:interface=127.0.0.1"]
+    argv = [
+        "env",
+        f"--chdir={cache}",
+        "runuser",
+        "-u",
+        user,
+        "--",
+        *shlex.split(exec_start),
+        "--upstream",
+        upstream,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+    ]
     _show(argv)
     process = subprocess.Popen(target.argv(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -264,9 +294,19 @@ def serve_and_upgrade(target: Target, repo: Path, scratch: Path) -> None:
         with daemon(target, upstream, port, log):
             venv = f"{SCRATCH}/venv"
             target.sh("python3", "-m", "venv", venv)
-            target.sh(f"{venv}/bin/pip", "install", "--isolated", "--no-cache-dir",
-                      "--index-url", f"http://127.0.0.1:{port}/simple/", "deb-check", env=pip_env(SCRATCH))
-            assert target.sh(f"{venv}/bin/python", "-c", "import deb_check; print(deb_check.__version__)").strip() == "1.0"
+            target.sh(
+                f"{venv}/bin/pip",
+                "install",
+                "--isolated",
+                "--no-cache-dir",
+                "--index-url",
+                f"http://127.0.0.1:{port}/simple/",
+                "deb-check",
+                env=pip_env(SCRATCH),
+            )
+            assert (
+                target.sh(f"{venv}/bin/python", "-c", "import deb_check; print(deb_check.__version__)").strip() == "1.0"
+            )
             stored = list(target.path(f"{CACHE}/files").rglob(filename))
             assert stored and stored[0].read_bytes() == (served / "files" / filename).read_bytes(), stored
             assert stored[0].stat().st_uid == int(target.sh("id", "-u", user).strip())
@@ -303,9 +343,19 @@ def serve_node(target: Target, upstream: str, filename: str, served: Path) -> No
     port, log = free_port(), []
     try:
         with daemon(target, upstream, port, log, TEMPLATE, "1", f"{CACHE}/1"):
-            target.sh(f"{SCRATCH}/venv/bin/pip", "download", "--isolated", "--no-cache-dir", "--no-deps",
-                      "-d", f"{SCRATCH}/node-1", "--index-url", f"http://127.0.0.1:{port}/simple/", "deb-check",
-                      env=pip_env(SCRATCH))
+            target.sh(
+                f"{SCRATCH}/venv/bin/pip",
+                "download",
+                "--isolated",
+                "--no-cache-dir",
+                "--no-deps",
+                "-d",
+                f"{SCRATCH}/node-1",
+                "--index-url",
+                f"http://127.0.0.1:{port}/simple/",
+                "deb-check",
+                env=pip_env(SCRATCH),
+            )
             stored = list(target.path(f"{CACHE}/1/files").rglob(filename))
             assert stored and stored[0].read_bytes() == (served / "files" / filename).read_bytes(), stored
         assert '"GET /simple/deb-check/" 200' in log[0] and "MISS" in log[0], log[0]
@@ -331,8 +381,9 @@ def publish_newer(repo: Path, published: Path, scratch: Path) -> str:
     version = re.search(r"^Version: (\S+)$", control.read_text(), re.M).group(1) + UPGRADE_SUFFIX
     control.write_text(re.sub(r"^Version: \S+$", f"Version: {version}", control.read_text(), flags=re.M))
     newer = scratch / f"pypicached_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(unpacked), str(newer)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(unpacked), str(newer)], check=True, stdout=subprocess.DEVNULL
+    )
     subprocess.run([str(PROJECT / "deploy" / "apt-repo.sh"), str(published), str(original), str(newer)], check=True)
     return version
 

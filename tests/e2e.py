@@ -25,8 +25,8 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -163,7 +163,9 @@ def run_phase(tool: str, daemon: Daemon, work: Path, packages: list[str]) -> tup
         env = clean_env(work / f"home{step}")  # a fresh client cache for every command
         env["UV_PYTHON_DOWNLOADS"] = "never"
         env["POETRY_VIRTUALENVS_USE_POETRY_PYTHON"] = "true"
-        done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
+        )
         if done.returncode != 0:
             ok = False
             sys.stderr.write(f"\n--- {tool}: {' '.join(argv)} failed ({done.returncode})\n{done.stdout}{done.stderr}\n")

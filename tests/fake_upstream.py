@@ -42,8 +42,9 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 import attrs
@@ -73,8 +74,8 @@ __all__ = [
 ]
 
 Flavour = Literal["html", "json"]
-Action = Union[str, None]
-BehaviourValue = Union[str, list, Callable[["RecordedRequest"], Action]]
+Action = str | None
+BehaviourValue = str | list | Callable[["RecordedRequest"], Action]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -84,7 +85,7 @@ _HTML_TYPES = (HTML_TYPE, "application/vnd.pypi.simple.latest+html")
 PIP_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE}; q=0.1, text/html; q=0.01"
 UV_ACCEPT = f"{JSON_TYPE}, {HTML_TYPE};q=0.2, text/html;q=0.01"  # uv 0.13 writes no spaces
 
-_UPLOAD_EPOCH = datetime.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=datetime.timezone.utc)
+_UPLOAD_EPOCH = datetime.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=datetime.UTC)
 _CHUNK = 64 * 1024
 _FILE_PREFIXES = ("/files/", "/packages/")
 _PAGE_PREFIXES = ("/simple", "/pypi/")
@@ -180,7 +181,7 @@ class _Actions:
     corrupt: bool = False
 
     @classmethod
-    def parse(cls, spec: Action) -> "_Actions":
+    def parse(cls, spec: Action) -> _Actions:
         if not spec:
             return cls()
         values: dict[str, Any] = {}
@@ -400,7 +401,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 
 def _http_date(when: datetime.datetime) -> str:
-    return format_datetime(when.astimezone(datetime.timezone.utc).replace(microsecond=0), usegmt=True)
+    return format_datetime(when.astimezone(datetime.UTC).replace(microsecond=0), usegmt=True)
 
 
 def _parse_range(spec: str, size: int) -> tuple[int, int] | None | Literal["unsatisfiable"]:
@@ -610,7 +611,9 @@ class FakeUpstream(Resource):
     # -- Request log ----------------------------------------------------------------------
 
     @staticmethod
-    def _matcher(what: str | Callable[[RecordedRequest], bool], method: str | None) -> Callable[[RecordedRequest], bool]:
+    def _matcher(
+        what: str | Callable[[RecordedRequest], bool], method: str | None
+    ) -> Callable[[RecordedRequest], bool]:
         if callable(what):
             pred = what
         elif what == "" or what.endswith("/"):
@@ -623,7 +626,9 @@ class FakeUpstream(Resource):
             return pred
         return lambda r: r.method == method and pred(r)
 
-    def requests(self, what: str | Callable[[RecordedRequest], bool] = "", method: str | None = None) -> list[RecordedRequest]:
+    def requests(
+        self, what: str | Callable[[RecordedRequest], bool] = "", method: str | None = None
+    ) -> list[RecordedRequest]:
         """Logged requests matching ``what``, optionally only those with ``method``.
 
         ``what`` ending in ``/`` (or empty) is a path prefix (``"/simple/"``, ``"/packages/"``);
@@ -926,9 +931,7 @@ class FakeUpstream(Resource):
         if content_type == JSON_TYPE:
             doc = {
                 "meta": {"api-version": "1.1", "_last-serial": self.serial},
-                "projects": [
-                    {"name": self._display[p], "_last-serial": self._project_serial[p]} for p in projects
-                ],
+                "projects": [{"name": self._display[p], "_last-serial": self._project_serial[p]} for p in projects],
             }
             body = json.dumps(doc, indent=1).encode("utf-8")
         else:
@@ -941,7 +944,7 @@ class FakeUpstream(Resource):
                 "<!DOCTYPE html>\n<html>\n  <head>\n"
                 f"{head}    <title>Simple index</title>\n  </head>\n  <body>\n"
                 f"{links}  </body>\n</html>\n<!--SERIAL {self.serial}-->\n"
-            ).encode("utf-8")
+            ).encode()
         return self._page(record, content_type, body, self.serial)
 
     def _index_href(self, project: str) -> str:
@@ -1000,7 +1003,7 @@ class FakeUpstream(Resource):
                 attributes.append(f'data-core-metadata="sha256={dist.metadata_sha256}"')
             if entry.yanked is not None:
                 attributes.append(f'data-yanked="{html.escape(entry.yanked)}"')
-            links.append(f'    <a {" ".join(attributes)}>{html.escape(dist.filename)}</a><br />\n')
+            links.append(f"    <a {' '.join(attributes)}>{html.escape(dist.filename)}</a><br />\n")
         head = '    <meta name="pypi:repository-version" content="1.1">\n' if self.flavour == "json" else ""
         return (
             "<!DOCTYPE html>\n<html>\n  <head>\n"
@@ -1120,7 +1123,7 @@ def _redirect(location: str) -> _Response:
     return _Response(
         301,
         (("Location", location), ("Content-Type", "text/plain; charset=utf-8")),
-        f"Moved to {location}\n".encode("utf-8"),
+        f"Moved to {location}\n".encode(),
     )
 
 

@@ -11,8 +11,8 @@ HAProxy's hash ring.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import attrs
 

@@ -33,8 +33,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -112,7 +113,7 @@ class Result:
     def output(self) -> str:
         return self.out + self.err
 
-    def check(self) -> "Result":
+    def check(self) -> Result:
         """Raise AssertionError with the whole output unless the run succeeded."""
         if self.code != 0:
             raise AssertionError(

@@ -30,8 +30,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from pypicached.config import Settings
 from pypicached.base.disk import run_inline
+from pypicached.config import Settings
 from pypicached.ops.health import MAX_LAG
 from pypicached.service import Proxy
 
@@ -67,11 +67,15 @@ class SiteAgent:
         server_address = IPv4Address("TCP", "127.0.0.1", port)
         server = self._site.buildProtocol(client_address)
         client = factory.buildProtocol(server_address)
-        self._pumps.append(iosim.connect(
-            server, iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address),
-            client, iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address),
-            greet=False,
-        ))
+        self._pumps.append(
+            iosim.connect(
+                server,
+                iosim.FakeTransport(server, isServer=True, hostAddress=server_address, peerAddress=client_address),
+                client,
+                iosim.FakeTransport(client, isServer=False, hostAddress=client_address, peerAddress=server_address),
+                greet=False,
+            )
+        )
         return d
 
     def flush(self) -> bool:
@@ -115,7 +119,9 @@ class World:
 
     base_url = "http://pip.example.lan"
 
-    def __init__(self, upstream: Any, cache_dir: Path, flavour: str = "json", now: float = 0.0, **settings: Any) -> None:
+    def __init__(
+        self, upstream: Any, cache_dir: Path, flavour: str = "json", now: float = 0.0, **settings: Any
+    ) -> None:
         """
         ``upstream``: the dists of a ``FakeUpstream`` of ``flavour``, a ``FakeUpstream``, or any ``Resource``;
         ``now``: the clock's time at the start (POSIX seconds).
@@ -146,8 +152,13 @@ class World:
 
     def _start(self, settings: Settings) -> None:
         # redirects followed, as the daemon's pooled agent does
-        self.proxy = Proxy(settings, self.clock, clock=self.clock, run_in_thread=run_inline,
-                           agent=BrowserLikeRedirectAgent(self.network))
+        self.proxy = Proxy(
+            settings,
+            self.clock,
+            clock=self.clock,
+            run_in_thread=run_inline,
+            agent=BrowserLikeRedirectAgent(self.network),
+        )
         self.proxy.start()
         self._client = self._connect(self.proxy.site)
 
@@ -156,7 +167,7 @@ class World:
         self.stop()
         self._start_with({**self._values, **changes})
 
-    def chained(self, cache_dir: Path, **settings: Any) -> "World":
+    def chained(self, cache_dir: Path, **settings: Any) -> World:
         """A second proxy on this clock whose upstream is this world's proxy (a site's proxy behind a central one)."""
         other = copy.copy(self)  # the clock, the upstream and the list of connections are shared
         other._chained = []
@@ -186,8 +197,9 @@ class World:
             self.clock.advance(min(MAX_LAG - 1, end - self.clock.seconds()))
             self.flush()
 
-    def request(self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
-                flush: bool = True) -> "Deferred[IResponse]":
+    def request(
+        self, path: str, headers: dict[str, str] | None = None, method: str = "GET", flush: bool = True
+    ) -> Deferred[IResponse]:
         """
         Send a request to the proxy (``path``, or a whole URL); with ``flush=False`` its bytes
         wait for the next flush, so that several requests arrive together.
@@ -198,32 +210,32 @@ class World:
             self.flush()
         return d
 
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Reply":
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Reply:
         """The whole answer to a request that the proxy answers without waiting on the clock."""
         return self.reply(self.request(path, headers, method))
 
-    def upstream_get(self, path: str, headers: dict[str, str] | None = None) -> "Reply":
+    def upstream_get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
         """The upstream's own answer to ``GET path``, asked directly (not through the proxy)."""
         d = self._upstream_agent.request(b"GET", (UPSTREAM + path).encode(), _headers(headers))
         return self.reply(d)
 
-    def response(self, pending: "Deferred[IResponse]") -> IResponse:
+    def response(self, pending: Deferred[IResponse]) -> IResponse:
         """The response (status and headers, body unread) to a request made earlier: it must have arrived."""
         self.flush()
         return result_of(pending)
 
-    def read(self, response: IResponse) -> "Deferred[bytes]":
+    def read(self, response: IResponse) -> Deferred[bytes]:
         """Start reading a body and move every byte that can move; see ``result_of`` and ``failure_of``."""
         body = readBody(response)
         self.flush()
         return body
 
-    def reply(self, pending: "Deferred[IResponse]") -> "Reply":
+    def reply(self, pending: Deferred[IResponse]) -> Reply:
         """The answer to a request made earlier, which must have arrived by now."""
         response = self.response(pending)
         return Reply(response, result_of(self.read(response)))
 
-    def page(self, project: str) -> "Reply":
+    def page(self, project: str) -> Reply:
         return self.get(f"/simple/{project}/", {"Accept": PIP_ACCEPT})
 
     def stop(self) -> None:
@@ -242,7 +254,10 @@ def _headers(headers: dict[str, str] | None) -> Headers:
 
 
 def answered(d: Deferred) -> bool:
-    """Whether a request made earlier has had its answer (``called`` is also true while it waits on another Deferred)."""
+    """
+    Whether a request made earlier has had its answer (``called`` is also true while
+    it waits on another Deferred).
+    """
     box: list[Any] = []
     d.addBoth(lambda result: (box.append(result), result)[1])
     return bool(box)

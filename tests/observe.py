@@ -12,7 +12,8 @@ installer's resume logic is exercised against the proxy.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -63,7 +64,7 @@ class ClientRequest:
 class _Recording(Resource):
     isLeaf = True
 
-    def __init__(self, inner: Resource, log: "ClientLog") -> None:
+    def __init__(self, inner: Resource, log: ClientLog) -> None:
         super().__init__()
         self._inner = inner
         self._log = log
@@ -83,7 +84,11 @@ class _Recording(Resource):
             record.finished = result is None
             record.code = request.code
             record.sent = request.sentLength
-            for attribute, header in (("cache", b"x-pypi-cache"), ("content_range", b"content-range"), ("etag", b"etag")):
+            for attribute, header in (
+                ("cache", b"x-pypi-cache"),
+                ("content_range", b"content-range"),
+                ("etag", b"etag"),
+            ):
                 values = request.responseHeaders.getRawHeaders(header)
                 setattr(record, attribute, values[0].decode("latin-1") if values else None)
 
@@ -99,7 +104,7 @@ class ClientLog:
         self._marks: dict[str, int] = {}
 
     @classmethod
-    def attach(cls, site: Any) -> "ClientLog":
+    def attach(cls, site: Any) -> ClientLog:
         """Record at ``site`` (the proxy's ``ProxySite``): wraps its root resource."""
         log = cls()
         site.resource = _Recording(site.resource, log)
@@ -112,9 +117,7 @@ class ClientLog:
     def since(self, name: str) -> list[ClientRequest]:
         return self.requests[self._marks[name] :]
 
-    def matching(
-        self, predicate: Callable[[ClientRequest], bool], *, since: str | None = None
-    ) -> list[ClientRequest]:
+    def matching(self, predicate: Callable[[ClientRequest], bool], *, since: str | None = None) -> list[ClientRequest]:
         pool = self.since(since) if since is not None else self.requests
         return [r for r in pool if predicate(r)]
 
@@ -131,7 +134,7 @@ class ClientLog:
 
 
 class _Side(Protocol):
-    peer: "_Side | None" = None
+    peer: _Side | None = None
     cut = False
 
     def connectionLost(self, reason: Any) -> None:
@@ -143,7 +146,7 @@ class _Side(Protocol):
 class _ToProxy(_Side):
     """The relay's connection to the proxy: answers flow back to the installer."""
 
-    downstream: "_FromClient"
+    downstream: _FromClient
 
     def connectionMade(self) -> None:
         down = self.downstream
@@ -181,7 +184,7 @@ class _ToProxy(_Side):
 class _FromClient(_Side):
     """The installer's connection to the relay."""
 
-    relay: "CuttingRelay"
+    relay: CuttingRelay
 
     def connectionMade(self) -> None:
         self.pending: list[bytes] = []

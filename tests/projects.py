@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .wheels import Dist
 
 __all__ = [
-    "REQUIREMENTS", "WANTED", "assert_installed", "pdm_project", "poetry_project", "site_packages", "uv_project",
+    "REQUIREMENTS",
+    "WANTED",
+    "assert_installed",
+    "pdm_project",
+    "poetry_project",
+    "site_packages",
+    "uv_project",
 ]
 
 # What every matrix cell installs: pcx-beta (which needs pcx-alpha>=2) and the 3 MiB pcx-big.

@@ -19,7 +19,6 @@ from twisted.web.iweb import IResponse
 from pypicached.config import Settings
 from pypicached.service import Proxy
 
-
 _PENDING = object()
 
 
@@ -51,11 +50,11 @@ class Reply(ResponseView):
     """A response as the proxy sent it: no content decoding, no redirect following."""
 
     response: IResponse
-    _body: "Deferred[bytes] | None" = None
-    _waiters: "list[Deferred[bytes]]" = attrs.field(factory=list)
+    _body: Deferred[bytes] | None = None
+    _waiters: list[Deferred[bytes]] = attrs.field(factory=list)
     _result: Any = _PENDING
 
-    def content(self) -> "Deferred[bytes]":
+    def content(self) -> Deferred[bytes]:
         """The body (read once, however often asked); fails if it was cut short."""
         if self._body is None:
             self._body = readBody(self.response)
@@ -114,7 +113,7 @@ class RunningProxy:
     def port_number(self) -> int:
         return self.port.getHost().port
 
-    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> "Deferred[Reply]":
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Deferred[Reply]:
         """The response to ``method path`` (``path`` may also be a full URL), body unread."""
         url = path if "://" in path else self.base_url + path
         sent = Headers({k: [v] for k, v in (headers or {}).items()})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
@@ -15,8 +16,8 @@ from pypicached.base.disk import run_inline
 from pypicached.ops.metrics import Metrics
 from pypicached.policy import advisories, osv
 from pypicached.policy.advisories import EMPTY, AdvisoryFeed, read_zip
-from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.agent import upstream_http
+from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.client import UpstreamClient
 
 from .advisories import advisory, zip_of
@@ -30,8 +31,11 @@ SAMPLE = (
     advisory("MAL-2026-1234", "Evil_Pkg", versions=("1.0", "1.1", "2004d")),
     advisory("PYSEC-2024-1", "evil-pkg", events=({"introduced": "0"}, {"fixed": "1.1"}), versions=("1.0",)),
     advisory("GHSA-aaaa-bbbb-cccc", "Fine.Lib", events=({"introduced": "2.0"}, {"last_affected": "2.5"})),
-    advisory("PYSEC-2024-2", "fine-lib", events=({"introduced": "1.0"}, {"fixed": "1.1"},
-                                                 {"introduced": "3.0"}, {"fixed": "3.2"})),
+    advisory(
+        "PYSEC-2024-2",
+        "fine-lib",
+        events=({"introduced": "1.0"}, {"fixed": "1.1"}, {"introduced": "3.0"}, {"fixed": "3.2"}),
+    ),
     advisory("MAL-2026-9", "typo-squat", events=({"introduced": "0"},)),
     advisory("PYSEC-2020-5", "fine-lib", versions=("9.9",), withdrawn="2021-01-01T00:00:00Z"),
     advisory("GHSA-npmm-npmm-npmm", "left-pad", ecosystem="npm", versions=("1.0",)),
@@ -67,8 +71,12 @@ def test_malicious_advisories_come_first(sample):
 
 def test_malicious_first_whatever_the_ids_say(tmp_path):
     path = tmp_path / "both.zip"
-    path.write_bytes(zip_of(advisory("GHSA-0000-0000-0000", "both", versions=("1.0",)),
-                            advisory("MAL-2026-2", "both", versions=("1.0",))))
+    path.write_bytes(
+        zip_of(
+            advisory("GHSA-0000-0000-0000", "both", versions=("1.0",)),
+            advisory("MAL-2026-2", "both", versions=("1.0",)),
+        )
+    )
     assert ids(read_zip(path).affecting("both", "1.0")) == ["MAL-2026-2", "GHSA-0000-0000-0000"]
 
 
@@ -116,14 +124,17 @@ def test_answers_are_remembered(sample):
     assert sample.affecting("evil-pkg", "1.0") is sample.affecting("evil-pkg", "1.0")
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"this is no zip", "not a readable zip"),
-    (zip_of(*SAMPLE)[:200], "not a readable zip"),
-    (zip_of(), "no OSV advisories"),
-    (zip_of(extra={"x.json": b"[1, 2]"}), "not an OSV advisory"),
-    (zip_of(extra={"x.json": b"{\"id\": "}), "is not JSON"),
-    (zip_of(SAMPLE[-1]), "none of its 1 advisories is for PyPI"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"this is no zip", "not a readable zip"),
+        (zip_of(*SAMPLE)[:200], "not a readable zip"),
+        (zip_of(), "no OSV advisories"),
+        (zip_of(extra={"x.json": b"[1, 2]"}), "not an OSV advisory"),
+        (zip_of(extra={"x.json": b'{"id": '}), "is not JSON"),
+        (zip_of(SAMPLE[-1]), "none of its 1 advisories is for PyPI"),
+    ],
+)
 def test_a_zip_that_is_no_feed_is_refused(tmp_path, body, words):
     path = tmp_path / "bad.zip"
     path.write_bytes(body)
@@ -186,10 +197,21 @@ class Rig:
         self.feeds: list[AdvisoryFeed] = []
 
     def feed(self) -> AdvisoryFeed:
-        client = UpstreamClient(upstream_http(self.network), clock=self.clock, health=UpstreamHealth(FEED_URL, self.clock),
-                                report=Metrics(self.clock))
-        feed = AdvisoryFeed(clock=self.clock, client=client, url=FEED_URL, refresh=REFRESH, path=self.path,
-                            tmp=self.tmp, run_in_thread=run_inline)
+        client = UpstreamClient(
+            upstream_http(self.network),
+            clock=self.clock,
+            health=UpstreamHealth(FEED_URL, self.clock),
+            report=Metrics(self.clock),
+        )
+        feed = AdvisoryFeed(
+            clock=self.clock,
+            client=client,
+            url=FEED_URL,
+            refresh=REFRESH,
+            path=self.path,
+            tmp=self.tmp,
+            run_in_thread=run_inline,
+        )
         self.feeds.append(feed)
         return feed
 

@@ -19,8 +19,9 @@ import os
 import signal
 import socket
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urljoin
 
 import attrs
@@ -274,7 +275,10 @@ async def test_shipped_haproxy_config_is_valid(tmp_path):
 def test_with_servers_changes_only_the_addresses():
     shipped = SHIPPED.read_text()
     two = with_servers(shipped, ["10.9.8.11:3142", "10.9.8.12:3143"])
-    assert [(s.name, s.address, s.id) for s in servers(two)] == [("node1", "10.9.8.11:3142", 1), ("node2", "10.9.8.12:3143", 2)]
+    assert [(s.name, s.address, s.id) for s in servers(two)] == [
+        ("node1", "10.9.8.11:3142", 1),
+        ("node2", "10.9.8.12:3143", 2),
+    ]
     kept = [line for line in shipped.splitlines() if not line.lstrip().startswith("server ")]
     assert [line for line in two.splitlines() if not line.lstrip().startswith("server ")] == kept
     with pytest.raises(ValueError):

@@ -36,14 +36,17 @@ def file(world: World, path: str, **headers: str):
 
 
 @pytest.mark.parametrize("kind", ["page", "file"])
-@pytest.mark.parametrize("form, code", [
-    ("{etag}", 304),
-    ("W/{etag}", 304),
-    ("*", 304),
-    ('"other", {etag}', 304),
-    ('"other"', 200),
-    ('W/"other"', 200),
-])
+@pytest.mark.parametrize(
+    "form, code",
+    [
+        ("{etag}", 304),
+        ("W/{etag}", 304),
+        ("*", 304),
+        ('"other", {etag}', 304),
+        ('"other"', 200),
+        ('W/"other"', 200),
+    ],
+)
 def test_if_none_match(world, file_path, kind, form, code):
     get = (lambda **h: page(world, **h)) if kind == "page" else (lambda **h: file(world, file_path, **h))
     etag = get().header("ETag")

@@ -16,8 +16,8 @@ import hashlib
 import json
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from pytest_twisted import ensureDeferred
@@ -27,9 +27,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.web.client import ResponseDone
 
+from .daemon import Daemon, twistd_args
 from .installers import clean_env
 from .proxy_rig import RunningProxy
-from .daemon import Daemon, twistd_args
 
 #: Where the upstream holds the big wheel during the first run.
 GATE_AT = 1024 * 1024
@@ -145,9 +145,7 @@ async def test_sigkill_mid_download_restarts_into_a_consistent_cache(fake_upstre
         assert code == 200 and body == small.metadata
         # The client has the whole body only once the file is committed under its final name.
         assert files.joinpath(small.pypi_path.lstrip("/")).read_bytes() == small.data
-        await turns_until(
-            lambda: all(valid_record(record(n)) for n in ("pcx-alpha", "pcx-big")), "the page records"
-        )
+        await turns_until(lambda: all(valid_record(record(n)) for n in ("pcx-alpha", "pcx-big")), "the page records")
 
         reply = await client.get(big.pypi_path)
         assert reply.code == 200 and reply.header("X-Pypi-Cache") == "MISS"

@@ -88,8 +88,16 @@ async def test_json_access_log_and_the_effective_configuration_with_secrets_mask
     token = "very-secret-token-0123456789"
     daemon = Daemon()
     argv = twistd_args(
-        "--listen", "tcp:0:interface=127.0.0.1", "--upstream", fake_upstream_json.simple_url,
-        "--cache-dir", str(tmp_path / "cache"), "--log-format", "json", "--admin-token", token,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--upstream",
+        fake_upstream_json.simple_url,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--log-format",
+        "json",
+        "--admin-token",
+        token,
     )
     process = reactor.spawnProcess(daemon, argv[0], argv, env=clean_env(tmp_path), path=str(tmp_path))
     try:

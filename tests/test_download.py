@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import succeed
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionLost
 from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 
@@ -20,8 +20,8 @@ from pypicached.base.disk import run_inline
 from pypicached.cache.download import Download, DownloadPlace
 from pypicached.cache.files import open_temporary_file
 from pypicached.cache.growing import GrowingFile, State
-from pypicached.simpleapi.links import FileLink
 from pypicached.ops.metrics import Metrics
+from pypicached.simpleapi.links import FileLink
 from pypicached.upstream.breaker import UpstreamHealth
 
 DATA = b"wheel bytes " * 1000
@@ -93,8 +93,13 @@ def rig(tmp_path: Path):
         hashes = (("sha256", sha256 if sha256 is not None else hashlib.sha256(DATA).hexdigest()),)
         growing = GrowingFile(tmp_path / "tmp" / "pending")
         link = FileLink("http://upstream.test/f/pkg-1.0-py3-none-any.whl", SEGMENTS[-1], hashes)
-        Download(place, FakeClient(response, clock), SEGMENTS, link,  # type: ignore[arg-type]
-                 growing).start()
+        Download(
+            place,
+            FakeClient(response, clock),
+            SEGMENTS,
+            link,  # type: ignore[arg-type]
+            growing,
+        ).start()
         return growing
 
     rig.start, rig.events, rig.root = start, events, tmp_path

@@ -65,8 +65,13 @@ class Liar(Resource):
                 request.setHeader(b"Content-Encoding", b"gzip")
                 return GZ_SDIST
             request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
-            files = [{"filename": "pkg-1.0.tar.gz", "url": "/files/pkg-1.0.tar.gz",
-                      "hashes": {"sha256": hashlib.sha256(GZ_SDIST).hexdigest()}}]
+            files = [
+                {
+                    "filename": "pkg-1.0.tar.gz",
+                    "url": "/files/pkg-1.0.tar.gz",
+                    "hashes": {"sha256": hashlib.sha256(GZ_SDIST).hexdigest()},
+                }
+            ]
             return json.dumps({"meta": {"api-version": "1.0"}, "name": "pkg", "files": files}).encode()
         if self.mode == "chunked-cut":
             request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")

@@ -23,7 +23,18 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 
 from .fake_upstream import HTML_TYPE, JSON_TYPE, PIP_ACCEPT, UV_ACCEPT, FakeUpstream, start_fake_upstream
-from .installers import MissingTool, clean_env, find_uv, run_pdm, run_pip, run_poetry, run_process, run_uv, tool_bin, tool_venv
+from .installers import (
+    MissingTool,
+    clean_env,
+    find_uv,
+    run_pdm,
+    run_pip,
+    run_poetry,
+    run_process,
+    run_uv,
+    tool_bin,
+    tool_venv,
+)
 from .observe import ClientLog, CuttingRelay
 from .wheels import Dist, build_sdist, build_wheel
 
@@ -62,7 +73,9 @@ def _dist(dists: dict[str, list[Dist]], filename: str) -> Dist:
 
 def test_wheel_is_well_formed_and_deterministic() -> None:
     dist = build_wheel("Foo.Bar_baz", "1.2.3", requires_dist=["six>=1"], requires_python=">=3.8", size_padding=50_000)
-    assert dist == build_wheel("Foo.Bar_baz", "1.2.3", requires_dist=["six>=1"], requires_python=">=3.8", size_padding=50_000)
+    assert dist == build_wheel(
+        "Foo.Bar_baz", "1.2.3", requires_dist=["six>=1"], requires_python=">=3.8", size_padding=50_000
+    )
     assert dist.filename == "foo_bar_baz-1.2.3-py3-none-any.whl"
     assert dist.project == "foo-bar-baz"
     assert dist.size > 50_000  # padding is stored, not compressed away
@@ -171,9 +184,7 @@ async def test_uv_install_through_fake_upstream_json(
         pytest.skip("uv is not installed in this environment (pip install uv)")
     upstream = fake_upstream_json
     target = tmp_path / "target"
-    result = await run_uv(
-        ["install", "--target", str(target), "pcx-beta"], upstream.simple_url, home=tmp_path / "home"
-    )
+    result = await run_uv(["install", "--target", str(target), "pcx-beta"], upstream.simple_url, home=tmp_path / "home")
     result.check()
     assert (target / "pcx_beta" / "__init__.py").exists()
     assert b'"2.0"' in (target / "pcx_alpha" / "__init__.py").read_bytes()
@@ -252,7 +263,9 @@ async def test_html_flavour_links_are_relative(fake_upstream_html: FakeUpstream,
 
 
 @pytest_twisted.ensureDeferred
-async def test_gate_holds_the_body_until_released(fake_upstream_json: FakeUpstream, dists: dict[str, list[Dist]]) -> None:
+async def test_gate_holds_the_body_until_released(
+    fake_upstream_json: FakeUpstream, dists: dict[str, list[Dist]]
+) -> None:
     upstream = fake_upstream_json
     big = _dist(dists, "pcx_big-1.0-py3-none-any.whl")
     path = upstream.file_path(big)
@@ -446,7 +459,9 @@ async def test_upstream_without_core_metadata(dists: dict[str, list[Dist]]) -> N
 
 
 @pytest_twisted.ensureDeferred
-async def test_client_log_and_cutting_relay(fake_upstream_json: FakeUpstream, dists: dict[str, list[Dist]], start_proxy: Any) -> None:
+async def test_client_log_and_cutting_relay(
+    fake_upstream_json: FakeUpstream, dists: dict[str, list[Dist]], start_proxy: Any
+) -> None:
     big = _dist(dists, "pcx_big-1.0-py3-none-any.whl")
     proxy = await start_proxy(fake_upstream_json.simple_url)
     clients = ClientLog.attach(proxy.proxy.site)
@@ -467,7 +482,9 @@ async def test_client_log_and_cutting_relay(fake_upstream_json: FakeUpstream, di
         assert failed and 0 < sum(len(b) for b in received) < 100_000  # the body ended early
         assert line.startswith(b"GET /packages/") and big.filename.encode() in line
         await _timeout(fake_upstream_json.wait_for_requests(fake_upstream_json.file_path(big)))
-        ranged = await _timeout(http.get(url, headers=_headers(range="bytes=-10", if_range=cut.headers.getRawHeaders("etag")[0])))
+        ranged = await _timeout(
+            http.get(url, headers=_headers(range="bytes=-10", if_range=cut.headers.getRawHeaders("etag")[0]))
+        )
         assert ranged.code == 206 and await ranged.content() == big.data[-10:]
         whole = await _timeout(http.get(url))
         assert await whole.content() == big.data  # only the first response was cut
@@ -477,5 +494,9 @@ async def test_client_log_and_cutting_relay(fake_upstream_json: FakeUpstream, di
     assert page_request.path == "/simple/pcx-big/" and page_request.code == 200 and page_request.cache == "MISS"
     assert first.path.endswith(big.filename) and first.range is None and not first.finished and first.etag
     assert second.range == "bytes=-10" and second.header("if-range") == first.etag
-    assert second.code == 206 and second.content_range == f"bytes {big.size - 10}-{big.size - 1}/{big.size}" and second.sent == 10
+    assert (
+        second.code == 206
+        and second.content_range == f"bytes {big.size - 10}-{big.size - 1}/{big.size}"
+        and second.sent == 10
+    )
     assert third.code == 200 and third.finished and third.sent == big.size and third.cache in ("HIT", "JOINED")

@@ -68,7 +68,9 @@ async def test_hostile_requests(fake_upstream_json, tmp_path, start_proxy):
         assert b"X-Pypi-Cache: PASS" in reply
 
     for method in ("POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"):
-        reply = await send(f"{method} /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        reply = await send(
+            f"{method} /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+        )
         assert status_of(reply) == 405 and b"Allow: GET, HEAD" in reply, method
     reply = await send(b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n")
     assert status_of(reply) == 405
@@ -90,10 +92,20 @@ async def test_hostile_requests(fake_upstream_json, tmp_path, start_proxy):
     assert status_of(reply) == 400
 
     # a hostile Host header never reaches a response: links and redirects are relative
-    hostile = "evil.example\"><script>alert(1)</script>"
-    for path in ("/simple/pcx-alpha/", "/simple/PCX_Alpha/", "/simple/pcx-alpha", "/simple/", "/", "/pypi/pcx-alpha/json", "/nope"):
+    hostile = 'evil.example"><script>alert(1)</script>'
+    for path in (
+        "/simple/pcx-alpha/",
+        "/simple/PCX_Alpha/",
+        "/simple/pcx-alpha",
+        "/simple/",
+        "/",
+        "/pypi/pcx-alpha/json",
+        "/nope",
+    ):
         for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
-            reply = await send(f"GET {path} HTTP/1.1\r\nHost: {hostile}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n".encode())
+            reply = await send(
+                f"GET {path} HTTP/1.1\r\nHost: {hostile}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n".encode()
+            )
             assert status_of(reply) < 500
             assert b"evil" not in reply and b"<script>" not in reply, path
 

@@ -72,8 +72,11 @@ def test_housekeeper_runs_at_start_periodically_and_when_a_commit_breaks_the_bud
     clock.advance(10 * DAY)
     make(root, "aa-1.whl", 100, 1 * DAY)
     keeper = Housekeeper(
-        root=root, budget=Budget(max_size=250, min_free=0, inactive=180 * DAY), clock=clock,
-        run_in_thread=run_inline, free=lambda _: 10**12,
+        root=root,
+        budget=Budget(max_size=250, min_free=0, inactive=180 * DAY),
+        clock=clock,
+        run_in_thread=run_inline,
+        free=lambda _: 10**12,
     )
     keeper.start()
     assert (keeper.files, keeper.size) == (1, 100)

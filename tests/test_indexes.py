@@ -89,8 +89,9 @@ def catalogue() -> Catalogue:
 # The rig: two upstreams and a proxy configured with both.
 
 
-async def start_indexes_proxy(tables: list[dict[str, Any]], cache_dir: Path, *, clock: Any = None,
-                              **settings: Any) -> RunningProxy:
+async def start_indexes_proxy(
+    tables: list[dict[str, Any]], cache_dir: Path, *, clock: Any = None, **settings: Any
+) -> RunningProxy:
     """A proxy on a random loopback port over ``[[index]]`` tables, validated as the daemon does."""
     values = {"index": tables, "cache_dir": str(cache_dir), **settings}
     proxy = Proxy(build_settings(values, {}), reactor, clock=clock)
@@ -134,7 +135,8 @@ class Rig:
         """Paths of requests the public-like index got for these projects' pages or files."""
         files = {d.filename for d in self.catalogue.on_public if d.project in projects}
         return [
-            r.path for r in self.public.log
+            r.path
+            for r in self.public.log
             if any(r.path.startswith((f"/simple/{p}/", f"/pypi/{p}/")) for p in projects)
             or r.path.rsplit("/", 1)[-1].removesuffix(".metadata") in files
         ]
@@ -204,7 +206,9 @@ async def test_the_pytorch_like_index_is_like_the_real_one(catalogue):
         reply = await fetch_from(torch.simple_url + "pcx-torch/")  # PEP 691 JSON preferred: HTML all the same
         page = await reply.text()
         assert reply.header("Content-Type") == "text/html"
-        file_url = f"http://127.0.0.2:{urlsplit(torch.files_base).port}/whl/cu124/pcx_torch-2.5.1%2Bcu124-py3-none-any.whl"
+        file_url = (
+            f"http://127.0.0.2:{urlsplit(torch.files_base).port}/whl/cu124/pcx_torch-2.5.1%2Bcu124-py3-none-any.whl"
+        )
         assert (
             f'<a href="{file_url}#sha256={c.torch.sha256}" data-dist-info-metadata="sha256={c.torch.metadata_sha256}"'
             f' data-core-metadata="sha256={c.torch.metadata_sha256}">{c.torch.filename}</a>'
@@ -215,7 +219,9 @@ async def test_the_pytorch_like_index_is_like_the_real_one(catalogue):
         assert (await fetch_from(file_url.replace("%2B", "+"))).code == 404  # an S3 key: "+" is a space
         assert (await fetch_from(torch.index_base + urlsplit(file_url).path)).code == 404  # files live elsewhere
         assert (await fetch_from(torch.index_base + "/pypi/pcx-torch/json")).code == 404
-        assert [(q.server, q.host) for q in torch.log if q.server == "files"] == [("files", urlsplit(file_url).netloc)] * 3
+        assert [(q.server, q.host) for q in torch.log if q.server == "files"] == [
+            ("files", urlsplit(file_url).netloc)
+        ] * 3
         torch.failing = 503
         assert (await fetch_from(torch.simple_url)).code == 503
     finally:
@@ -236,12 +242,15 @@ async def test_installers_get_each_project_from_its_index(two_indexes, installer
     if installer == "pip":
         result = await run_pip(args, r.proxy.index_url, python=tool_bin("pip", "python"), home=tmp_path / "home")
     else:
-        result = await run_uv(args, r.proxy.index_url, uv=tool_bin("uv"), python=tool_bin("uv", "python"),
-                              home=tmp_path / "home")
+        result = await run_uv(
+            args, r.proxy.index_url, uv=tool_bin("uv"), python=tool_bin("uv", "python"), home=tmp_path / "home"
+        )
     result.check()
     assert_installed(target, [c.torch, c.cublas, c.shared])
     assert sorted(p.name for p in target.glob("*.dist-info")) == [
-        "pcx_nvidia_cublas_cu12-12.4.5.8.dist-info", "pcx_shared-1.0.dist-info", "pcx_torch-2.5.1+cu124.dist-info",
+        "pcx_nvidia_cublas_cu12-12.4.5.8.dist-info",
+        "pcx_shared-1.0.dist-info",
+        "pcx_torch-2.5.1+cu124.dist-info",
     ]
     assert_each_from_its_index(r)
 
@@ -279,7 +288,9 @@ async def test_uv_with_the_pytorch_index_as_an_explicit_source(two_indexes, tmp_
     lock = (project / "uv.lock").read_text()
     explicit, default = f"{r.proxy.base_url}/index/pytorch/simple/", f"{r.proxy.base_url}/simple/"
     for dist, registry in ((c.torch, explicit), (c.cublas, default), (c.shared, default)):
-        assert f'name = "{dist.project}"\nversion = "{dist.version}"\nsource = {{ registry = "{registry}" }}' in lock, lock
+        assert f'name = "{dist.project}"\nversion = "{dist.version}"\nsource = {{ registry = "{registry}" }}' in lock, (
+            lock
+        )
         assert f"sha256:{dist.sha256}" in lock
     (await run_uv_project(["sync", "--python", python], cwd=project, uv=tool_bin("uv"), home=tmp_path / "h2")).check()
     assert_installed(site_packages(project / ".venv"), [c.torch, c.cublas, c.shared])
@@ -461,12 +472,15 @@ async def test_a_pinned_project_is_served_stale_or_refused_while_its_index_fails
     assert m[("pypicached_upstream_up", (("upstream", r.public.simple_url),))] == 1
     reply, body = await r.get("/health")
     health = json.loads(body)
-    assert reply.code == 200 and {u["name"]: u["state"] for u in health["upstreams"]} == {"pypi": "up", "pytorch": "down"}
+    assert reply.code == 200 and {u["name"]: u["state"] for u in health["upstreams"]} == {
+        "pypi": "up",
+        "pytorch": "down",
+    }
     reply, body = await r.get("/", HTML_ACCEPT)
     status_page = body.decode()
     assert f"Upstream {r.torch.simple_url} is down since" in status_page
     assert f"Upstream {r.public.simple_url} is down" not in status_page
-    assert '<td>pytorch</td>' in status_page and '<td class="bad">down</td>' in status_page
+    assert "<td>pytorch</td>" in status_page and '<td class="bad">down</td>' in status_page
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,7 +501,8 @@ async def test_metrics_health_stats_and_status_page_name_both_indexes(two_indexe
     health = json.loads(body)
     assert reply.code == 200 and health["status"] == "ok"
     assert [(u["name"], u["url"], u["state"]) for u in health["upstreams"]] == [
-        ("pypi", urls["pypi"], "up"), ("pytorch", urls["pytorch"], "up"),
+        ("pypi", urls["pypi"], "up"),
+        ("pytorch", urls["pytorch"], "up"),
     ]
     assert all(u["last_answer"] is not None for u in health["upstreams"])
 
@@ -581,7 +596,9 @@ async def test_admin_prefetch_fills_the_cache_from_both_indexes(two_indexes, tmp
     assert "Fetched 3 files" in result.out, result.out
     for dist in (c.torch, c.cublas, c.shared):
         assert f"fetched  {dist.filename}" in result.out
-    assert {q.path for q in r.torch.requests("files") if q.is_file} == {r.torch.file_path(d) for d in (c.torch, c.cublas)}
+    assert {q.path for q in r.torch.requests("files") if q.is_file} == {
+        r.torch.file_path(d) for d in (c.torch, c.cublas)
+    }
     assert {q.path for q in r.public.file_requests() if not q.is_metadata} == {c.shared.pypi_path}
     assert r.public_asked_about(TORCH, CUBLAS) == [] and not r.torch.about(SHARED)
     result = (await admin(r, "prefetch", "-r", str(requirements), tmp_path=tmp_path)).check()
@@ -630,7 +647,9 @@ async def test_one_file_name_on_two_indexes_is_two_cache_entries(two_indexes):
         await settled(r.proxy, paths[name])
     assert paths["pypi"] != paths["pytorch"]
     files = Path(r.proxy.proxy.settings.cache_dir) / "files"
-    assert sorted(p.read_bytes() for p in files.rglob(c.shared.filename)) == sorted([c.shared.data, c.shared_torch.data])
+    assert sorted(p.read_bytes() for p in files.rglob(c.shared.filename)) == sorted(
+        [c.shared.data, c.shared_torch.data]
+    )
     for name, dist in (("pypi", c.shared), ("pytorch", c.shared_torch)):
         reply, body = await r.get(paths[name])
         assert reply.header("X-Pypi-Cache") == "HIT" and body == dist.data
@@ -657,11 +676,20 @@ TORCH_TABLE = {"name": "pytorch", "url": "http://127.0.0.1:2/whl/cu124/", "proje
         ({"index": tables(dict(TORCH_TABLE, name="PyTorch"))}, "'name' must be lower-case letters, digits and '-'"),
         ({"index": tables(dict(TORCH_TABLE, name="py torch"))}, "not 'py torch'"),
         ({"index": tables({"name": "pytorch"})}, "index 'pytorch': 'url' is missing"),
-        ({"index": tables(dict(TORCH_TABLE, projects=["Torch"]))}, "'projects' must be a list of normalized project names"),
-        ({"index": tables(dict(TORCH_TABLE, projects=["nvidia_cudnn_cu12"]))}, "'projects' must be a list of normalized"),
+        (
+            {"index": tables(dict(TORCH_TABLE, projects=["Torch"]))},
+            "'projects' must be a list of normalized project names",
+        ),
+        (
+            {"index": tables(dict(TORCH_TABLE, projects=["nvidia_cudnn_cu12"]))},
+            "'projects' must be a list of normalized",
+        ),
         ({"index": [dict(TORCH_TABLE, name="a"), dict(TORCH_TABLE, name="b")]}, "every index pins projects"),
         ({"index": tables(dict(TORCH_TABLE, ttl=60))}, "index 'pytorch': unknown setting 'ttl'"),
-        ({"index": tables(dict(TORCH_TABLE, index_ttl="soon"))}, "index 'pytorch': index_ttl: expected a number of seconds"),
+        (
+            {"index": tables(dict(TORCH_TABLE, index_ttl="soon"))},
+            "index 'pytorch': index_ttl: expected a number of seconds",
+        ),
         ({"index": tables(dict(TORCH_TABLE, url="ftp://127.0.0.1/whl/"))}, "index 'pytorch': url:"),
         ({"index": []}, "expected one or more [[index]] tables"),
     ],
@@ -689,7 +717,10 @@ def test_a_config_file_with_two_indexes(tmp_path):
     pypi, torch = build_settings(read_toml(str(config)), {}).indexes
     assert (pypi.name, pypi.url, pypi.projects, pypi.index_ttl) == ("pypi", "http://127.0.0.1:1/simple/", (), 600)
     assert (torch.name, torch.url, torch.projects, torch.index_ttl) == (
-        "pytorch", "http://127.0.0.1:2/whl/cu124/", ("pcx-torch", "pcx-nvidia-*"), 3600,
+        "pytorch",
+        "http://127.0.0.1:2/whl/cu124/",
+        ("pcx-torch", "pcx-nvidia-*"),
+        3600,
     )
     assert torch.stale_if_error is None
     assert torch.pins("pcx-nvidia-cublas-cu12") and torch.pins("pcx-torch") and not torch.pins("pcx-torchvision")
@@ -698,15 +729,25 @@ def test_a_config_file_with_two_indexes(tmp_path):
 def test_the_start_up_log_spells_each_index_as_its_table_does(tmp_path):
     tables = [
         {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
-        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": "1h",
-         "deny": ["pcx-torch==1.0"]},
+        {
+            "name": "pytorch",
+            "url": "http://127.0.0.1:2/whl/",
+            "projects": ["pcx-torch"],
+            "index_ttl": "1h",
+            "deny": ["pcx-torch==1.0"],
+        },
     ]
     settings = build_settings({"index_ttl": "10m", "index": tables}, {})
     shown = settings.effective()
     assert shown["index"] == [
         {"name": "pypi", "url": "http://127.0.0.1:1/simple/"},
-        {"name": "pytorch", "url": "http://127.0.0.1:2/whl/", "projects": ["pcx-torch"], "index_ttl": 3600,
-         "deny": ["pcx-torch==1.0"]},
+        {
+            "name": "pytorch",
+            "url": "http://127.0.0.1:2/whl/",
+            "projects": ["pcx-torch"],
+            "index_ttl": 3600,
+            "deny": ["pcx-torch==1.0"],
+        },
     ]
     assert shown["index_ttl"] == 600 and shown["deny"] == []
     assert build_settings({}, {}).effective()["index"] == []  # the plain upstream is no table

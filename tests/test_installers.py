@@ -32,7 +32,10 @@ async def test_pip_download_then_install_fetches_each_file_once(request, flavour
     # the second install was served from the cache: not one more file request upstream
     assert upstream_file_counts(upstream) == first
     # ... and it went through the proxy, not around it
-    assert all(not r.path.startswith("/simple/pcx") or r.path in ("/simple/pcx-alpha/", "/simple/pcx-beta/") for r in upstream.log)
+    assert all(
+        not r.path.startswith("/simple/pcx") or r.path in ("/simple/pcx-alpha/", "/simple/pcx-beta/")
+        for r in upstream.log
+    )
 
 
 @pytest.mark.parametrize("flavour", ["html", "json"])
@@ -42,7 +45,9 @@ async def test_uv_installs_through_the_proxy(request, flavour, tmp_path, start_p
     proxy = await start_proxy(upstream.simple_url)
     for attempt in ("cold", "warm"):
         target = tmp_path / attempt
-        result = await run_uv(["install", "--target", str(target), "pcx-beta"], proxy.index_url, home=tmp_path / attempt)
+        result = await run_uv(
+            ["install", "--target", str(target), "pcx-beta"], proxy.index_url, home=tmp_path / attempt
+        )
         result.check()
         assert b'"2.0"' in (target / "pcx_alpha" / "__init__.py").read_bytes()
         counts = upstream_file_counts(upstream)

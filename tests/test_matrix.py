@@ -15,13 +15,15 @@ from __future__ import annotations
 import datetime
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import attrs
 import pytest
 from pytest_twisted import ensureDeferred
-from twisted.internet.defer import ensureDeferred as as_deferred, gatherResults
+from twisted.internet.defer import ensureDeferred as as_deferred
+from twisted.internet.defer import gatherResults
 
 from .fake_upstream import FakeUpstream
 from .installers import Result, run_pdm, run_pip, run_poetry, run_uv, run_uv_project, tool_bin
@@ -101,9 +103,9 @@ def assert_upstream_once(
     upstream: FakeUpstream,
     *,
     files: set[str],
-    metadata: set[str] = set(),
+    metadata: frozenset[str] = frozenset(),
     pages: set[str] = PAGES,
-    json_api: set[str] = set(),
+    json_api: frozenset[str] = frozenset(),
 ) -> None:
     """The upstream saw exactly these requests, each once, whole (no ranges), from the proxy."""
     log = upstream.log
@@ -163,19 +165,40 @@ async def test_pip_install_and_download_use_pep658_metadata(rig, tools, tmp_path
 
     async def both(phase: str) -> None:
         dl = tmp_path / phase / "dl"
-        result = check(await run_pip(["download", "-v", "-d", str(dl), *REQUIREMENTS], r.index_url, python=tools["pip"], home=tmp_path / phase / "h1"))
+        result = check(
+            await run_pip(
+                ["download", "-v", "-d", str(dl), *REQUIREMENTS],
+                r.index_url,
+                python=tools["pip"],
+                home=tmp_path / phase / "h1",
+            )
+        )
         assert {p.name for p in dl.iterdir()} == WHEELS
         assert all((dl / n).read_bytes() == r.dists[n].data for n in WHEELS)
         # pip -v names each metadata file it read instead of the wheel
         for name in WHEELS:
-            assert re.search(rf"Obtaining dependency information for \S+ from {re.escape(r.proxy.base_url)}/\S+/{re.escape(name)}\.metadata", result.output), name
+            assert re.search(
+                rf"Obtaining dependency information for \S+ "
+                rf"from {re.escape(r.proxy.base_url)}/\S+/{re.escape(name)}\.metadata",
+                result.output,
+            ), name
         target = tmp_path / phase / "target"
-        check(await run_pip(["install", "-v", "--target", str(target), *REQUIREMENTS], r.index_url, python=tools["pip"], home=tmp_path / phase / "h2"))
+        check(
+            await run_pip(
+                ["install", "-v", "--target", str(target), *REQUIREMENTS],
+                r.index_url,
+                python=tools["pip"],
+                home=tmp_path / phase / "h2",
+            )
+        )
         assert_installed(target, wanted(r))
 
     await both("cold")
     for name in WHEELS:
-        assert [m.code for m in r.clients.matching(lambda q: q.path.endswith(f"/{name}.metadata"))] == [200, 200]
+        assert [m.code for m in r.clients.matching(lambda q, name=name: q.path.endswith(f"/{name}.metadata"))] == [
+            200,
+            200,
+        ]
     assert_whole_files_served(r, "pip/26.", WHEELS)
     assert_no_errors(r)
     assert_upstream_once(r.upstream, files=WHEELS, metadata=WHEELS)
@@ -282,10 +305,24 @@ async def test_pip_23_max_age_0_is_served_from_the_cache(rig, tools, tmp_path):
     r = await rig("json")
     for run_number in (1, 2):
         dl = tmp_path / f"dl{run_number}"
-        check(await run_pip(["download", "-d", str(dl), *REQUIREMENTS], r.index_url, python=tools["pip-23"], home=tmp_path / f"h{run_number}"))
+        check(
+            await run_pip(
+                ["download", "-d", str(dl), *REQUIREMENTS],
+                r.index_url,
+                python=tools["pip-23"],
+                home=tmp_path / f"h{run_number}",
+            )
+        )
         assert all((dl / n).read_bytes() == r.dists[n].data for n in WHEELS)
     target = tmp_path / "target"
-    check(await run_pip(["install", "--target", str(target), *REQUIREMENTS], r.index_url, python=tools["pip-23"], home=tmp_path / "h3"))
+    check(
+        await run_pip(
+            ["install", "--target", str(target), *REQUIREMENTS],
+            r.index_url,
+            python=tools["pip-23"],
+            home=tmp_path / "h3",
+        )
+    )
     assert_installed(target, wanted(r))
 
     pages = r.clients.matching(lambda q: q.is_page)
@@ -299,7 +336,11 @@ async def test_pip_23_max_age_0_is_served_from_the_cache(rig, tools, tmp_path):
 
     await r.stop_upstream()
     warm = tmp_path / "warm"
-    check(await run_pip(["install", "--target", str(warm), *REQUIREMENTS], r.index_url, python=tools["pip-23"], home=tmp_path / "h4"))
+    check(
+        await run_pip(
+            ["install", "--target", str(warm), *REQUIREMENTS], r.index_url, python=tools["pip-23"], home=tmp_path / "h4"
+        )
+    )
     assert_installed(warm, wanted(r))
     assert_all_hits(r)
 
@@ -321,10 +362,16 @@ async def uv_install_and_lock(r: Rig, tools: Tools, base: Path, *extra: str) -> 
     )
     assert_installed(target, wanted(r))
     project = uv_project(base / "project", r.index_url)
-    lock = check(await run_uv_project(["lock", "-v", "--python", tools["uv-python"], *extra], cwd=project, uv=tools["uv"], home=base / "h2"))
+    lock = check(
+        await run_uv_project(
+            ["lock", "-v", "--python", tools["uv-python"], *extra], cwd=project, uv=tools["uv"], home=base / "h2"
+        )
+    )
     text = (project / "uv.lock").read_text()
     for dist in wanted(r):
-        assert f'name = "{dist.project}"\nversion = "{dist.version}"\nsource = {{ registry = "{r.index_url}" }}' in text, text
+        assert (
+            f'name = "{dist.project}"\nversion = "{dist.version}"\nsource = {{ registry = "{r.index_url}" }}' in text
+        ), text
         assert f"sha256:{dist.sha256}" in text
     return install, lock, text
 
@@ -334,7 +381,7 @@ async def test_uv_pip_install_and_lock_with_pep658_metadata(rig, tools, tmp_path
     r = await rig("json")
     _, _, cold_lock = await uv_install_and_lock(r, tools, tmp_path / "cold")
     for name in WHEELS:
-        meta = r.clients.matching(lambda q: q.path.endswith(f"/{name}.metadata"))
+        meta = r.clients.matching(lambda q, name=name: q.path.endswith(f"/{name}.metadata"))
         assert [q.code for q in meta] == [200, 200], meta  # uv pip install, then uv lock
     # with metadata, uv needs neither HEAD nor ranges on the wheels
     assert not r.clients.matching(lambda q: q.method == "HEAD" or q.range is not None)
@@ -376,7 +423,7 @@ async def test_uv_without_pep658_metadata_reads_wheels_with_head_and_ranges(rig,
 @ensureDeferred
 async def test_uv_exclude_newer_uses_the_upload_times(rig, tools, tmp_path):
     later = build_wheel("pcx-alpha", "3.0", requires_python=">=3.8")
-    r = await rig("json", extra=[(later, datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc))])
+    r = await rig("json", extra=[(later, datetime.datetime(2025, 6, 1, tzinfo=datetime.UTC))])
     cutoff = "2025-01-01T00:00:00Z"
 
     async def install(where: Path, *extra: str) -> Result:
@@ -392,12 +439,22 @@ async def test_uv_exclude_newer_uses_the_upload_times(rig, tools, tmp_path):
 
     # both at once: one proxy, two uv processes
     await gatherResults(
-        [as_deferred(install(tmp_path / "newest")), as_deferred(install(tmp_path / "before", "--exclude-newer", cutoff))]
+        [
+            as_deferred(install(tmp_path / "newest")),
+            as_deferred(install(tmp_path / "before", "--exclude-newer", cutoff)),
+        ]
     )
     assert_installed(tmp_path / "newest", [later])
     assert_installed(tmp_path / "before", [r.dists["pcx_alpha-2.0-py3-none-any.whl"]])
     project = uv_project(tmp_path / "project", r.index_url, ["pcx-alpha"])
-    check(await run_uv_project(["lock", "--exclude-newer", cutoff, "--python", tools["uv-python"]], cwd=project, uv=tools["uv"], home=tmp_path / "lock-home"))
+    check(
+        await run_uv_project(
+            ["lock", "--exclude-newer", cutoff, "--python", tools["uv-python"]],
+            cwd=project,
+            uv=tools["uv"],
+            home=tmp_path / "lock-home",
+        )
+    )
     lock = (project / "uv.lock").read_text()
     assert 'name = "pcx-alpha"\nversion = "2.0"' in lock and 'version = "3.0"' not in lock
     assert 'upload-time = "2024-01-02T03:' in lock  # uv read the upload times through the proxy
@@ -424,9 +481,17 @@ async def test_poetry_lock_and_install_with_a_primary_source(rig, tools, tmp_pat
     async def lock_and_install(phase: str) -> str:
         project = poetry_project(tmp_path / phase, r.index_url)
         env = {"POETRY_VIRTUALENVS_USE_POETRY_PYTHON": "true"}
-        check(await run_poetry(["lock", "-v"], cwd=project, poetry=tools["poetry"], home=tmp_path / f"{phase}-h1", env_extra=env))
+        check(
+            await run_poetry(
+                ["lock", "-v"], cwd=project, poetry=tools["poetry"], home=tmp_path / f"{phase}-h1", env_extra=env
+            )
+        )
         # a fresh poetry cache for the install: every wheel must come from the proxy again
-        check(await run_poetry(["install", "-v"], cwd=project, poetry=tools["poetry"], home=tmp_path / f"{phase}-h2", env_extra=env))
+        check(
+            await run_poetry(
+                ["install", "-v"], cwd=project, poetry=tools["poetry"], home=tmp_path / f"{phase}-h2", env_extra=env
+            )
+        )
         assert_installed(site_packages(project / ".venv"), wanted(r))
         text = (project / "poetry.lock").read_text()
         assert text.count(f'url = "{r.index_url.rstrip("/")}"\nreference = "lan"') == 3, text
@@ -439,7 +504,9 @@ async def test_poetry_lock_and_install_with_a_primary_source(rig, tools, tmp_pat
         size = r.dists[name].size
         suffix = [q for q in r.clients.for_file(name) if q.range]
         assert [q.range for q in suffix] == ["bytes=-10000"], suffix
-        assert suffix[0].code == 206 and suffix[0].content_range == f"bytes 0-{size - 1}/{size}" and suffix[0].sent == size
+        assert (
+            suffix[0].code == 206 and suffix[0].content_range == f"bytes 0-{size - 1}/{size}" and suffix[0].sent == size
+        )
     assert [q.code for q in r.clients.matching(lambda q: q.path.endswith(f"/{BIG}.metadata"))] == [200]
     assert not [q for q in r.clients.for_file(BIG) if q.range]
     assert_whole_files_served(r, "poetry/", WHEELS)
@@ -448,7 +515,9 @@ async def test_poetry_lock_and_install_with_a_primary_source(rig, tools, tmp_pat
 
     await r.stop_upstream()
     assert await lock_and_install("warm") == cold_lock
-    assert [q.range for q in r.clients.for_file("pcx_beta-0.1-py3-none-any.whl", since="warm") if q.range] == ["bytes=-10000"]
+    assert [q.range for q in r.clients.for_file("pcx_beta-0.1-py3-none-any.whl", since="warm") if q.range] == [
+        "bytes=-10000"
+    ]
     assert_all_hits(r)
 
 
@@ -458,8 +527,16 @@ async def test_poetry_lock_and_install_with_a_primary_source(rig, tools, tmp_pat
 
 async def pdm_lock_and_install(r: Rig, tools: Tools, base: Path, env: dict[str, str]) -> str:
     project = pdm_project(base, r.index_url)
-    check(await run_pdm(["lock", "-v"], cwd=project, pdm=tools["pdm"], home=base.with_name(base.name + "-h1"), env_extra=env))
-    check(await run_pdm(["install", "-v"], cwd=project, pdm=tools["pdm"], home=base.with_name(base.name + "-h2"), env_extra=env))
+    check(
+        await run_pdm(
+            ["lock", "-v"], cwd=project, pdm=tools["pdm"], home=base.with_name(base.name + "-h1"), env_extra=env
+        )
+    )
+    check(
+        await run_pdm(
+            ["install", "-v"], cwd=project, pdm=tools["pdm"], home=base.with_name(base.name + "-h2"), env_extra=env
+        )
+    )
     assert_installed(site_packages(project / ".venv"), wanted(r))
     text = (project / "pdm.lock").read_text()
     for dist in wanted(r):
@@ -511,7 +588,11 @@ async def test_every_installer_at_once_then_from_the_warm_cache(rig, tools, tmp_
     r = await rig("json")
 
     async def pip(python: str, base: Path) -> None:
-        check(await run_pip(["install", "--target", str(base / "t"), *REQUIREMENTS], r.index_url, python=python, home=base / "h"))
+        check(
+            await run_pip(
+                ["install", "--target", str(base / "t"), *REQUIREMENTS], r.index_url, python=python, home=base / "h"
+            )
+        )
         assert_installed(base / "t", wanted(r))
 
     async def uv(base: Path) -> None:

@@ -17,13 +17,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from pypicached.config import Settings
 from pypicached.base.disk import run_inline
+from pypicached.config import Settings
 from pypicached.ops.health import Health
-from pypicached.ops.metrics import UpstreamHealth
-from pypicached.simpleapi.negotiation import UPSTREAM_ACCEPT
-from pypicached.service import Proxy
 from pypicached.ops.summary import human_bytes
+from pypicached.service import Proxy
+from pypicached.simpleapi.negotiation import UPSTREAM_ACCEPT
+from pypicached.upstream.breaker import UpstreamHealth
 
 from .drawing import Drawing
 from .fake_upstream import FakeUpstream
@@ -143,8 +143,12 @@ def test_health_is_ok_while_the_upstream_is_down_and_fails_when_the_disk_does(ma
 
 def test_health_fails_when_the_event_loop_stalls(tmp_path):
     clock = Clock()
-    health = Health(clock=clock, directory=tmp_path, run_in_thread=run_inline,
-                    upstreams=[UpstreamHealth("http://upstream.invalid/simple/", clock)])
+    health = Health(
+        clock=clock,
+        directory=tmp_path,
+        run_in_thread=run_inline,
+        upstreams=[UpstreamHealth("http://upstream.invalid/simple/", clock)],
+    )
     health.start()
     clock.advance(1)
     results = []
@@ -177,8 +181,16 @@ def test_savings_survive_a_restart(dists, tmp_path, make_world):
     assert after["counting_since"] == before["counting_since"]
 
 
-@pytest.mark.parametrize("damage", ["{not json", "[]", "null", '{"version": 1, "since": 1, "all_time": null}',
-                                    '{"version": 1, "since": 1, "all_time": {"served": 1e400}}'])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "{not json",
+        "[]",
+        "null",
+        '{"version": 1, "since": 1, "all_time": null}',
+        '{"version": 1, "since": 1, "all_time": {"served": 1e400}}',
+    ],
+)
 def test_a_damaged_state_file_starts_the_figures_afresh(tmp_path, make_world, damage):
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -255,9 +267,19 @@ async def test_the_status_page_renders_in_a_real_browser(fake_upstream_json, dis
     proxy = await start_proxy(fake_upstream_json.simple_url)
     wheel = await fill_running(proxy, dists)
     argv = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-proxy-server",
-        f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={tmp_path / 'page.png'}", "--window-size=1200,1600",
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-proxy-server",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={tmp_path / 'page.png'}",
+        "--window-size=1200,1600",
         proxy.base_url + "/",
     ]
     shot = await run_process(argv, env=clean_env(tmp_path), timeout=120)
@@ -297,8 +319,11 @@ def _stats_figures(day: dict) -> tuple:
 
 def _memory_proxy(tmp_path: Path, **settings) -> Proxy:
     reactor = MemoryReactorClock()
-    return Proxy(Settings.of(upstream="http://upstream.invalid/simple/", cache_dir=tmp_path, **settings), reactor,
-                 run_in_thread=run_inline)
+    return Proxy(
+        Settings.of(upstream="http://upstream.invalid/simple/", cache_dir=tmp_path, **settings),
+        reactor,
+        run_in_thread=run_inline,
+    )
 
 
 def _ask(proxy: Proxy, host: str, request: bytes) -> bytes:
@@ -332,7 +357,9 @@ def test_with_a_token_configured_every_client_needs_it(tmp_path):
     proxy = _memory_proxy(tmp_path, admin_token=TOKEN)
     reply = _ask(proxy, "192.168.1.20", _purge())
     assert reply.startswith(b"HTTP/1.1 401 ") and b'WWW-Authenticate: Bearer realm="pypicached"' in reply
-    assert _ask(proxy, "192.168.1.20", _purge("Authorization: Bearer wrong-0123456789abcdef\r\n")).startswith(b"HTTP/1.1 401 ")
+    assert _ask(proxy, "192.168.1.20", _purge("Authorization: Bearer wrong-0123456789abcdef\r\n")).startswith(
+        b"HTTP/1.1 401 "
+    )
     assert _ask(proxy, "192.168.1.20", _purge(f"Authorization: Bearer {TOKEN}\r\n")).startswith(b"HTTP/1.1 200 ")
     # with a token configured loopback needs it too (a reverse proxy here may add no forwarding header)
     assert _ask(proxy, "127.0.0.1", _purge()).startswith(b"HTTP/1.1 401 ")
@@ -358,7 +385,7 @@ async def test_admin_purge_and_purge_file(fake_upstream_json, dists, start_proxy
     assert fake_upstream_json.count("/simple/pcx-alpha/") == pages + 1
 
     result = (await admin(proxy, "purge-file", proxy.base_url + wheel.pypi_path, tmp_path=tmp_path)).check()
-    assert f"Removed 1 file(s)" in result.out and wheel.filename in result.out
+    assert "Removed 1 file(s)" in result.out and wheel.filename in result.out
     assert json.loads((await fetch_running(proxy, "/stats"))[1])["cache"]["files"] == 0
     response, body = await fetch_running(proxy, wheel.pypi_path)
     assert response.header("X-Pypi-Cache") == "MISS" and body == wheel.data
@@ -409,7 +436,7 @@ async def test_admin_verify_drops_a_damaged_file(fake_upstream_json, dists, star
     result = await admin(proxy, "verify", tmp_path=tmp_path)
     assert result.code == 1, result.output
     assert "Checked 2 files" in result.out and "1 good, 1 bad (deleted)" in result.out
-    assert f"BAD packages/" in result.out and wheel.filename in result.out
+    assert "BAD packages/" in result.out and wheel.filename in result.out
     assert not damaged.exists() and next(cache.glob(f"files/**/{beta.filename}")).exists()
     response, body = await fetch_running(proxy, wheel.pypi_path)  # fetched afresh, good again
     assert response.header("X-Pypi-Cache") == "MISS" and body == wheel.data
@@ -466,7 +493,9 @@ async def test_admin_prefetch_fills_the_cache(fake_upstream_json, dists, start_p
 
     result = await admin(proxy, "prefetch", "-r", str(tmp_path / "more.txt"), tmp_path=tmp_path)
     assert result.check().out.count("Fetched 0 files") == 1 and "1 (" in result.out
-    assert [r.path for r in fake_upstream_json.file_requests() if not r.path.endswith(".metadata")].count(beta.pypi_path) == 1
+    assert [r.path for r in fake_upstream_json.file_requests() if not r.path.endswith(".metadata")].count(
+        beta.pypi_path
+    ) == 1
 
 
 @ensureDeferred

@@ -33,8 +33,9 @@ async def test_pip_installs_with_the_upstream_killed_and_every_page_expired(serv
 
     async def install(phase: str) -> None:
         target = tmp_path / phase
-        result = await run_pip(["install", "--target", str(target), *DOZEN], running.index_url, python=pip,
-                               home=tmp_path / f"home-{phase}")
+        result = await run_pip(
+            ["install", "--target", str(target), *DOZEN], running.index_url, python=pip, home=tmp_path / f"home-{phase}"
+        )
         assert result.code == 0, result.output
         installed = sorted(p.name for p in target.iterdir() if p.name.endswith(".dist-info"))
         assert installed == [f"pcx_dozen_{i:02d}-1.0.dist-info" for i in range(12)]
@@ -66,7 +67,9 @@ class BigList(Resource):
 
     def __init__(self, names: int) -> None:
         super().__init__()
-        rows = "".join(f'<a href="/simple/project-number-{i:07d}/">project-number-{i:07d}</a><br/>\n' for i in range(names))
+        rows = "".join(
+            f'<a href="/simple/project-number-{i:07d}/">project-number-{i:07d}</a><br/>\n' for i in range(names)
+        )
         self.body = f"<!DOCTYPE html><html><body>\n{rows}</body></html>\n".encode()
 
     def render_GET(self, request):  # type: ignore[no-untyped-def]
@@ -93,8 +96,11 @@ async def test_a_client_that_reads_nothing_does_not_make_the_proxy_buffer_the_pa
             client.connect(("127.0.0.1", running.port_number))
             client.sendall(b"GET /simple/ HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\nConnection: close\r\n\r\n")
             client.setblocking(False)
-            await until(lambda: bool(requests) and requests[0].channel is not None
-                        and requests[0].channel.transport.producerPaused)
+            await until(
+                lambda: (
+                    bool(requests) and requests[0].channel is not None and requests[0].channel.transport.producerPaused
+                )
+            )
             request = requests[0]
             stalled_at = request.sentLength
             for _ in range(200):  # the client still reads nothing; the proxy must not go on writing

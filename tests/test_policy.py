@@ -30,7 +30,7 @@ from .memory import PIP_ACCEPT, World
 from .wheels import build_sdist, build_wheel
 
 DAY = 86400.0
-NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
 HTML = "text/html"
 
 OLD = build_wheel("pcx-cool", "1.0")
@@ -97,7 +97,7 @@ def test_a_release_younger_than_min_release_age_is_hidden_until_it_comes_of_age(
     assert w.upstream.count(lambda r: NEW.filename in r.path) == 0  # never fetched, nor its metadata
 
     # the page's max-age ends when 2.0 comes of age, not at the 30-day TTL
-    assert w.page("pcx-cool").header("Cache-Control") == "max-age=%d, public" % (7 * DAY - 3600)
+    assert w.page("pcx-cool").header("Cache-Control") == f"max-age={7 * DAY - 3600:.0f}, public"
 
     pages_fetched = len(w.upstream.page_requests())
     w.advance(7 * DAY - 3600 + 1)
@@ -186,12 +186,15 @@ def test_a_denied_project_is_refused_without_asking_upstream(world):
     assert json_page(w, "pcx-other")["files"]  # others are untouched
 
 
-@pytest.mark.parametrize("entry, hidden", [
-    ("pcx-cool==2.0", {NEW.filename}),
-    ("pcx-cool<2", {OLD.filename, OLD_SDIST.filename}),
-    ("PCX_Cool>=1.0,!=2.0", {OLD.filename, OLD_SDIST.filename}),
-    ("pcx-cool>5", set()),
-])
+@pytest.mark.parametrize(
+    "entry, hidden",
+    [
+        ("pcx-cool==2.0", {NEW.filename}),
+        ("pcx-cool<2", {OLD.filename, OLD_SDIST.filename}),
+        ("PCX_Cool>=1.0,!=2.0", {OLD.filename, OLD_SDIST.filename}),
+        ("pcx-cool>5", set()),
+    ],
+)
 def test_deny_entries_with_versions_hide_just_those(world, entry, hidden):
     w = world(deny=deny_list([entry]))
     shown = set(filenames(json_page(w, "pcx-cool")))
@@ -248,23 +251,30 @@ class Quarantined(Resource):
         self.status = status
 
     def render_GET(self, request):
-        entry = {"filename": BAD_WHEEL.filename, "url": "/packages/" + BAD_WHEEL.filename,
-                 "hashes": {"sha256": BAD_WHEEL.sha256}, "upload-time": "2026-01-01T00:00:00Z"}
+        entry = {
+            "filename": BAD_WHEEL.filename,
+            "url": "/packages/" + BAD_WHEEL.filename,
+            "hashes": {"sha256": BAD_WHEEL.sha256},
+            "upload-time": "2026-01-01T00:00:00Z",
+        }
         if request.path.startswith(b"/packages/"):
             request.setHeader(b"Content-Type", b"application/octet-stream")
             return BAD_WHEEL.data
         if request.path.startswith(b"/pypi/"):
             request.setHeader(b"Content-Type", b"application/json")
-            return json.dumps({"info": {"name": "pcx-bad", "version": "1.0"}, "urls": [entry],
-                               "releases": {"1.0": [entry]}}).encode()
+            return json.dumps(
+                {"info": {"name": "pcx-bad", "version": "1.0"}, "urls": [entry], "releases": {"1.0": [entry]}}
+            ).encode()
         request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
-        return json.dumps({
-            "meta": {"api-version": "1.4"},
-            "name": "pcx-bad",
-            "project-status": {"status": self.status, "reason": "malware reported"},
-            "files": [entry],
-            "versions": ["1.0"],
-        }).encode()
+        return json.dumps(
+            {
+                "meta": {"api-version": "1.4"},
+                "name": "pcx-bad",
+                "project-status": {"status": self.status, "reason": "malware reported"},
+                "files": [entry],
+                "versions": ["1.0"],
+            }
+        ).encode()
 
 
 def test_a_quarantined_project_offers_no_files(world):
@@ -360,17 +370,28 @@ class Odd(Resource):
     def render_GET(self, request):
         request.setHeader(b"Content-Type", b"application/vnd.pypi.simple.v1+json")
         files = [
-            {"filename": f"pcx_odd-1.{i}-py3-none-any.whl", "url": f"/f/pcx_odd-1.{i}-py3-none-any.whl",
-             "hashes": {}, "upload-time": value}
+            {
+                "filename": f"pcx_odd-1.{i}-py3-none-any.whl",
+                "url": f"/f/pcx_odd-1.{i}-py3-none-any.whl",
+                "hashes": {},
+                "upload-time": value,
+            }
             for i, value in enumerate([["2026"], {}, 17, None, "yesterday", "9999-12-31T00:00:00Z"])
         ]
         return json.dumps({"meta": {"api-version": "1.1"}, "files": files, "versions": {"not": "a list"}}).encode()
 
 
 def test_a_json_api_document_of_odd_shape_is_filtered_without_error():
-    entry = {"filename": "pcx_x-2.0-py3-none-any.whl", "url": "https://files.test/x.whl",
-             "upload_time_iso_8601": "2026-11-29T11:00:00Z"}
-    page = {"info": {"version": ["2.0"]}, "urls": [entry, "junk"], "releases": {"2.0": [entry], "1.0": "junk", "0.9": []}}
+    entry = {
+        "filename": "pcx_x-2.0-py3-none-any.whl",
+        "url": "https://files.test/x.whl",
+        "upload_time_iso_8601": "2026-11-29T11:00:00Z",
+    }
+    page = {
+        "info": {"version": ["2.0"]},
+        "urls": [entry, "junk"],
+        "releases": {"2.0": [entry], "1.0": "junk", "0.9": []},
+    }
     stored = StoredPage(PageKey(JSON_API, "pcx-x"), "https://upstream.test/pypi/pcx-x/json", 0.0, None, None, page)
     made = view(Judge(Policy(min_release_age=7 * DAY), lambda: EMPTY), stored, NOW.timestamp(), "")
     assert set(made.hidden) == {entry["filename"]}
@@ -384,7 +405,8 @@ def test_odd_upload_times_are_missing_ones_and_the_far_future_is_held_back(world
     assert "pcx_odd-1.5-py3-none-any.whl" not in filenames(page)
     answer = json.loads(w.get("/policy/pcx-odd/1.5").body)
     assert answer["versions"][0]["files"][0]["verdict"]["reason"].endswith(
-        "held back until 9999-12-31T23:59:59Z by min_release_age")
+        "held back until 9999-12-31T23:59:59Z by min_release_age"
+    )
     hidden = json_page(world(fake=Odd(), min_release_age=7 * DAY, missing_upload_time="hide"), "pcx-odd")
     assert hidden["files"] == []
 
@@ -428,20 +450,26 @@ def test_the_explanation_names_each_rule(world):
 # --- configuration ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"deny": ["evil pkg"]}, "deny entry 'evil pkg' is not a requirement"),
-    ({"deny": ["evil[extra]"]}, "give a project name and versions only"),
-    ({"deny": ["evil; python_version<'3'"]}, "give a project name and versions only"),
-    ({"deny": "evil"}, "expected a list of requirement strings"),
-    ({"allow": []}, "an empty allow list would serve nothing"),
-    ({"allow": ["Pcx_Cool"]}, "must be a list of normalized project names or globs"),
-    ({"min_release_age_exempt": ["My_Pkg"]}, "must be a list of normalized project names or globs"),
-    ({"missing_upload_time": "drop"}, "expected 'allow' or 'hide'"),
-    ({"min_release_age": "a week"}, "expected a number of seconds"),
-    ({"advisories_url": "ftp://osv.example/all.zip"}, "is not an http:// or https:// URL"),
-    ({"advisories_refresh": 0}, "must be at least 1 second"),
-    ({"index": [{"name": "a", "url": "http://a.test/simple/", "deny": ["x y"]}]}, "index 'a': deny: deny entry 'x y'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"deny": ["evil pkg"]}, "deny entry 'evil pkg' is not a requirement"),
+        ({"deny": ["evil[extra]"]}, "give a project name and versions only"),
+        ({"deny": ["evil; python_version<'3'"]}, "give a project name and versions only"),
+        ({"deny": "evil"}, "expected a list of requirement strings"),
+        ({"allow": []}, "an empty allow list would serve nothing"),
+        ({"allow": ["Pcx_Cool"]}, "must be a list of normalized project names or globs"),
+        ({"min_release_age_exempt": ["My_Pkg"]}, "must be a list of normalized project names or globs"),
+        ({"missing_upload_time": "drop"}, "expected 'allow' or 'hide'"),
+        ({"min_release_age": "a week"}, "expected a number of seconds"),
+        ({"advisories_url": "ftp://osv.example/all.zip"}, "is not an http:// or https:// URL"),
+        ({"advisories_refresh": 0}, "must be at least 1 second"),
+        (
+            {"index": [{"name": "a", "url": "http://a.test/simple/", "deny": ["x y"]}]},
+            "index 'a': deny: deny entry 'x y'",
+        ),
+    ],
+)
 def test_policy_settings_errors_name_the_setting_and_entry(values, message):
     with pytest.raises(ConfigError) as raised:
         build_settings(values, {})
@@ -449,11 +477,19 @@ def test_policy_settings_errors_name_the_setting_and_entry(values, message):
 
 
 def test_policy_settings_parse():
-    settings = build_settings({
-        "min_release_age": "7d", "min_release_age_exempt": ["mycorp-*"], "missing_upload_time": "hide",
-        "deny": ["evil-pkg", "urllib3<1.26.5"], "allow": ["mycorp-*", "requests"], "deny_vulnerable": True,
-        "advisories_url": "https://osv.example/PyPI/all.zip", "advisories_refresh": "30m",
-    }, {})
+    settings = build_settings(
+        {
+            "min_release_age": "7d",
+            "min_release_age_exempt": ["mycorp-*"],
+            "missing_upload_time": "hide",
+            "deny": ["evil-pkg", "urllib3<1.26.5"],
+            "allow": ["mycorp-*", "requests"],
+            "deny_vulnerable": True,
+            "advisories_url": "https://osv.example/PyPI/all.zip",
+            "advisories_refresh": "30m",
+        },
+        {},
+    )
     policy = settings.indexes[0].policy
     assert policy.min_release_age == 7 * DAY and policy.exempt("mycorp-tools") and not policy.exempt("requests")
     assert [(d.project, str(d.specifier)) for d in policy.deny] == [("evil-pkg", ""), ("urllib3", "<1.26.5")]

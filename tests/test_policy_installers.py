@@ -56,7 +56,7 @@ def rig(serve_upstream, start_proxy):
 
     async def make(**settings: Any) -> Rig:
         served = serve_upstream("json", {})
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         for dist in OLD:
             served.upstream.add(dist, upload_time=now - datetime.timedelta(days=30))
         for dist in NEW:
@@ -70,10 +70,15 @@ def rig(serve_upstream, start_proxy):
 def assert_never_fetched(r: Rig, dists: tuple[Dist, ...] = NEW) -> None:
     """Neither the files nor their metadata crossed the upstream link, and the proxy refused every request for them."""
     names = {d.filename for d in dists}
-    upstream = [q.path for q in r.upstream.log if q.is_file and q.path.rsplit("/", 1)[-1].removesuffix(".metadata") in names]
+    upstream = [
+        q.path for q in r.upstream.log if q.is_file and q.path.rsplit("/", 1)[-1].removesuffix(".metadata") in names
+    ]
     assert upstream == [], upstream
-    not_refused = [(q.method, q.path, q.code) for q in r.clients.requests
-                   if q.is_file and q.filename.removesuffix(".metadata") in names and q.code != 403]
+    not_refused = [
+        (q.method, q.path, q.code)
+        for q in r.clients.requests
+        if q.is_file and q.filename.removesuffix(".metadata") in names and q.code != 403
+    ]
     assert not_refused == [], not_refused
 
 
@@ -86,8 +91,12 @@ def assert_only_installed(site: Path, dists: tuple[Dist, ...]) -> None:
 
 async def pip(r: Rig, tmp_path: Path, *requirements: str) -> Result:
     target = tmp_path / "target"
-    return await run_pip(["install", "--target", str(target), *requirements], r.index_url,
-                         python=tool_bin("pip", "python"), home=tmp_path / "pip-home")
+    return await run_pip(
+        ["install", "--target", str(target), *requirements],
+        r.index_url,
+        python=tool_bin("pip", "python"),
+        home=tmp_path / "pip-home",
+    )
 
 
 async def get(r: Rig, dist: Dist, suffix: str = "") -> tuple[int, str | None, str]:
@@ -108,13 +117,27 @@ async def test_installers_resolve_to_the_release_that_came_of_age(rig, installer
         assert_only_installed(tmp_path / "target", OLD)
     elif installer == "uv":
         target = tmp_path / "target"
-        (await run_uv(["install", "--target", str(target), "pcx-cool"], r.index_url, uv=tool_bin("uv"),
-                      python=tool_bin("uv", "python"), home=tmp_path / "uv-home")).check()
+        (
+            await run_uv(
+                ["install", "--target", str(target), "pcx-cool"],
+                r.index_url,
+                uv=tool_bin("uv"),
+                python=tool_bin("uv", "python"),
+                home=tmp_path / "uv-home",
+            )
+        ).check()
         assert_only_installed(target, OLD)
     else:
         project = poetry_project(tmp_path / "project", r.index_url, ["pcx-cool"])
-        (await run_poetry(["lock"], cwd=project, poetry=tool_bin("poetry"), home=tmp_path / "poetry-home",
-                          env_extra={"POETRY_VIRTUALENVS_USE_POETRY_PYTHON": "true"})).check()
+        (
+            await run_poetry(
+                ["lock"],
+                cwd=project,
+                poetry=tool_bin("poetry"),
+                home=tmp_path / "poetry-home",
+                env_extra={"POETRY_VIRTUALENVS_USE_POETRY_PYTHON": "true"},
+            )
+        ).check()
         lock = (project / "poetry.lock").read_text()
         for dist in OLD:
             assert f'name = "{dist.project}"\nversion = "{dist.version}"' in lock, lock
@@ -123,7 +146,10 @@ async def test_installers_resolve_to_the_release_that_came_of_age(rig, installer
             assert dist.filename not in lock and dist.sha256 not in lock, lock
     assert_never_fetched(r)
     # the installer did go through the proxy, and the proxy through the upstream, for both projects
-    assert {q.path for q in r.upstream.log if q.path.startswith("/simple/")} == {"/simple/pcx-cool/", "/simple/pcx-dep/"}
+    assert {q.path for q in r.upstream.log if q.path.startswith("/simple/")} == {
+        "/simple/pcx-cool/",
+        "/simple/pcx-dep/",
+    }
     pages = [q for q in r.clients.requests if q.is_page]
     assert pages and all(q.code == 200 for q in pages), [(q.path, q.code) for q in pages]
 

@@ -149,14 +149,16 @@ def test_file_is_fetched_once_then_served_from_disk(dists, make_world):
         assert header(response, "Cache-Control") == "max-age=365000000, immutable"
         assert header(response, "Accept-Ranges") == "bytes"
     assert world.upstream.count(wheel.pypi_path) == 1
-    assert (world.proxy.settings.cache_dir / "files").joinpath(*wheel.pypi_path.split("/")[1:]).read_bytes() == wheel.data
+    assert (world.proxy.settings.cache_dir / "files").joinpath(
+        *wheel.pypi_path.split("/")[1:]
+    ).read_bytes() == wheel.data
 
 
 def test_sdist_is_not_gzip_encoded(dists, make_world):
     world = make_world(flavour="html")
     sdist = dist(dists, "pcx-alpha", ".tar.gz")
     body = world.get("/simple/pcx-alpha/").body.decode()
-    href = re.search(r'href="([^"]*%s)#' % re.escape(sdist.filename), body).group(1)
+    href = re.search(rf'href="([^"]*{re.escape(sdist.filename)})#', body).group(1)
     assert href.startswith("../../packages/+f/")
     for status in ("MISS", "HIT"):
         response = world.get(file_url(world, "pcx-alpha", href), {"Accept-Encoding": "gzip"})
@@ -226,7 +228,9 @@ def test_eight_clients_share_one_download(dists, make_world):
     assert [cache_status(r) for r in responses[:8]].count("MISS") == 1
     assert [cache_status(r) for r in responses[:8]].count("JOINED") == 7
     assert all(r.length == big.size for r in responses[:8])
-    assert responses[8].code == 206 and responses[8].headers.getRawHeaders("Content-Range") == [f"bytes 50-99/{big.size}"]
+    assert responses[8].code == 206 and responses[8].headers.getRawHeaders("Content-Range") == [
+        f"bytes 50-99/{big.size}"
+    ]
     world.upstream.release(big.pypi_path)
     bodies = [world.read(r) for r in responses]
     assert all(result_of(b) == big.data for b in bodies[:8])

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from pypicached.cache import fetch as fetch_module, rendered
+from pypicached.cache import fetch as fetch_module
+from pypicached.cache import rendered
 from pypicached.cache.pagekind import INDEX, PROJECT, PageKey
 from pypicached.upstream.client import PROBE_TIMEOUT, _as_uri
 
@@ -22,8 +23,9 @@ def world(tmp_path):
     worlds = []
 
     def make(**settings):
-        w = World({"pcx-res": [build_wheel("pcx-res", "1.0")]}, tmp_path / f"cache{len(worlds)}", index_ttl=TTL,
-                  **settings)
+        w = World(
+            {"pcx-res": [build_wheel("pcx-res", "1.0")]}, tmp_path / f"cache{len(worlds)}", index_ttl=TTL, **settings
+        )
         worlds.append(w)
         return w
 
@@ -133,8 +135,13 @@ def test_page_versions_are_stored_in_the_order_they_came(tmp_path):
     class HeldWorld(World):
         def _start(self, settings):  # type: ignore[no-untyped-def]
             self.disk = HeldDisk()
-            self.proxy = Proxy(settings, self.clock, clock=self.clock, run_in_thread=self.disk,
-                               agent=BrowserLikeRedirectAgent(self.network))
+            self.proxy = Proxy(
+                settings,
+                self.clock,
+                clock=self.clock,
+                run_in_thread=self.disk,
+                agent=BrowserLikeRedirectAgent(self.network),
+            )
             self.proxy.start()
             self._client = self._connect(self.proxy.site)
 

@@ -10,7 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
 
 from pypicached.config import Settings
-from pypicached.ops.metrics import STATE_FILE
+from pypicached.ops.ledger import STATE_FILE
 from pypicached.service import CacheService, StatsSaver, make_service
 
 from .memory import PIP_ACCEPT, UPSTREAM, World
@@ -30,12 +30,24 @@ def open_files_under(directory: Path) -> list[str]:
 
 
 def test_the_tree_starts_the_cache_first_and_the_listeners_last(tmp_path):
-    settings = Settings.of(cache_dir=tmp_path / "cache", listen=("tcp:0", "tcp:0:interface=127.0.0.1"),
-                           advisories_url="https://osv.example/PyPI/all.zip")
+    settings = Settings.of(
+        cache_dir=tmp_path / "cache",
+        listen=("tcp:0", "tcp:0:interface=127.0.0.1"),
+        advisories_url="https://osv.example/PyPI/all.zip",
+    )
     top = make_service(settings, MemoryReactorClock())
     names = [service.name for service in top]
-    assert names == ["cache", "housekeeper", "prober pypi", None, "heartbeat", "stats saver", "upstream requests",
-                     "listener 0", "listener 1"]
+    assert names == [
+        "cache",
+        "housekeeper",
+        "prober pypi",
+        None,
+        "heartbeat",
+        "stats saver",
+        "upstream requests",
+        "listener 0",
+        "listener 1",
+    ]
     assert isinstance(list(top)[0], CacheService) and isinstance(list(top)[5], StatsSaver)
     assert type(list(top)[3]).__name__ == "AdvisoryFeed"
 

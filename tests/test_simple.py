@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from pypicached.simpleapi import pypijson
-
-from pypicached.simpleapi import simple
+from pypicached.simpleapi import pypijson, simple
 from pypicached.simpleapi.negotiation import Format
 
 PAGE_URL = "http://up.test/simple/foo/"
@@ -110,8 +108,9 @@ def test_index_page_both_ways(tmp_path):
     source, tmp = tmp_path / "list", tmp_path / "tmp"
     tmp.mkdir()
     source.write_bytes(b'<a href="/simple/foo-bar/">Foo.Bar</a><a href="baz/">baz</a>')
-    listing = projectlist.convert(source, content_type="text/html", encoding="", directory=tmp_path / "out",
-                                  tmp=tmp, limit=1 << 20)
+    listing = projectlist.convert(
+        source, content_type="text/html", encoding="", directory=tmp_path / "out", tmp=tmp, limit=1 << 20
+    )
     out = tmp_path / "out" / listing.version
     page = json.loads((out / "json-1").read_bytes())
     assert [p["name"] for p in page["projects"]] == ["Foo.Bar", "baz"] and listing.count == 2
@@ -120,13 +119,21 @@ def test_index_page_both_ways(tmp_path):
 
 
 def test_bad_pages_are_refused():
-    for body, ctype in [(b"{", "application/vnd.pypi.simple.v1+json"), (b"[]", "application/vnd.pypi.simple.v1+json"), (b"x", "image/png")]:
+    for body, ctype in [
+        (b"{", "application/vnd.pypi.simple.v1+json"),
+        (b"[]", "application/vnd.pypi.simple.v1+json"),
+        (b"x", "image/png"),
+    ]:
         with pytest.raises(simple.BadPage):
             simple.parse(body, ctype, PAGE_URL)
 
 
 def test_pypi_json_urls_rewritten():
-    doc = {"info": {"name": "foo"}, "urls": [{"url": "https://f/packages/a.whl"}], "releases": {"1.0": [{"url": "https://f/packages/a.whl", "digests": {"sha256": "x"}}]}}
+    doc = {
+        "info": {"name": "foo"},
+        "urls": [{"url": "https://f/packages/a.whl"}],
+        "releases": {"1.0": [{"url": "https://f/packages/a.whl", "digests": {"sha256": "x"}}]},
+    }
     out = json.loads(pypijson.render(pypijson.parse(json.dumps(doc).encode()), href))
     assert out["urls"][0]["url"] == "PROXY:https://f/packages/a.whl"
     assert out["releases"]["1.0"][0]["url"] == "PROXY:https://f/packages/a.whl"
@@ -138,10 +145,11 @@ def test_pypi_json_urls_rewritten():
 STATUS_PAGE_URL = "https://up.test/simple/foo/"
 PROVENANCE = "https://up.test/integrity/foo/1.0/foo-1.0-py3-none-any.whl/provenance"
 REASON = 'malware: "evil" <script> & more'
+ESCAPED_REASON = REASON.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 STATUS_HTML = f"""<!DOCTYPE html><html><head>
 <meta name="pypi:repository-version" content="1.4">
 <meta name="pypi:project-status" content="quarantined">
-<meta name="pypi:project-status-reason" content="{REASON.replace('&', '&amp;').replace('"', '&quot;').replace('<', '&lt;')}">
+<meta name="pypi:project-status-reason" content="{ESCAPED_REASON}">
 </head><body>
 <a href="../../files/foo-1.0-py3-none-any.whl#sha256=aa11"
    data-provenance="/integrity/foo/1.0/foo-1.0-py3-none-any.whl/provenance">foo-1.0-py3-none-any.whl</a>
@@ -208,8 +216,9 @@ def test_html_status_and_provenance_to_html_client_and_back():
     out = simple.render_project(page, "foo", Format.HTML, href).decode()
     head = head_of(out)
     assert '<meta name="pypi:project-status" content="quarantined">' in head
-    assert ('<meta name="pypi:project-status-reason" '
-            'content="malware: &quot;evil&quot; &lt;script&gt; &amp; more">') in head
+    assert (
+        '<meta name="pypi:project-status-reason" content="malware: &quot;evil&quot; &lt;script&gt; &amp; more">'
+    ) in head
     assert '<meta name="pypi:repository-version" content="1.4">' in head
     assert f'data-provenance="{PROVENANCE}"' in out
     again = simple.parse(out.encode(), "text/html", "http://proxy.test/simple/foo/")
@@ -277,13 +286,27 @@ def test_status_reason_alone_stays_alone():
     assert "pypi:project-status-reason" in out and 'name="pypi:project-status"' not in out
 
 
-
 @pytest.mark.parametrize(
     "upstream, sent",
     [
-        ("1.0", "1.0"), ("1.1", "1.1"), ("1.3", "1.3"), ("1.4", "1.4"), ("0.9", "0.9"),
-        ("1.5", "1.4"), ("1.10", "1.4"), ("2.0", "1.4"), ("2.1", "1.4"), (" 1.2 ", "1.2"), ("01.02", "1.2"),
-        ("", "1.0"), ("1", "1.0"), ("v1.1", "1.0"), ("1.1.1", "1.0"), ("one", "1.0"), (1.1, "1.0"), (None, "1.0"),
+        ("1.0", "1.0"),
+        ("1.1", "1.1"),
+        ("1.3", "1.3"),
+        ("1.4", "1.4"),
+        ("0.9", "0.9"),
+        ("1.5", "1.4"),
+        ("1.10", "1.4"),
+        ("2.0", "1.4"),
+        ("2.1", "1.4"),
+        (" 1.2 ", "1.2"),
+        ("01.02", "1.2"),
+        ("", "1.0"),
+        ("1", "1.0"),
+        ("v1.1", "1.0"),
+        ("1.1.1", "1.0"),
+        ("one", "1.0"),
+        (1.1, "1.0"),
+        (None, "1.0"),
     ],
 )
 def test_api_version_is_capped(upstream, sent):
@@ -315,8 +338,14 @@ def test_project_list_api_version_is_capped(tmp_path, upstream, sent):
     tmp.mkdir()
     body = {"meta": {"_last-serial": 5, "api-version": upstream}, "projects": [{"name": "foo"}]}
     source.write_bytes(json.dumps(body).encode())
-    listing = projectlist.convert(source, content_type="application/vnd.pypi.simple.v1+json", encoding="",
-                                  directory=tmp_path / "out", tmp=tmp, limit=1 << 20)
+    listing = projectlist.convert(
+        source,
+        content_type="application/vnd.pypi.simple.v1+json",
+        encoding="",
+        directory=tmp_path / "out",
+        tmp=tmp,
+        limit=1 << 20,
+    )
     out = tmp_path / "out" / listing.version
     assert json.loads((out / "json-1").read_bytes())["meta"] == {"_last-serial": 5, "api-version": sent}
     assert f'<meta name="pypi:repository-version" content="{sent}">'.encode() in (out / "html-1").read_bytes()

@@ -14,7 +14,7 @@ import pytest
 from pypicached.cache.housekeeping import CacheUsage
 from pypicached.cache.outcome import CacheStatus
 from pypicached.ops.chart import BYTES_HEIGHT, RATIO_HEIGHT, ByteScale, chart
-from pypicached.ops.metrics import Ledger, Tally
+from pypicached.ops.ledger import Ledger, Tally
 from pypicached.ops.statuspage import render
 from pypicached.ops.summary import human_duration, summary
 from pypicached.ops.throughput import MIN_SAMPLE_BYTES, Throughput
@@ -58,12 +58,22 @@ def test_days_are_the_last_31_utc_days_oldest_first_with_gaps_as_zeros():
     assert [d["day"] for d in days] == sorted(d["day"] for d in days)
     by_day = {d["day"]: d for d in days}
     assert by_day["2024-03-29"] == {
-        "day": "2024-03-29", "served_bytes": 4000, "fetched_bytes": 1000, "saved_bytes": 3000,
-        "hits": 1, "misses": 1, "hit_ratio": 0.5,
+        "day": "2024-03-29",
+        "served_bytes": 4000,
+        "fetched_bytes": 1000,
+        "saved_bytes": 3000,
+        "hits": 1,
+        "misses": 1,
+        "hit_ratio": 0.5,
     }
     assert by_day["2024-03-30"] == {  # the gap day: no traffic, zeros and no ratio
-        "day": "2024-03-30", "served_bytes": 0, "fetched_bytes": 0, "saved_bytes": 0,
-        "hits": 0, "misses": 0, "hit_ratio": None,
+        "day": "2024-03-30",
+        "served_bytes": 0,
+        "fetched_bytes": 0,
+        "saved_bytes": 0,
+        "hits": 0,
+        "misses": 0,
+        "hit_ratio": None,
     }
     assert by_day["2024-03-31"]["saved_bytes"] == 0 and by_day["2024-03-31"]["fetched_bytes"] == 700
     assert "2024-02-20" not in by_day
@@ -119,10 +129,18 @@ def test_time_saved_is_saved_bytes_over_throughput_and_null_until_measured():
     assert known["time_saved_seconds"] == {"today": 4.0, "all_time": 22.0}
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (None, "-"), (0.4, "0 s"), (59.4, "59 s"), (200, "3 min 20 s"), (3600, "1 h 0 min"),
-    (7530, "2 h 5 min"), (3 * DAY + 7 * 3600 + 59, "3 d 7 h"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (None, "-"),
+        (0.4, "0 s"),
+        (59.4, "59 s"),
+        (200, "3 min 20 s"),
+        (3600, "1 h 0 min"),
+        (7530, "2 h 5 min"),
+        (3 * DAY + 7 * 3600 + 59, "3 d 7 h"),
+    ],
+)
 def test_durations_read_as_a_person_says_them(seconds, text):
     assert human_duration(seconds) == text
 
@@ -160,7 +178,7 @@ def rows(*figures: tuple[int, int, int, int]) -> list[dict]:
     for age, (served, fetched, hits, misses) in enumerate(reversed(figures)):
         tally = ledger.day(NOW - age * DAY)
         tally.served, tally.fetched, tally.hits, tally.misses = served, fetched, hits, misses
-    return stats_of(ledger)["days"][-len(figures):]
+    return stats_of(ledger)["days"][-len(figures) :]
 
 
 def height(bar: dict) -> float:
@@ -174,8 +192,12 @@ def test_the_chart_draws_one_group_of_titled_bars_per_day_with_its_numbers():
     assert drawing.svgs == 1 and len(drawing.days) == 31
     for row, drawn in zip(days, drawing.days):
         assert drawn["data"] == {
-            "day": row["day"], "served": str(row["served_bytes"]), "fetched": str(row["fetched_bytes"]),
-            "saved": str(row["saved_bytes"]), "hits": str(row["hits"]), "misses": str(row["misses"]),
+            "day": row["day"],
+            "served": str(row["served_bytes"]),
+            "fetched": str(row["fetched_bytes"]),
+            "saved": str(row["saved_bytes"]),
+            "hits": str(row["hits"]),
+            "misses": str(row["misses"]),
             "hit-ratio": "" if row["hit_ratio"] is None else repr(row["hit_ratio"]),
         }
         assert set(drawn["bars"]) == {"column", "fetched", "cached", "ratio"}
@@ -227,13 +249,16 @@ def test_the_chart_escapes_what_it_is_given_and_links_nothing():
     assert "http" not in svg and "href" not in svg and "@import" not in svg and "url(" not in svg
 
 
-@pytest.mark.parametrize("largest, labels", [
-    (0, ["0 B", "1 B"]),
-    (700, ["0 B", "200 B", "400 B", "600 B", "800 B"]),
-    (3.9 * 1024**2, ["0 MiB", "1 MiB", "2 MiB", "3 MiB", "4 MiB"]),
-    (150 * 1024**3, ["0 GiB", "50 GiB", "100 GiB", "150 GiB"]),
-    (1100, ["0 KiB", "0.5 KiB", "1 KiB", "1.5 KiB"]),
-])
+@pytest.mark.parametrize(
+    "largest, labels",
+    [
+        (0, ["0 B", "1 B"]),
+        (700, ["0 B", "200 B", "400 B", "600 B", "800 B"]),
+        (3.9 * 1024**2, ["0 MiB", "1 MiB", "2 MiB", "3 MiB", "4 MiB"]),
+        (150 * 1024**3, ["0 GiB", "50 GiB", "100 GiB", "150 GiB"]),
+        (1100, ["0 KiB", "0.5 KiB", "1 KiB", "1.5 KiB"]),
+    ],
+)
 def test_the_byte_axis_has_round_labels_in_human_units(largest, labels):
     scale = ByteScale.fitting(largest)
     assert [scale.label(t) for t in scale.ticks()] == labels
@@ -255,8 +280,10 @@ def test_the_page_shows_the_chart_and_the_time_saved_as_an_estimate():
     assert "<h2>The last 31 days</h2>" in page and page.count('<g class="day"') == 31
     assert 'data-day="2024-03-31" data-served="2500000000"' in page
     # 2.5 GB at 12.5 MiB/s is 190.7 s; 2.5 GB + 3 GiB is 436.4 s
-    assert ('<p id="time-saved">About 3 min 11 s of downloading saved today (7 min 16 s all time), at the '
-            "12.5 MiB/s measured on recent downloads from upstream (an estimate).</p>") in page
+    assert (
+        '<p id="time-saved">About 3 min 11 s of downloading saved today (7 min 16 s all time), at the '
+        "12.5 MiB/s measured on recent downloads from upstream (an estimate).</p>"
+    ) in page
 
 
 def test_without_a_measured_speed_the_page_says_why_there_is_no_estimate():
@@ -269,13 +296,28 @@ POLICY = {
     "held_back_by_rule": {"min_release_age": 3, "deny": 1},
     "denied_by_rule": {"deny": 2},
     "flagged_by_rule": {},
-    "advisories": {"url": "https://osv.example/PyPI/all.zip", "count": 7, "version": "abc", "last_refresh": None,
-                   "last_error": "upstream answered 500 <Internal>"},
+    "advisories": {
+        "url": "https://osv.example/PyPI/all.zip",
+        "count": 7,
+        "version": "abc",
+        "last_refresh": None,
+        "last_error": "upstream answered 500 <Internal>",
+    },
     "held_back_today": [
-        {"time": "2024-03-31T10:00:00Z", "project": "pcx-alpha", "filename": "pcx_alpha-3.0-py3-none-any.whl",
-         "rule": "min_release_age", "reason": "uploaded 2 h ago, < 7 days"},
-        {"time": "2024-03-31T11:00:00Z", "project": "pcx-beta", "filename": "pcx_beta-0.2.tar.gz",
-         "rule": "deny", "reason": "listed in <deny>"},
+        {
+            "time": "2024-03-31T10:00:00Z",
+            "project": "pcx-alpha",
+            "filename": "pcx_alpha-3.0-py3-none-any.whl",
+            "rule": "min_release_age",
+            "reason": "uploaded 2 h ago, < 7 days",
+        },
+        {
+            "time": "2024-03-31T11:00:00Z",
+            "project": "pcx-beta",
+            "filename": "pcx_beta-0.2.tar.gz",
+            "rule": "deny",
+            "reason": "listed in <deny>",
+        },
     ],
 }
 
@@ -283,12 +325,19 @@ POLICY = {
 def test_what_the_policy_held_back_is_shown_when_the_summary_has_it():
     page = page_of({**stats_of(Ledger(since=NOW)), "policy": POLICY})
     assert "<h2>Held back by the policy</h2>" in page
-    assert ('<p id="policy-rules">Files held back since start, by rule: <code>deny</code> 1, <code>min_release_age</code> 3.\n'
-            "Requests refused (403): <code>deny</code> 2. Served but named by an advisory: none.</p>") in page
-    assert ('<p id="advisories">Advisories: 7 from <code>https://osv.example/PyPI/all.zip</code>, last refreshed not yet. '
-            '<span class="bad">last refresh failed: upstream answered 500 &lt;Internal&gt;</span></p>') in page
-    assert ("<tr><td>pcx-alpha</td><td><code>pcx_alpha-3.0-py3-none-any.whl</code></td><td>min_release_age</td>"
-            "<td>uploaded 2 h ago, &lt; 7 days</td></tr>") in page
+    assert (
+        '<p id="policy-rules">Files held back since start, by rule: <code>deny</code> 1, '
+        "<code>min_release_age</code> 3.\n"
+        "Requests refused (403): <code>deny</code> 2. Served but named by an advisory: none.</p>"
+    ) in page
+    assert (
+        '<p id="advisories">Advisories: 7 from <code>https://osv.example/PyPI/all.zip</code>, last refreshed not yet. '
+        '<span class="bad">last refresh failed: upstream answered 500 &lt;Internal&gt;</span></p>'
+    ) in page
+    assert (
+        "<tr><td>pcx-alpha</td><td><code>pcx_alpha-3.0-py3-none-any.whl</code></td><td>min_release_age</td>"
+        "<td>uploaded 2 h ago, &lt; 7 days</td></tr>"
+    ) in page
     assert "<td>listed in &lt;deny&gt;</td>" in page and "<deny>" not in page
     quiet = page_of({**stats_of(Ledger(since=NOW)), "policy": {"held_back_by_rule": {}, "held_back_today": []}})
     assert "by rule: none." in quiet and "nothing held back today" in quiet and 'id="advisories"' not in quiet

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pytest_twisted import ensureDeferred
-from twisted.logger import LogLevel, Logger
+from twisted.logger import Logger, LogLevel
 
 from pypicached.ops.journal import format_line, observer
 
@@ -32,7 +32,8 @@ async def test_service_unit_is_hardened(tmp_path, unit):
     # pypicached@1.service: instance 1 of the template pypicached@.service, for a node of a cluster
     result = await run_process(
         ["systemd-analyze", "security", "--offline=yes", str(UNITS / unit)],
-        env=clean_env(tmp_path), timeout=60,
+        env=clean_env(tmp_path),
+        timeout=60,
     )
     match = re.search(rf"Overall exposure level for {re.escape(unit)}: (\d+\.\d+)", result.output)
     assert match, result.output

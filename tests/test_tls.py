@@ -56,13 +56,17 @@ async def test_pip_and_uv_install_over_https_with_a_local_ca(tls_proxy, fake_ups
     # pip >= 24.2 verifies through the system trust store (truststore), which reads
     # SSL_CERT_FILE; --cert alone is not consulted there
     result = await run_pip(
-        ["download", "-d", str(tmp_path / "pip"), "pcx-beta"], index, home=tmp_path / "h1",
+        ["download", "-d", str(tmp_path / "pip"), "pcx-beta"],
+        index,
+        home=tmp_path / "h1",
         env_extra={"SSL_CERT_FILE": str(files.ca)},
     )
     result.check()
     assert sorted(p.name for p in (tmp_path / "pip").iterdir()) == WANTED
     result = await run_uv(
-        ["install", "--target", str(tmp_path / "uv"), "pcx-beta"], index, home=tmp_path / "h2",
+        ["install", "--target", str(tmp_path / "uv"), "pcx-beta"],
+        index,
+        home=tmp_path / "h2",
         env_extra={"SSL_CERT_FILE": str(files.ca)},
     )
     result.check()
@@ -137,8 +141,12 @@ async def test_sighup_reloads_the_daemons_certificate(fake_upstream_json, tmp_pa
     files = make_server(tmp_path, ca)
     daemon = Daemon()
     argv = twistd_args(
-        "--upstream", fake_upstream_json.simple_url, "--cache-dir", str(tmp_path / "cache"),
-        "--listen", f"ssl:0:privateKey={files.key}:certKey={files.cert}:interface=127.0.0.1",
+        "--upstream",
+        fake_upstream_json.simple_url,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--listen",
+        f"ssl:0:privateKey={files.key}:certKey={files.cert}:interface=127.0.0.1",
     )
     process = reactor.spawnProcess(daemon, argv[0], argv, env=clean_env(tmp_path), path=str(tmp_path))
     try:

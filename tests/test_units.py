@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pypicached.config import ConfigError, Settings, build_settings
-from pypicached.simpleapi.links import FileLink, proxy_path, relative_href
 from pypicached.base.names import normalize, projects_for_filename
-from pypicached.simpleapi.negotiation import Format, choose_format
 from pypicached.base.paths import BadPath, RequestPath
+from pypicached.config import ConfigError, Settings, build_settings
 from pypicached.http.conditional import ByteRange, Unsatisfiable, parse_range
+from pypicached.simpleapi.links import FileLink, proxy_path, relative_href
+from pypicached.simpleapi.negotiation import Format, choose_format
 
 PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
 UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"

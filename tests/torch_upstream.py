@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+from collections.abc import Iterable
 from email.utils import formatdate
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, unquote
 
 import attrs
@@ -138,7 +139,8 @@ class TorchUpstream:
         project = normalize_project(project)
         files = {self.file_path(d) for d in self.dists(project)}
         return [
-            r for r in self.log
+            r
+            for r in self.log
             if r.path == self.page_path(project) or r.path in files or r.path.removesuffix(".metadata") in files
         ]
 
@@ -239,13 +241,13 @@ class ServedTorch:
 
     upstream: TorchUpstream
     _listening: list[tuple[Any, _TrackingFactory]]
-    _stopped: "Deferred[None] | None" = None
+    _stopped: Deferred[None] | None = None
 
     @property
     def simple_url(self) -> str:
         return self.upstream.simple_url
 
-    def stop(self) -> "Deferred[None]":
+    def stop(self) -> Deferred[None]:
         """Stop both hosts and close every connection; fires when they are gone."""
         if self._stopped is None:
             waits = []

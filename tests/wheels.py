@@ -15,8 +15,8 @@ import random
 import re
 import tarfile
 import zipfile
+from collections.abc import Iterable, Sequence
 from email.parser import BytesHeaderParser
-from typing import Iterable, Sequence
 
 import attrs
 
@@ -157,15 +157,12 @@ def build_wheel(
     dist_info = f"{escaped}-{version}.dist-info"
     metadata = _metadata(name, version, requires_dist, requires_python)
     wheel_file = (
-        "Wheel-Version: 1.0\n"
-        "Generator: pypicached-tests (1.0)\n"
-        "Root-Is-Purelib: true\n"
-        "Tag: py3-none-any\n"
+        "Wheel-Version: 1.0\nGenerator: pypicached-tests (1.0)\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     ).encode("ascii")
     files: list[tuple[str, bytes, bool]] = [
         (
             f"{escaped}/__init__.py",
-            f'"""Test package {name}."""\n__version__ = "{version}"\n'.encode("utf-8"),
+            f'"""Test package {name}."""\n__version__ = "{version}"\n'.encode(),
             False,
         ),
     ]
@@ -223,7 +220,7 @@ def build_sdist(
     members = [
         (f"{top}/PKG-INFO", metadata),
         (f"{top}/pyproject.toml", pyproject),
-        (f"{top}/{escaped}/__init__.py", f'__version__ = "{version}"\n'.encode("utf-8")),
+        (f"{top}/{escaped}/__init__.py", f'__version__ = "{version}"\n'.encode()),
     ]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:

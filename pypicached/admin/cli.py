@@ -16,8 +16,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 from urllib.parse import quote, unquote, urlsplit
 
 import treq
@@ -26,37 +27,24 @@ from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
 from pypicached.admin import prefetch, verify
-from pypicached.config import ConfigError, Settings, build_settings, read_toml
+from pypicached.admin.arguments import daemon_url, load, parser
+from pypicached.admin.progress import Progress
+from pypicached.base.names import is_valid_name, is_valid_version, normalize
 from pypicached.cache.files import remove_cached_file
 from pypicached.cache.housekeeping import CacheUsage, free_space, scan
-from pypicached.http.tls import split_endpoint
-from pypicached.ops.metrics import STATE_FILE, Ledger
-from pypicached.upstream.errors import failure_reason
-from pypicached.base.names import is_valid_name, is_valid_version, normalize
-from pypicached.policy.explain import as_text as explained
 from pypicached.cache.records import remove_project_records
-from pypicached.admin.progress import Progress
+from pypicached.config import ConfigError, Settings
+from pypicached.ops.ledger import STATE_FILE, Ledger
 from pypicached.ops.summary import as_text, human_bytes, summary
+from pypicached.policy.explain import as_text as explained
+from pypicached.upstream.errors import failure_reason
 
-#: Where the Debian package puts the daemon's settings.
-SYSTEM_CONFIG = "/etc/pypicached/pypicached.toml"
 #: Seconds to wait for the daemon's answer (a hung daemon must not hang the command).
 TIMEOUT = 30
 
 
 class AdminError(Exception):
     """Something the operator must fix; printed without a traceback."""
-
-
-def daemon_url(settings: Settings) -> str | None:
-    """The daemon's base URL over loopback, from its first plain ``tcp:`` listener."""
-    for description in settings.listen:
-        kind, args, kwargs = split_endpoint(description)
-        if kind == "tcp" and args and args[0].isdigit():
-            interface = kwargs.get("interface", "")
-            host = interface if interface and interface not in ("0.0.0.0", "::") else "127.0.0.1"
-            return f"http://{'[' + host + ']' if ':' in host else host}:{args[0]}"
-    return None
 
 
 class Admin:
@@ -76,8 +64,10 @@ class Admin:
     async def _ask(self, method: str, path: str) -> tuple[int, Any] | None:
         """The daemon's JSON answer, or None if no daemon listens there."""
         if self.url is None:
-            self.out.write(f"(no daemon address in the config's listen setting: give --url if one runs; "
-                           f"working on {self.root} directly)\n")
+            self.out.write(
+                f"(no daemon address in the config's listen setting: give --url if one runs; "
+                f"working on {self.root} directly)\n"
+            )
             return self._require_cache()
         try:
             response = await self.http.request(method, self.url + path, headers=self._headers(), timeout=TIMEOUT)
@@ -117,8 +107,9 @@ class Admin:
         now = time.time()
         entries = scan(self.root / "files")
         free = free_space(self.root) if self.root.exists() else 0
-        usage = CacheUsage(sum(e.size for e in entries), len(entries), free, self.settings.max_size,
-                           self.settings.min_free)
+        usage = CacheUsage(
+            sum(e.size for e in entries), len(entries), free, self.settings.max_size, self.settings.min_free
+        )
         ledger = Ledger.load(self.root / STATE_FILE, now)
         return summary(ledger, usage, now=now, upstream_url=self.settings.indexes[0].url)
 
@@ -132,8 +123,9 @@ class Admin:
         path = f"/policy/{quote(normalize(name.strip()))}" + (f"/{quote(version.strip())}" if version else "")
         answered = await self._ask("GET", path)
         if answered is None:
-            raise AdminError("the policy check asks the running daemon (it holds the advisories and the pages); "
-                             "none answers")
+            raise AdminError(
+                "the policy check asks the running daemon (it holds the advisories and the pages); none answers"
+            )
         self.out.write(explained(self._check(*answered)))
         return 0
 
@@ -228,60 +220,24 @@ class Admin:
         return 1 if outcome.missing else 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pypicached-admin", description="Manage a pypicached cache.")
-    p.add_argument("--config", help=f"the daemon's TOML config [default: {SYSTEM_CONFIG} if it exists]")
-    p.add_argument("--cache-dir", help="the cache directory [default: the config's cache_dir]")
-    p.add_argument("--url", help="the daemon's base URL [default: from the config's first tcp: listener]")
-    p.add_argument("--token", help="bearer token for a daemon on another host "
-                                   "[default: $PYPICACHED_ADMIN_TOKEN, else the config's admin_token]")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    s = sub.add_parser("stats", help="hit ratio, bandwidth saved, cache size, upstream health")
-    s.add_argument("--json", action="store_true", help="the /stats JSON")
-    s = sub.add_parser("purge", help="forget a project's index pages so the next request refreshes them")
-    s.add_argument("project")
-    s = sub.add_parser("purge-file", help="delete a cached file (by its URL or file name)")
-    s.add_argument("url_or_name")
-    s = sub.add_parser("policy", help="the supply-chain policy: 'policy check NAME[==VERSION]' explains what it does")
-    s.add_argument("action", choices=["check"])
-    s.add_argument("requirement", metavar="NAME[==VERSION]")
-    s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
-    s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
-    s = sub.add_parser("prefetch", help="fill the cache with the files of a requirements file")
-    s.add_argument("-r", "--requirement", required=True, type=Path, help="a (pinned) requirements file")
-    s.add_argument("--all-files", action="store_true",
-                   help="every file of each chosen version, not only those this machine could install")
-    s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
-    return p
-
-
-def load(args: argparse.Namespace, err: TextIO) -> Settings:
-    config = args.config or (SYSTEM_CONFIG if os.path.exists(SYSTEM_CONFIG) else None)
-    if config and not args.config and not os.access(config, os.R_OK):
-        # e.g. made root-only for its admin_token: --url, --cache-dir and the token's variable suffice
-        err.write(f"pypicached-admin: cannot read {config}; using the defaults and the flags given\n")
-        config = None
-    values = read_toml(config) if config else {}
-    overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
-    return build_settings(values, overrides, source=config or "config")
-
-
 async def run(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
     settings = load(args, sys.stderr)
     token = args.token or os.environ.get("PYPICACHED_ADMIN_TOKEN") or settings.admin_token
     url = (args.url or daemon_url(settings) or "").rstrip("/") or None
     admin = Admin(settings, url, token, treq, out)
-    if args.command == "stats":
-        return await admin.stats(args.json)
-    if args.command == "purge":
-        return await admin.purge(args.project)
-    if args.command == "purge-file":
-        return await admin.purge_file(args.url_or_name)
-    if args.command == "policy":
-        return await admin.policy_check(args.requirement)
-    if args.command == "verify":
-        return admin.verify(drop=not args.keep)
-    return await admin.prefetch(args.requirement, args.all_files, max(1, args.jobs))
+    answer = COMMANDS[args.command](admin, args)
+    return answer if isinstance(answer, int) else await answer
+
+
+#: What each command runs: an exit code, or a coroutine of one.
+COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Any]] = {
+    "stats": lambda admin, args: admin.stats(args.json),
+    "purge": lambda admin, args: admin.purge(args.project),
+    "purge-file": lambda admin, args: admin.purge_file(args.url_or_name),
+    "policy": lambda admin, args: admin.policy_check(args.requirement),
+    "verify": lambda admin, args: admin.verify(drop=not args.keep),
+    "prefetch": lambda admin, args: admin.prefetch(args.requirement, args.all_files, max(1, args.jobs)),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,11 +9,13 @@ It does not resolve dependencies: give it a fully pinned file (``pip freeze``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin
 
 import attrs
+import treq
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, sys_tags
 from packaging.utils import (
@@ -24,7 +26,6 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
-import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
 from pypicached.simpleapi.simple import BadPage, parse_json_object
@@ -118,7 +119,11 @@ def choose(requirement: Requirement, found: list[Candidate], all_files: bool, ta
     """The files to fetch: the newest version the requirement allows, its files for these tags."""
     pinned = any(spec.operator in ("==", "===") for spec in requirement.specifier)
     versions = sorted(
-        {c.version for c in found if (pinned or not c.yanked) and requirement.specifier.contains(c.version, prereleases=pinned or None)},
+        {
+            c.version
+            for c in found
+            if (pinned or not c.yanked) and requirement.specifier.contains(c.version, prereleases=pinned or None)
+        },
         reverse=True,
     )
     if not versions:

@@ -33,8 +33,10 @@ class Progress:
 
     def _draw(self) -> None:
         self._drawn = time.monotonic()
-        ratio = self.done_bytes / self.total_bytes if self.total_bytes else (
-            self.done_items / self.total_items if self.total_items else 1.0
+        ratio = (
+            self.done_bytes / self.total_bytes
+            if self.total_bytes
+            else (self.done_items / self.total_items if self.total_items else 1.0)
         )
         ratio = min(1.0, ratio)
         filled = int(ratio * WIDTH)

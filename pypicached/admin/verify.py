@@ -11,14 +11,14 @@ daemon; deleting a file never disturbs a client reading it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import attrs
 
-from pypicached.simpleapi.links import FileLink, new_hasher
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
+from pypicached.simpleapi.links import FileLink, new_hasher
 
 CHUNK = 1024 * 1024
 
@@ -99,7 +99,9 @@ def verify(
             progress(0, 1)
             continue  # evicted meanwhile
         progress(0, 1)
-        wrong = [f"{name} is {got[name]}, expected {value}" for name, value in sorted(want.items()) if got[name] != value]
+        wrong = [
+            f"{name} is {got[name]}, expected {value}" for name, value in sorted(want.items()) if got[name] != value
+        ]
         if wrong:
             if drop:
                 try:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO, Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool

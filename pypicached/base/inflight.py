@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
@@ -26,14 +27,14 @@ class Inflight(Generic[K, V]):
         """How many callers share the operation running for ``key`` (0 if none runs)."""
         return len(self._waiting.get(key, ()))
 
-    def run(self, key: K, start: Callable[[], "Deferred[V] | V"]) -> "Deferred[V]":
+    def run(self, key: K, start: Callable[[], Deferred[V] | V]) -> Deferred[V]:
         mine: Deferred[V] = Deferred()
         if key in self._waiting:
             self._waiting[key].append(mine)
             return mine
         self._waiting[key] = [mine]
 
-        def done(result: "V | Failure") -> None:
+        def done(result: V | Failure) -> None:
             for waiter in self._waiting.pop(key):
                 if isinstance(result, Failure):
                     waiter.errback(result)

@@ -75,9 +75,7 @@ def _projects_for(filename: str) -> tuple[str, ...]:
         except InvalidWheelFilename:
             pass
     parts = filename.split("-")
-    candidates = [
-        "-".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if parts[i][:1].isdigit()
-    ]
+    candidates = ["-".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if parts[i][:1].isdigit()]
     names: list[str] = []
     for candidate in candidates:
         if is_valid_name(candidate) and normalize(candidate) not in names:

@@ -29,7 +29,7 @@ class RequestPath:
     trailing_slash: bool
 
     @classmethod
-    def parse(cls, raw: bytes) -> "RequestPath":
+    def parse(cls, raw: bytes) -> RequestPath:
         if len(raw) > MAX_PATH:
             raise BadPath("path too long")
         path = raw.split(b"?", 1)[0]
@@ -59,9 +59,7 @@ class RequestPath:
 
 def is_plain_segment(segment: str) -> bool:
     """A name that can stand for one directory entry: never empty, ``.``, ``..``, a slash or a control character."""
-    return segment not in ("", ".", "..") and not any(
-        c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment
-    )
+    return segment not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment)
 
 
 def under(root: Path, segments: tuple[str, ...]) -> Path:

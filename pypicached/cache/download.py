@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -44,7 +45,7 @@ class DownloadPlace:
     run_in_thread: RunInThread
     tmp: Path
     #: An unbuffered new file in a directory, and its path.
-    open_temporary: Callable[[Path], "tuple[BinaryIO, Path]"]
+    open_temporary: Callable[[Path], tuple[BinaryIO, Path]]
     #: Where the file goes when it is whole (the final path).
     final_path: Callable[[tuple[str, ...]], Path]
     #: The disk refused something (the reason).
@@ -61,7 +62,12 @@ class Download(BodyReader):
     """Fetches ``link`` with ``client`` (its index's) into ``growing``, for the cache entry at ``segments``."""
 
     def __init__(
-        self, place: DownloadPlace, client: UpstreamClient, segments: tuple[str, ...], link: FileLink, growing: GrowingFile
+        self,
+        place: DownloadPlace,
+        client: UpstreamClient,
+        segments: tuple[str, ...],
+        link: FileLink,
+        growing: GrowingFile,
     ) -> None:
         super().__init__(client)
         self._place = place
@@ -142,7 +148,10 @@ class Download(BodyReader):
                 self._place.mismatched()
                 log.error(
                     "Digest mismatch for {url}: {name} expected {want}, got {got}; discarded",
-                    url=self._link.url, name=name, want=want, got=got,
+                    url=self._link.url,
+                    name=name,
+                    want=want,
+                    got=got,
                 )
                 self._fail(f"{name} mismatch: expected {want}, got {got}")
                 return

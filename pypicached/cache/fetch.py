@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from pypicached.base.disk import RunInThread
+from pypicached.cache import projectlist
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PageKey
 from pypicached.cache.records import StoredPage, parse_page, unlink
-from pypicached.cache import projectlist
 from pypicached.simpleapi import simple
 from pypicached.upstream.body import MAX_PAGE_BYTES, discard_body, read_body, read_body_into
 from pypicached.upstream.client import UpstreamClient, UpstreamURLs
@@ -120,9 +121,13 @@ class PageFetcher:
                 await read_body_into(self._client, response, out)
             received()
             return await self._run_in_thread(
-                projectlist.convert, Path(name), content_type=content_type, encoding=encoding,
-                directory=self._rendered_root(PageKey(INDEX)), tmp=self._tmp, limit=MAX_PAGE_BYTES,
+                projectlist.convert,
+                Path(name),
+                content_type=content_type,
+                encoding=encoding,
+                directory=self._rendered_root(PageKey(INDEX)),
+                tmp=self._tmp,
+                limit=MAX_PAGE_BYTES,
             )
         finally:
             unlink(Path(name))
-

@@ -15,18 +15,19 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pypicached.base.disk import RunInThread
-from pypicached.cache.download import Download, DownloadPlace
-from pypicached.cache.growing import GrowingFile
-from pypicached.cache.freshness import Offline
 from pypicached.base.paths import under
+from pypicached.cache.download import Download, DownloadPlace
+from pypicached.cache.freshness import Offline
+from pypicached.cache.growing import GrowingFile
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.router import Linked
 
@@ -45,7 +46,7 @@ class FileCache:
         root: Path,
         clock: IReactorTime,
         run_in_thread: RunInThread,
-        open_temporary: "Callable[[Path], tuple[BinaryIO, Path]] | None" = None,
+        open_temporary: Callable[[Path], tuple[BinaryIO, Path]] | None = None,
     ) -> None:
         self._files = root / "files"
         self._tmp = root / "tmp"
@@ -91,7 +92,7 @@ class FileCache:
             removed += 1
         return removed
 
-    def purge(self, filename: str) -> "Deferred[list[tuple[Path, int]]]":
+    def purge(self, filename: str) -> Deferred[list[tuple[Path, int]]]:
         """Delete every cached copy of ``filename`` (and its ``.metadata``); what went, with sizes."""
         return self._run_in_thread(remove_cached_file, self._files, filename)
 
@@ -182,7 +183,7 @@ def remove_cached_file(files: Path, filename: str) -> list[tuple[Path, int]]:
     return removed
 
 
-def open_temporary_file(directory: Path) -> "tuple[BinaryIO, Path]":
+def open_temporary_file(directory: Path) -> tuple[BinaryIO, Path]:
     """An unbuffered new file in ``directory``: every write reaches the OS, where readers see it."""
     fd, name = tempfile.mkstemp(dir=directory, prefix="dl-")
     return os.fdopen(fd, "wb", buffering=0), Path(name)

@@ -31,7 +31,7 @@ class Form:
     def filename(self) -> str:
         return f"{'json' if self.json else 'html'}-{self.depth}" + (".gz" if self.gzip else "")
 
-    def plain(self) -> "Form":
+    def plain(self) -> Form:
         return form(self.json, self.depth, False)
 
 
@@ -54,7 +54,7 @@ class Rendering:
     body: bytes | None = attrs.field(default=None, repr=False)
 
     @classmethod
-    def of(cls, path: Path, etag: bytes, gzipped: bool) -> "Rendering":
+    def of(cls, path: Path, etag: bytes, gzipped: bool) -> Rendering:
         """(In a disk thread.) The rendering in ``path``, its bytes kept if it is small."""
         size = path.stat().st_size
         return cls(path, size, etag, gzipped, path.read_bytes() if size <= KEEP_IN_MEMORY else None)

@@ -48,9 +48,7 @@ class Do(enum.Enum):
     REFRESH_IN_BACKGROUND = "serve it stale at once and ask upstream in the background"
 
 
-def decide(
-    policy: Freshness, *, age: float | None, down: bool, missing: bool, failed: bool, slow: bool = False
-) -> Do:
+def decide(policy: Freshness, *, age: float | None, down: bool, missing: bool, failed: bool, slow: bool = False) -> Do:
     """
     ``age``: seconds since the cached copy was validated (None: nothing cached);
     ``down``: the upstream is down; ``missing``: the upstream answered 404 a moment

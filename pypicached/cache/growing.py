@@ -53,7 +53,7 @@ class GrowingFile:
     _waiters: list[Deferred[None]] = attrs.field(factory=list, repr=False)
 
     @classmethod
-    def committed(cls, path: Path, st: os.stat_result) -> "GrowingFile":
+    def committed(cls, path: Path, st: os.stat_result) -> GrowingFile:
         return cls(path, State.COMPLETE, st.st_size, st.st_size, st.st_mtime)
 
     # --- for readers ---------------------------------------------------------------
@@ -82,7 +82,7 @@ class GrowingFile:
         handle.seek(pos)
         return handle.read(n)
 
-    def changed(self) -> "Deferred[None]":
+    def changed(self) -> Deferred[None]:
         """Fires at the next change of ``written`` or ``state``."""
         d: Deferred[None] = Deferred()
         if self.ended:

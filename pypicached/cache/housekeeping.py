@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -166,9 +166,7 @@ class Housekeeper:
         self.evicted_bytes = 0
 
     def start(self) -> None:
-        self._loop.start(INTERVAL, now=True).addErrback(
-            lambda f: log.failure("Housekeeping stopped", f)
-        )
+        self._loop.start(INTERVAL, now=True).addErrback(lambda f: log.failure("Housekeeping stopped", f))
 
     def stop(self) -> None:
         if self._loop.running:
@@ -194,7 +192,7 @@ class Housekeeper:
         self.size = max(0, self.size - size)
         self.files = max(0, self.files - 1)
 
-    def run(self) -> "Deferred[Pass] | None":
+    def run(self) -> Deferred[Pass] | None:
         """Start a pass unless one is running; the LoopingCall waits for it."""
         if self._running is not None:
             return None
@@ -207,7 +205,10 @@ class Housekeeper:
             if result.evicted:
                 log.info(
                     "Evicted {n} files ({mb:.1f} MiB); cache holds {files} files, {size:.1f} MiB",
-                    n=result.evicted, mb=result.evicted_bytes / 2**20, files=result.files, size=result.size / 2**20,
+                    n=result.evicted,
+                    mb=result.evicted_bytes / 2**20,
+                    files=result.files,
+                    size=result.size / 2**20,
                 )
             return result
 

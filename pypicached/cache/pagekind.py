@@ -7,16 +7,14 @@ and serves pages never asks which kind it holds.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
-from pypicached.simpleapi import pypijson
-
-from pypicached.simpleapi import simple
+from pypicached.cache.forms import Form
+from pypicached.simpleapi import pypijson, simple
 from pypicached.simpleapi.links import proxy_path, relative_href, split_url
 from pypicached.simpleapi.negotiation import UPSTREAM_ACCEPT, Format, choose_format
-from pypicached.cache.forms import Form
 from pypicached.upstream.client import UpstreamURLs
 
 #: Reads an upstream body (decoded) given its Content-Type and URL.
@@ -25,7 +23,9 @@ Parse = Callable[[bytes, str, str], simple.Page]
 Render = Callable[[simple.Page, str, Form], bytes]
 
 
-@attrs.frozen(repr=False, eq=False)  # one value per kind: compared and hashed by identity, as lookups do on every request
+@attrs.frozen(
+    repr=False, eq=False
+)  # one value per kind: compared and hashed by identity, as lookups do on every request
 class PageKind:
     """How pages of one kind are stored, fetched, read and rendered."""
 
@@ -37,7 +37,7 @@ class PageKind:
     #: The page's canonical path on the proxy: any other spelling is redirected there.
     path: Callable[[str, str], str]
     #: The upstream URL, or None if this upstream has no such page.
-    upstream_url: Callable[[UpstreamURLs, str, str], "str | None"]
+    upstream_url: Callable[[UpstreamURLs, str, str], str | None]
     #: Read from the upstream's body; None for the project list, which is streamed to disk instead.
     parse: Parse | None
     #: Rendered on a client's first request; None for the project list, rendered when fetched.

@@ -8,8 +8,9 @@ is resolved to its upstream URL and digests through its project's page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -18,16 +19,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pypicached.base.disk import RunInThread
-from pypicached.cache.fetch import NotFound, PageFetcher
-from pypicached.cache.freshness import Do, Freshness, Offline, decide
 from pypicached.base.inflight import Inflight
+from pypicached.cache.fetch import NotFound, PageFetcher
+from pypicached.cache.forms import Form, Rendering
+from pypicached.cache.freshness import Do, Freshness, Offline, decide
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.quarantine import Quarantine
 from pypicached.cache.records import StoredPage
-from pypicached.cache.store import PageStore
-from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.rendered import Renderer
+from pypicached.cache.store import PageStore
 from pypicached.upstream.client import UpstreamClient, UpstreamURLs
 from pypicached.upstream.errors import UpstreamError
 
@@ -82,7 +83,11 @@ class PageCache:
         self._inflight: Inflight[PageKey, PageResult] = Inflight()
         self._renderer = Renderer(run_in_thread, self._tmp)
         self._fetcher = PageFetcher(
-            clock=clock, urls=urls, client=client, run_in_thread=run_in_thread, tmp=self._tmp,
+            clock=clock,
+            urls=urls,
+            client=client,
+            run_in_thread=run_in_thread,
+            tmp=self._tmp,
             rendered_root=self._records.rendered_root,
         )
         self._failed_until: dict[PageKey, float] = {}
@@ -93,7 +98,7 @@ class PageCache:
 
     # --- lookup --------------------------------------------------------------------
 
-    def get(self, key: PageKey) -> "Deferred[PageResult]":
+    def get(self, key: PageKey) -> Deferred[PageResult]:
         """
         The page: fresh from the cache, or revalidated upstream by one request that
         everyone asking meanwhile waits for; a stale copy when the upstream fails,
@@ -114,13 +119,15 @@ class PageCache:
             health.spared += 1
         return self._answers[do](key, stored)
 
-    def _answer_table(self) -> dict[Do, Callable[[PageKey, Any], "Deferred[PageResult]"]]:
+    def _answer_table(self) -> dict[Do, Callable[[PageKey, Any], Deferred[PageResult]]]:
         """How each decision is carried out."""
         return {
             Do.SERVE: lambda key, stored: succeed(PageResult(stored, CacheStatus.HIT)),
             Do.SERVE_OFFLINE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
             Do.SERVE_STALE: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)),
-            Do.SERVE_STALE_SLOW: lambda key, stored: succeed(PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)),
+            Do.SERVE_STALE_SLOW: lambda key, stored: succeed(
+                PageResult(stored, CacheStatus.STALE, warning=STALE_WARNING)
+            ),
             Do.REFUSE_OFFLINE: lambda key, stored: fail(Offline("offline mode: this page is not in the cache")),
             Do.REFUSE_DOWN: lambda key, stored: fail(self._health.outage()),
             Do.NOT_FOUND: lambda key, stored: fail(NotFound("no such page upstream (remembered)")),
@@ -129,13 +136,13 @@ class PageCache:
             Do.REFRESH_IN_BACKGROUND: self._in_background,
         }
 
-    def _in_background(self, key: PageKey, stored: StoredPage) -> "Deferred[PageResult]":
+    def _in_background(self, key: PageKey, stored: StoredPage) -> Deferred[PageResult]:
         self._refresh(key, stored).addErrback(
             lambda f: log.warn("Background refresh of {key} failed: {e}", key=key, e=f.getErrorMessage())
         )
         return succeed(PageResult(stored, CacheStatus.UPDATING, warning=STALE_WARNING))
 
-    def _unless_slow(self, key: PageKey, shared: "Deferred[PageResult]", stored: StoredPage) -> "Deferred[PageResult]":
+    def _unless_slow(self, key: PageKey, shared: Deferred[PageResult], stored: StoredPage) -> Deferred[PageResult]:
         """
         The revalidation's answer if it comes within ``stale_if_slow``, else the stale
         copy at once; the revalidation goes on and updates the cache when it answers.
@@ -161,7 +168,7 @@ class PageCache:
         shared.addBoth(revalidated)
         return answer
 
-    def _refresh(self, key: PageKey, stored: StoredPage | None) -> "Deferred[PageResult]":
+    def _refresh(self, key: PageKey, stored: StoredPage | None) -> Deferred[PageResult]:
         """Revalidate upstream, joining the revalidation already in flight for ``key``."""
         return self._inflight.run(key, lambda: ensureDeferred(self._revalidate(key, stored)))
 
@@ -195,7 +202,9 @@ class PageCache:
         self._failed_until[key] = self._clock.seconds() + RETRY_AFTER
         log.warn(
             "Upstream failed for {url} ({reason}); serving the copy validated {age:.0f}s ago",
-            url=stored.url, reason=error.reason, age=self._clock.seconds() - stored.fetched,
+            url=stored.url,
+            reason=error.reason,
+            age=self._clock.seconds() - stored.fetched,
         )
         return PageResult(stored, CacheStatus.STALE, warning=FAILED_WARNING)
 
@@ -231,7 +240,7 @@ class PageCache:
             raise self._health.outage()  # a stale page may predate the file: never a 404 for that
         return page if segments in page.links() else None
 
-    def purge(self, project: str) -> "Deferred[int]":
+    def purge(self, project: str) -> Deferred[int]:
         """Forget every page of ``project`` (simple and JSON), so the next request fetches it anew."""
 
         def forget(removed: int) -> int:
@@ -248,11 +257,11 @@ class PageCache:
 
     # --- renderings ----------------------------------------------------------------
 
-    def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+    def rendering(self, page: StoredPage, form: Form) -> Deferred[Rendering]:
         """``page`` in ``form`` as a file, rendered in a disk thread the first time anyone asks."""
         return self._renderer.rendering(page, form, self._records.rendered_root(page.key) / page.version)
 
-    def lost(self, page: StoredPage) -> "Deferred[None]":
+    def lost(self, page: StoredPage) -> Deferred[None]:
         """A rendering's file is gone (purged, or pruned under a newer version): see ``PageStore.lost``."""
         return self._records.lost(page)
 

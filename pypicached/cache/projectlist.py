@@ -15,8 +15,9 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import attrs
 
@@ -25,7 +26,15 @@ from pypicached.base.names import normalize
 from pypicached.cache.forms import Form
 from pypicached.cache.rendered import CHUNK, GZIP_MIN, gzip_file, prune_versions
 from pypicached.simpleapi.projectlist import events_of, json_events
-from pypicached.simpleapi.simple import HTML_TAIL, INDEX_TITLE, BadPage, capped_meta, html_head, index_rows, is_project_entry
+from pypicached.simpleapi.simple import (
+    HTML_TAIL,
+    INDEX_TITLE,
+    BadPage,
+    capped_meta,
+    html_head,
+    index_rows,
+    is_project_entry,
+)
 
 #: The forms of the project list: its links are relative, so one depth serves.
 PLAIN_FORMS = (Form(json=False, depth=1), Form(json=True, depth=1))
@@ -78,7 +87,9 @@ def union(
     return listing
 
 
-def _new_names(entries: list[Any], seen: set[str], offers: Callable[[str], bool], *, remember: bool) -> list[dict[str, str]]:
+def _new_names(
+    entries: list[Any], seen: set[str], offers: Callable[[str], bool], *, remember: bool
+) -> list[dict[str, str]]:
     fresh = []
     for entry in entries:
         if is_project_entry(entry) and (name := normalize(entry["name"])) not in seen and offers(name):
@@ -89,7 +100,10 @@ def _new_names(entries: list[Any], seen: set[str], offers: Callable[[str], bool]
 
 
 def _publish(events: Iterator[tuple[str, Any]], directory: Path, tmp: Path) -> ProjectList:
-    """Write the forms in a new folder in ``tmp``, then move it to ``directory/<version>`` (unless that version is there)."""
+    """
+    Write the forms in a new folder in ``tmp``, then move it to ``directory/<version>``
+    (unless that version is there).
+    """
     staging = Path(tempfile.mkdtemp(dir=tmp, prefix="list-"))
     try:
         listing = _write(events, staging, tmp)
@@ -144,7 +158,9 @@ class _JSONWriter:
         self._out.write(data)
 
     def handle(self, event: str, value: Any) -> None:
-        {"key": self._key, "projects-start": self._start, "projects": self._names, "projects-end": self._end}[event](value)
+        {"key": self._key, "projects-start": self._start, "projects": self._names, "projects-end": self._end}[event](
+            value
+        )
 
     def _key(self, value: tuple[str, Any]) -> None:
         name, item = value

@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from pypicached.cache.pagekind import PageKey, Parse
 from pypicached.cache.forms import Form, Rendering
+from pypicached.cache.pagekind import PageKey, Parse
 from pypicached.simpleapi import simple
 from pypicached.simpleapi.links import FileLink, proxy_path
 from pypicached.upstream.body import MAX_PAGE_BYTES
@@ -72,7 +72,7 @@ class StoredPage:
         ).encode("utf-8")
 
     @classmethod
-    def from_json(cls, key: PageKey, data: bytes) -> "StoredPage":
+    def from_json(cls, key: PageKey, data: bytes) -> StoredPage:
         record = json.loads(data)
         if record.get("format") != 1 or not isinstance(record.get("page"), dict):
             raise ValueError("not a page record of this version")
@@ -146,5 +146,3 @@ def unlink(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-

@@ -12,10 +12,9 @@ import functools
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import attrs
+from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
@@ -89,7 +88,6 @@ def prune_versions(directory: Path, keep: str) -> None:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
-
 class Renderer:
     """Makes each form of each page version once, however many clients ask for it at the same time."""
 
@@ -98,7 +96,7 @@ class Renderer:
         self._tmp = tmp
         self._work: Inflight[tuple[Any, str, Form], Rendering] = Inflight()
 
-    def rendering(self, page: StoredPage, form: Form, directory: Path) -> "Deferred[Rendering]":
+    def rendering(self, page: StoredPage, form: Form, directory: Path) -> Deferred[Rendering]:
         """``page`` in ``form``, from ``directory`` (its version's), rendered there first if need be."""
         done = page.renderings.get(form)
         if done is not None:

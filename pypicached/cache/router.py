@@ -9,25 +9,25 @@ across indexes, and an index that fails is never taken for one that answered 404
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from pypicached.base.disk import RunInThread
-from pypicached.cache.fetch import NotFound
-from pypicached.cache.freshness import Offline
 from pypicached.base.inflight import Inflight
+from pypicached.base.names import matches_any, projects_for_filename
+from pypicached.cache import projectlist
+from pypicached.cache.fetch import NotFound
+from pypicached.cache.forms import Form, Rendering
+from pypicached.cache.freshness import Offline
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import INDEX, PROJECT, PageKey
 from pypicached.cache.pages import PageCache, PageResult
 from pypicached.cache.records import StoredPage
-from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.rendered import Renderer
-from pypicached.cache import projectlist
 from pypicached.simpleapi.links import FileLink
-from pypicached.base.names import matches_any, projects_for_filename
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.client import UpstreamClient, UpstreamURLs
 
@@ -103,12 +103,12 @@ class Router:
                 continue
         raise NotFound("no index has this project")
 
-    def rendering(self, upstream: Source | None, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+    def rendering(self, upstream: Source | None, page: StoredPage, form: Form) -> Deferred[Rendering]:
         if upstream is None:
             return self._union.rendering(page, form)
         return upstream.pages.rendering(page, form)
 
-    def find_link(self, segments: tuple[str, ...]) -> "Deferred[Linked]":
+    def find_link(self, segments: tuple[str, ...]) -> Deferred[Linked]:
         return ensureDeferred(self._find_link(segments))
 
     async def _find_link(self, segments: tuple[str, ...]) -> Linked:
@@ -148,7 +148,7 @@ class Router:
                         return upstream, stored
         return None
 
-    def purge(self, project: str) -> "Deferred[int]":
+    def purge(self, project: str) -> Deferred[int]:
         """Forget ``project``'s pages on every index."""
         return ensureDeferred(self._purge(project))
 
@@ -178,14 +178,26 @@ class _Union:
         sources = [(path, u.pins if u.projects else _any) for u, (_, path) in zip(self._sources, listed)]
         version = "\n".join(f"{u.name}:{r.page.version}" for u, r in zip(self._sources, results))
         meta = results[0].page.page.get("meta") or {"api-version": "1.0"}
-        listing = await self._work.run(version, lambda: self._run_in_thread(
-            projectlist.union, sources, meta, directory=self._root, tmp=self._tmp,
-        ))
+        listing = await self._work.run(
+            version,
+            lambda: self._run_in_thread(
+                projectlist.union,
+                sources,
+                meta,
+                directory=self._root,
+                tmp=self._tmp,
+            ),
+        )
         stale = [r for r in results if r.status is not CacheStatus.HIT]
         worst = stale[0] if stale else results[0]
         page = StoredPage(
-            PageKey(INDEX), "", min(r.page.fetched for r in results), None, None,
-            {"meta": listing.meta, "count": listing.count}, listing.version,
+            PageKey(INDEX),
+            "",
+            min(r.page.fetched for r in results),
+            None,
+            None,
+            {"meta": listing.meta, "count": listing.count},
+            listing.version,
         )
         return PageResult(page, worst.status, None, worst.warning)
 
@@ -202,6 +214,6 @@ class _Union:
                     raise
         raise AssertionError("unreachable")
 
-    def rendering(self, page: StoredPage, form: Form) -> "Deferred[Rendering]":
+    def rendering(self, page: StoredPage, form: Form) -> Deferred[Rendering]:
         """A form of the joined list, made as any page's are (rendered when joined, gzipped on demand)."""
         return self._renderer.rendering(page, form, self._root / page.version)

@@ -67,7 +67,7 @@ class PageStore:
         while len(self._memory) > MEMORY_PAGES:
             self._memory.popitem(last=False)
 
-    def drop(self, key: PageKey) -> "Deferred[None]":
+    def drop(self, key: PageKey) -> Deferred[None]:
         """Forget ``key``'s record, in memory and on disk."""
         self._memory.pop(key, None)
         path = self.record(key)
@@ -75,7 +75,7 @@ class PageStore:
             lambda f: log.failure("Could not remove {path}", f, path=str(path))
         )
 
-    def lost(self, page: StoredPage) -> "Deferred[None]":
+    def lost(self, page: StoredPage) -> Deferred[None]:
         """
         A rendering of ``page`` is gone: render it again next time; a project list (which
         only its fetch renders) has its record dropped, so it is fetched again, unless a
@@ -103,7 +103,7 @@ class PageStore:
             lambda f: log.error("Could not store page {path}: {reason}", path=str(path), reason=f.getErrorMessage())
         )
 
-    def purge(self, project: str) -> "Deferred[int]":
+    def purge(self, project: str) -> Deferred[int]:
         """
         Forget every record of ``project``: on disk first, then in memory, so that a
         request meanwhile cannot read a record back into memory after it was forgotten.

@@ -6,6 +6,13 @@ from pypicached.config.table import SETTINGS, Setting
 from pypicached.config.values import ConfigError
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "SETTINGS", "ConfigError", "IndexSettings", "Setting", "Settings", "build_settings",
-    "check_cache_dir", "read_toml",
+    "DEFAULT_UPSTREAM",
+    "SETTINGS",
+    "ConfigError",
+    "IndexSettings",
+    "Setting",
+    "Settings",
+    "build_settings",
+    "check_cache_dir",
+    "read_toml",
 ]

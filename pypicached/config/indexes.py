@@ -8,7 +8,8 @@ index that fails is never taken for one that answered 404.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -70,8 +71,10 @@ def indexes_from(
         return (IndexSettings(DEFAULT_INDEX_NAME, upstream_url, (), **values, policy=policy),)
     indexes = tuple(_index(table, values, policy) for table in tables)
     if all(index.projects for index in indexes):
-        raise ConfigError("[[index]]: every index pins projects, so nothing could serve any other project; "
-                          "leave 'projects' out of at least one")
+        raise ConfigError(
+            "[[index]]: every index pins projects, so nothing could serve any other project; "
+            "leave 'projects' out of at least one"
+        )
     return indexes
 
 
@@ -94,4 +97,3 @@ def _index(table: Mapping[str, Any], defaults: Mapping[str, Any], policy: Policy
     values = {key: own.get(key, defaults[key]) for key in PER_INDEX}
     policy = attrs.evolve(policy, **{key: own[key] for key in POLICY if key in own})
     return IndexSettings(name, own["url"], tuple(table.get("projects", ())), **values, policy=policy)
-

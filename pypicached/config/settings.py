@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -87,9 +88,11 @@ class Settings:
 
     def effective(self) -> dict[str, Any]:
         """Every setting as the config file would spell it, secrets masked, for the start-up log."""
-        tables = [] if self.indexes == self.implied_indexes() else [
-            index.overrides(self.index_defaults(), self.policy) for index in self.indexes
-        ]
+        tables = (
+            []
+            if self.indexes == self.implied_indexes()
+            else [index.overrides(self.index_defaults(), self.policy) for index in self.indexes]
+        )
         return {s.name: tables if s.name == "index" else s.shown(self.value_of(s.name)) for s in SETTINGS}
 
 
@@ -104,9 +107,7 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config: {path} is not valid TOML: {e}") from None
 
 
-def build_settings(
-    file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "config"
-) -> Settings:
+def build_settings(file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "config") -> Settings:
     """
     Merge the config file's values with command-line overrides (which win) and
     check each one, naming the setting in any error.
@@ -117,9 +118,7 @@ def build_settings(
             setting = BY_NAME.get(key)
             if setting is None:
                 known = ", ".join(sorted(BY_NAME))
-                raise ConfigError(
-                    f"{origin}: unknown setting {key!r}; known settings: {known}"
-                )
+                raise ConfigError(f"{origin}: unknown setting {key!r}; known settings: {known}")
             try:
                 values[key] = setting.parse(raw)
             except ValueError as e:

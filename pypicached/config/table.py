@@ -9,15 +9,27 @@ one attribute where its group keeps it (``Settings``, ``IndexSettings`` or ``Pol
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 
 from pypicached.base.names import globs
 from pypicached.config.values import (
-    bool_, index_tables, listen, log_format, one_of, path, positive_seconds, seconds, seconds_or_forever, size, token,
-    upstream, url,
+    bool_,
+    index_tables,
+    listen,
+    log_format,
+    one_of,
+    path,
+    positive_seconds,
+    seconds,
+    seconds_or_forever,
+    size,
+    token,
+    upstream,
+    url,
 )
 from pypicached.policy.rules import allow_list, deny_list
 
@@ -74,8 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "index_ttl",
         seconds,
-        "Seconds an index page stays fresh before it is revalidated upstream. "
-        "[default: 600]",
+        "Seconds an index page stays fresh before it is revalidated upstream. [default: 600]",
         group="index",
     ),
     Setting(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hyperlink import URL
 
@@ -19,9 +20,7 @@ class ConfigError(Exception):
 def listen(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not value or not all(
-        isinstance(v, str) and v for v in value
-    ):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected an endpoint string or a non-empty list of them")
     return tuple(value)
 
@@ -43,11 +42,20 @@ def path(value: Any) -> Path:
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 
 
@@ -59,7 +67,7 @@ def _with_unit(value: Any, units: dict[str, int], what: str) -> float:
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
         digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
-        unit = text[len(digits):]
+        unit = text[len(digits) :]
         if unit not in units:
             raise ValueError(f"expected {what}, not {value!r}")
         try:

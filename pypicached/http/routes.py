@@ -6,7 +6,8 @@ takes and what answers it; one matcher finds the row, and derives 404, 405 and
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
 

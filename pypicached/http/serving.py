@@ -19,9 +19,9 @@ from twisted.web.http import datetimeToString
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from pypicached.http.conditional import ByteRange, Unsatisfiable, if_range_holds, not_modified, parse_range
 from pypicached.cache.growing import GrowingFile, State
 from pypicached.cache.outcome import HEADER, CacheStatus
+from pypicached.http.conditional import ByteRange, Unsatisfiable, if_range_holds, not_modified, parse_range
 
 log = Logger()
 

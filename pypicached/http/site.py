@@ -193,6 +193,7 @@ class AccessLog:
         log.info(
             "{line}",
             line=f'{fields["client"]} "{fields["method"]} {fields["path"]}" {fields["status"]} {fields["bytes"]} '
-                 f'{fields["cache"]} {total:.3f}s upstream={upstream}' + (f" index={request.index}" if request.index else ""),
+            f"{fields['cache']} {total:.3f}s upstream={upstream}"
+            + (f" index={request.index}" if request.index else ""),
             **fields,
         )

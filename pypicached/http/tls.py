@@ -77,7 +77,7 @@ def _certificates(path: Path) -> list[ssl.Certificate]:
         text = path.read_bytes()
     except OSError as e:
         raise TLSError(f"cannot read certificate {path}: {e.strerror}") from None
-    blocks = [b[b.index(_BEGIN):] + _END for b in text.split(_END) if _BEGIN in b]
+    blocks = [b[b.index(_BEGIN) :] + _END for b in text.split(_END) if _BEGIN in b]
     try:
         found = [ssl.Certificate.loadPEM(b) for b in blocks]
     except Exception as e:

@@ -7,7 +7,8 @@ and a one-line reason.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, BinaryIO, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -27,7 +28,6 @@ from pypicached.ops.control import Answer, Control
 from pypicached.policy.answers import UNAVAILABLE, Answers, Denied, NotFound, PageAnswer
 
 errors = Logger(namespace="pypicached")
-
 
 
 class HTTPError(Exception):
@@ -156,8 +156,14 @@ class ProxyResource(Resource):
                 request.write(rendering.body or b"")
             request.finish()
             return
-        send_whole(request, rendering.path, answer.handle, rendering.size,  # type: ignore[arg-type]
-                   clock=self._clock, stall_timeout=self._client_timeout)
+        send_whole(
+            request,
+            rendering.path,
+            answer.handle,
+            rendering.size,  # type: ignore[arg-type]
+            clock=self._clock,
+            stall_timeout=self._client_timeout,
+        )
 
     # --- files ---------------------------------------------------------------------
 
@@ -169,8 +175,15 @@ class ProxyResource(Resource):
         request.upstream_seconds = answer.upstream_seconds
         if request.channel is None:
             return _close(answer.handle)
-        send_file(request, answer.file, answer.handle, segments, answer.status,
-                  clock=self._clock, stall_timeout=self._client_timeout)
+        send_file(
+            request,
+            answer.file,
+            answer.handle,
+            segments,
+            answer.status,
+            clock=self._clock,
+            stall_timeout=self._client_timeout,
+        )
 
     # --- plain responses -----------------------------------------------------------
 
@@ -217,12 +230,20 @@ class ProxyResource(Resource):
 
     # --- access log ----------------------------------------------------------------
 
+
 def _page_route(kind: PageKind, *pattern: str, slash: bool | None = None) -> Route:
     return Route(GET_HEAD, pattern, lambda proxy, request, found: proxy._page(request, kind, found), "page", slash)
 
 
-def _control_route(methods: tuple[bytes, ...], pattern: tuple[str, ...], answer: Callable[..., Any], kind: str) -> Route:
-    return Route(methods, pattern, lambda proxy, request, found: proxy._control(request, answer(proxy.control, request, **found.values)), kind)
+def _control_route(
+    methods: tuple[bytes, ...], pattern: tuple[str, ...], answer: Callable[..., Any], kind: str
+) -> Route:
+    return Route(
+        methods,
+        pattern,
+        lambda proxy, request, found: proxy._control(request, answer(proxy.control, request, **found.values)),
+        kind,
+    )
 
 
 #: Every path the proxy answers, first match wins.
@@ -244,7 +265,13 @@ ROUTES = (
     _page_route(PROJECT, "index", "{index}", "simple", "{project}"),
     _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "json", slash=False),
     _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "{version}", "json", slash=False),
-    Route(GET_HEAD, ("packages", "{+file}"), lambda proxy, request, found: proxy._file(request, found), "file", slash=False),
+    Route(
+        GET_HEAD,
+        ("packages", "{+file}"),
+        lambda proxy, request, found: proxy._file(request, found),
+        "file",
+        slash=False,
+    ),
 )
 METHODS = methods_of(ROUTES)
 

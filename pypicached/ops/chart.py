@@ -12,8 +12,9 @@ are on its ``<g>`` as data attributes, the very ones ``/stats`` reports, and in
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -41,7 +42,7 @@ class ByteScale:
     factor: int
 
     @classmethod
-    def fitting(cls, largest: float) -> "ByteScale":
+    def fitting(cls, largest: float) -> ByteScale:
         """Round gridlines (1, 2 or 5 times a power of ten, in the largest value's unit) above ``largest``."""
         power = 0
         while power < len(UNITS) - 1 and largest >= 1024 ** (power + 1):
@@ -90,8 +91,9 @@ def chart(days: Sequence[Row]) -> str:
         "</svg>",
     ]
     if not days:
-        parts.insert(-1, f'<text x="{WIDTH / 2}" y="{BYTES_TOP + BYTES_HEIGHT / 2}" text-anchor="middle">'
-                         "no figures yet</text>")
+        parts.insert(
+            -1, f'<text x="{WIDTH / 2}" y="{BYTES_TOP + BYTES_HEIGHT / 2}" text-anchor="middle">no figures yet</text>'
+        )
     return "\n".join(parts)
 
 
@@ -105,8 +107,10 @@ def _legend() -> str:
 
 
 def _gridline(y: float, label: str) -> str:
-    return (f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.2f}" y2="{y:.2f}" stroke="{GRID}"/>'
-            f'<text x="{LEFT - 4}" y="{y + 4:.2f}" text-anchor="end">{escape(label)}</text>')
+    return (
+        f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.2f}" y2="{y:.2f}" stroke="{GRID}"/>'
+        f'<text x="{LEFT - 4}" y="{y + 4:.2f}" text-anchor="end">{escape(label)}</text>'
+    )
 
 
 def _byte_axis(scale: ByteScale) -> str:
@@ -120,8 +124,10 @@ def _ratio_axis() -> str:
 
 
 def _bar(kind: str, x: float, width: float, bottom: float, height: float, colour: str, title: str) -> str:
-    return (f'<rect class="{kind}" x="{x:.2f}" y="{bottom - height:.2f}" width="{width:.2f}" height="{height:.2f}" '
-            f'fill="{colour}"><title>{escape(title)}</title></rect>')
+    return (
+        f'<rect class="{kind}" x="{x:.2f}" y="{bottom - height:.2f}" width="{width:.2f}" height="{height:.2f}" '
+        f'fill="{colour}"><title>{escape(title)}</title></rect>'
+    )
 
 
 def _day(index: int, row: Row, slot: float, scale: ByteScale) -> str:
@@ -129,24 +135,37 @@ def _day(index: int, row: Row, slot: float, scale: ByteScale) -> str:
     day, ratio = str(row["day"]), row["hit_ratio"]
     fetched, saved = int(row["fetched_bytes"]), int(row["saved_bytes"])
     x, width = LEFT + index * slot + slot * 0.15, slot * 0.7
-    summary = (f"{day}: {human_bytes(row['served_bytes'])} served, {human_bytes(saved)} of it from the cache; "
-               f"{human_bytes(fetched)} fetched from upstream; hit ratio {percent(ratio)}")
+    summary = (
+        f"{day}: {human_bytes(row['served_bytes'])} served, {human_bytes(saved)} of it from the cache; "
+        f"{human_bytes(fetched)} fetched from upstream; hit ratio {percent(ratio)}"
+    )
     px = BYTES_HEIGHT / scale.top
     bottom = BYTES_TOP + BYTES_HEIGHT
-    data = {"day": day, "served": row["served_bytes"], "fetched": fetched, "saved": saved,
-            "hits": row["hits"], "misses": row["misses"], "hit-ratio": "" if ratio is None else repr(float(ratio))}
-    attributes = " ".join(f'data-{name}="{escape(str(value))}"' for name, value in data.items())
-    return "".join([
-        f'<g class="day" {attributes}>',
-        _bar("column", LEFT + index * slot, slot, RATIO_TOP + RATIO_HEIGHT, RATIO_TOP + RATIO_HEIGHT - BYTES_TOP,
-             "transparent", summary),
-        _bar("fetched", x, width, bottom, fetched * px, FETCHED, f"{day}: {human_bytes(fetched)} fetched from upstream"),
-        _bar("cached", x, width, bottom - fetched * px, saved * px, CACHED,
-             f"{day}: {human_bytes(saved)} served from the cache"),
-        _bar("ratio", x, width, RATIO_TOP + RATIO_HEIGHT, (ratio or 0) * RATIO_HEIGHT, RATIO,
-             f"{day}: hit ratio {percent(ratio)} ({row['hits']} hits, {row['misses']} misses)"),
-        "</g>",
-    ])
+    hits = f"{day}: hit ratio {percent(ratio)} ({row['hits']} hits, {row['misses']} misses)"
+    bars = [
+        ("column", LEFT + index * slot, slot, RATIO_TOP + RATIO_HEIGHT, RATIO_TOP + RATIO_HEIGHT - BYTES_TOP,
+         "transparent", summary),
+        ("fetched", x, width, bottom, fetched * px, FETCHED, f"{day}: {human_bytes(fetched)} fetched from upstream"),
+        ("cached", x, width, bottom - fetched * px, saved * px, CACHED,
+         f"{day}: {human_bytes(saved)} served from the cache"),
+        ("ratio", x, width, RATIO_TOP + RATIO_HEIGHT, (ratio or 0) * RATIO_HEIGHT, RATIO, hits),
+    ]  # fmt: skip
+    return f'<g class="day" {_day_data(row)}>' + "".join(_bar(*bar) for bar in bars) + "</g>"
+
+
+def _day_data(row: Row) -> str:
+    """A day's ``/stats`` numbers as data attributes (the browser test reads them back)."""
+    ratio = row["hit_ratio"]
+    data = {
+        "day": str(row["day"]),
+        "served": row["served_bytes"],
+        "fetched": int(row["fetched_bytes"]),
+        "saved": int(row["saved_bytes"]),
+        "hits": row["hits"],
+        "misses": row["misses"],
+        "hit-ratio": "" if ratio is None else repr(float(ratio)),
+    }
+    return " ".join(f'data-{name}="{escape(str(value))}"' for name, value in data.items())
 
 
 def _day_labels(days: Sequence[Row], slot: float) -> str:
@@ -154,6 +173,7 @@ def _day_labels(days: Sequence[Row], slot: float) -> str:
     y = RATIO_TOP + RATIO_HEIGHT + 14
     labels = "".join(
         f'<text x="{LEFT + (i + 0.5) * slot:.2f}" y="{y}" text-anchor="middle">{escape(str(row["day"])[5:])}</text>'
-        for i, row in enumerate(days) if (len(days) - 1 - i) % LABEL_EVERY == 0
+        for i, row in enumerate(days)
+        if (len(days) - 1 - i) % LABEL_EVERY == 0
     )
     return labels + f'<text x="{WIDTH - RIGHT}" y="{y + 16}" text-anchor="end">UTC day (month-day)</text>'

@@ -24,20 +24,26 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
-from pypicached.cache.files import FileCache
-from pypicached.ops.health import Health
-from pypicached.cache.housekeeping import Housekeeper
-from pypicached.ops.metrics import Metrics
 from pypicached.base.names import is_valid_name, normalize
+from pypicached.cache.files import FileCache
+from pypicached.cache.housekeeping import Housekeeper
 from pypicached.cache.router import Router
+from pypicached.ops.health import Health
+from pypicached.ops.metrics import Metrics
+from pypicached.ops.statuspage import base_url, render
+from pypicached.ops.summary import summary
 from pypicached.policy.explain import explain
 from pypicached.policy.gate import Gate
-from pypicached.ops.summary import summary
-from pypicached.ops.statuspage import base_url, render
 
 FORWARDING_HEADERS = (
-    b"forwarded", b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-real-ip",
-    b"x-client-ip", b"true-client-ip", b"via",
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+    b"x-client-ip",
+    b"true-client-ip",
+    b"via",
 )
 #: Sent by browsers with every POST: a web page, never the admin command.
 BROWSER_HEADERS = (b"origin",)
@@ -145,12 +151,20 @@ class Control:
             scheme, _, token = (request.getHeader(b"authorization") or b"").decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token.encode()):
                 return None
-            return _json(401, {"error": "admin endpoints need the bearer token (admin_token)"},
-                         ((b"WWW-Authenticate", b'Bearer realm="pypicached"'),))
+            return _json(
+                401,
+                {"error": "admin endpoints need the bearer token (admin_token)"},
+                ((b"WWW-Authenticate", b'Bearer realm="pypicached"'),),
+            )
         if is_local(request):
             return None
-        return _json(403, {"error": "admin endpoints answer local clients only (no admin_token is configured); "
-                                    "a browser or a relayed request is not local"})
+        return _json(
+            403,
+            {
+                "error": "admin endpoints answer local clients only (no admin_token is configured); "
+                "a browser or a relayed request is not local"
+            },
+        )
 
     async def purge(self, request: Request, project: str) -> Answer:
         """Forget every page of ``project``, so the next request fetches it anew."""
@@ -171,13 +185,17 @@ class Control:
         removed = await self._files.purge(filename)
         for _, size in removed:
             self._housekeeper.removed(size)
-        return _json(200, {
-            "filename": filename,
-            "removed": [str(path) for path, _ in removed],
-            "removed_bytes": sum(size for _, size in removed),
-        })
+        return _json(
+            200,
+            {
+                "filename": filename,
+                "removed": [str(path) for path, _ in removed],
+                "removed_bytes": sum(size for _, size in removed),
+            },
+        )
 
     def no_such_action(self, request: Request) -> Answer:
         return self.refusal(request) or _json(
-            404, {"error": "no such admin action; there are POST /admin/purge/PROJECT and POST /admin/purge-file/FILENAME"}
+            404,
+            {"error": "no such admin action; there are POST /admin/purge/PROJECT and POST /admin/purge-file/FILENAME"},
         )

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
@@ -101,11 +102,10 @@ class Health:
         state["seconds_since_answer"] = None if upstream.last_answer is None else round(now - upstream.last_answer, 1)
         return state
 
-    def _probe_once(self) -> "Deferred[None]":
+    def _probe_once(self) -> Deferred[None]:
         """One probe at a time, shared by every check that arrives meanwhile."""
         return self._probes.run("probe", self._start_probe)
 
-    def _start_probe(self) -> "Deferred[None]":
+    def _start_probe(self) -> Deferred[None]:
         probe = self._run_in_thread(probe_write, self._directory)
         return probe.addTimeout(PROBE_TIMEOUT, self._clock)
-

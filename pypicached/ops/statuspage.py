@@ -48,17 +48,18 @@ def render(stats: dict[str, Any], base: str) -> bytes:
     simple = base + "/simple/"
     trusted = "" if base.startswith("https:") else (urlsplit(base).hostname or "")
     snippets = _snippets(simple, trusted)
+    started, since = e(stats["started"] or "-"), e(stats["counting_since"] or "-")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta http-equiv="refresh" content="30"><title>pypicached</title><style>{_STYLE}</style></head>
 <body>
 <h1>pypicached</h1>
-<p class="sub">version {e(stats['version'])} &middot; caching <code>{e(up['url'])}</code>
-&middot; running since {e(stats['started'] or '-')} &middot; figures counted since {e(stats['counting_since'] or '-')}</p>
+<p class="sub">version {e(stats["version"])} &middot; caching <code>{e(up["url"])}</code>
+&middot; running since {started} &middot; figures counted since {since}</p>
 {outages}<div class="cards">{card_html}</div>
 
-<h2>The last {len(stats['days'])} days</h2>
-<figure id="days">{chart(stats['days'])}</figure>
+<h2>The last {len(stats["days"])} days</h2>
+<figure id="days">{chart(stats["days"])}</figure>
 {_time_saved(stats)}
 {_policy(stats)}
 {_cache(stats)}
@@ -74,7 +75,7 @@ def render(stats: dict[str, Any], base: str) -> bytes:
 <p class="sub">Figures as JSON: <a href="/stats">/stats</a> &middot; Prometheus: <a href="/metrics">/metrics</a>
 &middot; health check: <a href="/health">/health</a></p>
 </body></html>
-""".encode("utf-8")
+""".encode()
 
 
 def _cache(stats: dict[str, Any]) -> str:
@@ -82,10 +83,10 @@ def _cache(stats: dict[str, Any]) -> str:
     e, cache = escape, stats["cache"]
     used = min(1.0, cache["used_ratio"] or 0.0)
     return f"""<h2>Cache</h2>
-<p id="cache-size">{e(human_bytes(cache['size_bytes']))} in {cache['files']} files, of a budget of
-{e(human_bytes(cache['max_size_bytes']))} ({e(percent(cache['used_ratio']))});
-{e(human_bytes(cache['free_bytes']))} free on disk (keeping at least {e(human_bytes(cache['min_free_bytes']))}).
-Evicted since start: {cache['evictions'] or 0}. Digest mismatches refused: {stats['digest_mismatches'] or 0}.</p>
+<p id="cache-size">{e(human_bytes(cache["size_bytes"]))} in {cache["files"]} files, of a budget of
+{e(human_bytes(cache["max_size_bytes"]))} ({e(percent(cache["used_ratio"]))});
+{e(human_bytes(cache["free_bytes"]))} free on disk (keeping at least {e(human_bytes(cache["min_free_bytes"]))}).
+Evicted since start: {cache["evictions"] or 0}. Digest mismatches refused: {stats["digest_mismatches"] or 0}.</p>
 <div class="bar"><i style="width:{used * 100:.1f}%"></i></div>"""
 
 
@@ -94,8 +95,8 @@ def _upstream(stats: dict[str, Any]) -> str:
     e, up = escape, stats["upstream"]
     answered = up["last_answer"] or "not yet since the daemon started"
     return f"""<h2>Upstream</h2>
-<p id="upstream">Last answer: {e(answered)}. Last error: {e(up['last_error'] or 'none')}.
-Stale index pages served since start: {stats['stale_pages_served'] or 0}.</p>
+<p id="upstream">Last answer: {e(answered)}. Last error: {e(up["last_error"] or "none")}.
+Stale index pages served since start: {stats["stale_pages_served"] or 0}.</p>
 <ul id="upstream-errors">{_errors(up)}</ul>"""
 
 
@@ -103,12 +104,30 @@ def _cards(stats: dict[str, Any]) -> str:
     """The figures at the top: hit ratios, bytes saved, downloads in flight."""
     e, today, ever = escape, stats["today"], stats["all_time"]
     cards = [
-        ("Hit ratio today", percent(today["hit_ratio"]), f"{today['hits']} hits, {today['misses']} misses", "hit-ratio-today"),
-        ("Hit ratio, all time", percent(ever["hit_ratio"]), f"{ever['hits']} hits, {ever['misses']} misses", "hit-ratio"),
-        ("Saved today", human_bytes(today["saved_bytes"]),
-         f"served {human_bytes(today['served_bytes'])}, fetched {human_bytes(today['fetched_bytes'])}", "saved-today"),
-        ("Saved, all time", human_bytes(ever["saved_bytes"]),
-         f"served {human_bytes(ever['served_bytes'])}, fetched {human_bytes(ever['fetched_bytes'])}", "saved-all-time"),
+        (
+            "Hit ratio today",
+            percent(today["hit_ratio"]),
+            f"{today['hits']} hits, {today['misses']} misses",
+            "hit-ratio-today",
+        ),
+        (
+            "Hit ratio, all time",
+            percent(ever["hit_ratio"]),
+            f"{ever['hits']} hits, {ever['misses']} misses",
+            "hit-ratio",
+        ),
+        (
+            "Saved today",
+            human_bytes(today["saved_bytes"]),
+            f"served {human_bytes(today['served_bytes'])}, fetched {human_bytes(today['fetched_bytes'])}",
+            "saved-today",
+        ),
+        (
+            "Saved, all time",
+            human_bytes(ever["saved_bytes"]),
+            f"served {human_bytes(ever['served_bytes'])}, fetched {human_bytes(ever['fetched_bytes'])}",
+            "saved-all-time",
+        ),
         ("Downloads in flight", str(stats["downloads_in_flight"] or 0), "files being fetched now", "in-flight"),
     ]
     return "".join(
@@ -121,12 +140,16 @@ def _time_saved(stats: dict[str, Any]) -> str:
     """Saved bytes as time, at the upstream's measured speed: an estimate, and said to be one."""
     rate, saved = stats.get("upstream_throughput_bytes_per_second"), stats.get("time_saved_seconds") or {}
     if not rate or saved.get("today") is None:
-        return (f'<p id="time-saved" class="sub">No estimate of the download time saved yet: it needs the speed of a '
-                f"file of {escape(human_bytes(MIN_SAMPLE_BYTES))} or more downloaded from upstream since the daemon "
-                "started.</p>")
-    return (f'<p id="time-saved">About {escape(human_duration(saved["today"]))} of downloading saved today '
-            f'({escape(human_duration(saved["all_time"]))} all time), at the {escape(human_bytes(rate))}/s '
-            "measured on recent downloads from upstream (an estimate).</p>")
+        return (
+            f'<p id="time-saved" class="sub">No estimate of the download time saved yet: it needs the speed of a '
+            f"file of {escape(human_bytes(MIN_SAMPLE_BYTES))} or more downloaded from upstream since the daemon "
+            "started.</p>"
+        )
+    return (
+        f'<p id="time-saved">About {escape(human_duration(saved["today"]))} of downloading saved today '
+        f"({escape(human_duration(saved['all_time']))} all time), at the {escape(human_bytes(rate))}/s "
+        "measured on recent downloads from upstream (an estimate).</p>"
+    )
 
 
 def _policy(stats: dict[str, Any]) -> str:
@@ -140,13 +163,19 @@ def _policy(stats: dict[str, Any]) -> str:
     e = escape
 
     def by_rule(key: str) -> str:
-        return ", ".join(f"<code>{e(str(rule))}</code> {e(str(n))}" for rule, n in sorted((policy.get(key) or {}).items())) or "none"
+        return (
+            ", ".join(f"<code>{e(str(rule))}</code> {e(str(n))}" for rule, n in sorted((policy.get(key) or {}).items()))
+            or "none"
+        )
 
-    rows = "".join(
-        f"<tr><td>{e(str(h['project']))}</td><td><code>{e(str(h['filename']))}</code></td>"
-        f"<td>{e(str(h['rule']))}</td><td>{e(str(h['reason']))}</td></tr>"
-        for h in policy.get("held_back_today") or ()
-    ) or '<tr><td colspan=4 class="sub">nothing held back today</td></tr>'
+    rows = (
+        "".join(
+            f"<tr><td>{e(str(h['project']))}</td><td><code>{e(str(h['filename']))}</code></td>"
+            f"<td>{e(str(h['rule']))}</td><td>{e(str(h['reason']))}</td></tr>"
+            for h in policy.get("held_back_today") or ()
+        )
+        or '<tr><td colspan=4 class="sub">nothing held back today</td></tr>'
+    )
     return f"""<h2>Held back by the policy</h2>
 <p id="policy-rules">Files held back since start, by rule: {by_rule("held_back_by_rule")}.
 Requests refused (403): {by_rule("denied_by_rule")}. Served but named by an advisory: {by_rule("flagged_by_rule")}.</p>
@@ -162,21 +191,30 @@ def _feed(feed: dict[str, Any] | None) -> str:
     e = escape
     state = f'<span class="bad">last refresh failed: {e(feed["last_error"])}</span>' if feed.get("last_error") else ""
     refreshed = e(feed.get("last_refresh") or "not yet")
-    return (f'<p id="advisories">Advisories: {feed.get("count", 0)} from <code>{e(str(feed.get("url")))}</code>, '
-            f"last refreshed {refreshed}. {state}</p>")
+    return (
+        f'<p id="advisories">Advisories: {feed.get("count", 0)} from <code>{e(str(feed.get("url")))}</code>, '
+        f"last refreshed {refreshed}. {state}</p>"
+    )
 
 
 def _top_projects(stats: dict[str, Any]) -> str:
-    return "".join(
-        f"<tr><td>{escape(p['project'])}</td><td class=n>{escape(human_bytes(p['saved_bytes']))}</td></tr>"
-        for p in stats["top_projects"]
-    ) or '<tr><td colspan=2 class="sub">nothing served from the cache yet</td></tr>'
+    return (
+        "".join(
+            f"<tr><td>{escape(p['project'])}</td><td class=n>{escape(human_bytes(p['saved_bytes']))}</td></tr>"
+            for p in stats["top_projects"]
+        )
+        or '<tr><td colspan=2 class="sub">nothing served from the cache yet</td></tr>'
+    )
 
 
 def _errors(up: dict[str, Any]) -> str:
-    return "".join(
-        f"<li><span class=sub>{escape(err['time'])}</span> {escape(err['error'])}</li>" for err in up["recent_errors"]
-    ) or "<li class=ok>none since the daemon started</li>"
+    return (
+        "".join(
+            f"<li><span class=sub>{escape(err['time'])}</span> {escape(err['error'])}</li>"
+            for err in up["recent_errors"]
+        )
+        or "<li class=ok>none since the daemon started</li>"
+    )
 
 
 def _indexes(stats: dict[str, Any]) -> str:
@@ -185,7 +223,7 @@ def _indexes(stats: dict[str, Any]) -> str:
     if len(upstreams) < 2:
         return ""
     rows = "".join(
-        f'<tr><td>{escape(u["name"])}</td><td><code>{escape(u["url"])}</code></td>'
+        f"<tr><td>{escape(u['name'])}</td><td><code>{escape(u['url'])}</code></td>"
         f'<td class="{"bad" if u["state"] != "up" else "ok"}">{escape(u["state"])}</td></tr>'
         for u in upstreams
     )
@@ -198,8 +236,9 @@ def _outages(stats: dict[str, Any]) -> str:
     return "".join(
         f'<p class="down" id="outage">Upstream {e(u["url"])} is down since {e(u["since"])} ({e(u["reason"] or "")}); '
         f"cached pages are served stale, anything else is refused until it answers; next try at "
-        f'{e(u["next_probe"] or "now")}.</p>'
-        for u in stats.get("upstreams", ()) if u["state"] == "down"
+        f"{e(u['next_probe'] or 'now')}.</p>"
+        for u in stats.get("upstreams", ())
+        if u["state"] == "down"
     )
 
 
@@ -211,12 +250,24 @@ def _snippets(simple: str, trusted_host: str) -> str:
     pdm_env = "\nexport PDM_PYPI_VERIFY_SSL=false" if trusted_host else ""
     pdm_verify = "\nverify_ssl = false" if trusted_host else ""
     blocks = [
-        ("pip", f"export PIP_INDEX_URL={simple}{trust_env}\n\n# or in pip.conf\n[global]\nindex-url = {simple}{trust_conf}"),
-        ("uv", f"export UV_DEFAULT_INDEX={simple}\n\n# or in pyproject.toml\n[[tool.uv.index]]\n"
-               f'name = "lan"\nurl = "{simple}"\ndefault = true'),
-        ("poetry", f"poetry source add --priority=primary lan {simple}\n\n# or in pyproject.toml\n"
-                   f'[[tool.poetry.source]]\nname = "lan"\nurl = "{simple}"\npriority = "primary"'),
-        ("pdm", f"export PDM_PYPI_URL={simple}{pdm_env}\n\n# or in pyproject.toml\n[[tool.pdm.source]]\n"
-                f'name = "pypi"\nurl = "{simple}"{pdm_verify}'),
+        (
+            "pip",
+            f"export PIP_INDEX_URL={simple}{trust_env}\n\n# or in pip.conf\n[global]\nindex-url = {simple}{trust_conf}",
+        ),
+        (
+            "uv",
+            f"export UV_DEFAULT_INDEX={simple}\n\n# or in pyproject.toml\n[[tool.uv.index]]\n"
+            f'name = "lan"\nurl = "{simple}"\ndefault = true',
+        ),
+        (
+            "poetry",
+            f"poetry source add --priority=primary lan {simple}\n\n# or in pyproject.toml\n"
+            f'[[tool.poetry.source]]\nname = "lan"\nurl = "{simple}"\npriority = "primary"',
+        ),
+        (
+            "pdm",
+            f"export PDM_PYPI_URL={simple}{pdm_env}\n\n# or in pyproject.toml\n[[tool.pdm.source]]\n"
+            f'name = "pypi"\nurl = "{simple}"{pdm_verify}',
+        ),
     ]
     return "".join(f'<h3>{e(tool)}</h3><pre id="use-{tool}">{e(text)}</pre>' for tool, text in blocks)

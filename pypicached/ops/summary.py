@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from pypicached import __version__
-from pypicached.upstream.breaker import UpstreamHealth, iso
 from pypicached.cache.housekeeping import CacheUsage
-from pypicached.ops.metrics import DAYS_KEPT, Ledger, Tally, day_name
+from pypicached.ops.ledger import DAYS_KEPT, Ledger, Tally, day_name
 from pypicached.ops.throughput import Throughput
+from pypicached.upstream.breaker import UpstreamHealth, iso
 
 
 def summary(
@@ -22,7 +22,7 @@ def summary(
     *,
     now: float,
     upstream_url: str,
-    upstreams: "list[UpstreamHealth] | None" = None,
+    upstreams: list[UpstreamHealth] | None = None,
     started: float | None = None,
     downloads_in_flight: int | None = None,
     evictions: int | None = None,
@@ -138,7 +138,9 @@ def percent(ratio: float | None) -> str:
 def as_text(stats: dict[str, Any]) -> str:
     """The summary as a few aligned lines, for a terminal."""
     lines = []
-    state = f"running since {stats['started']}" if stats["running"] else "not running (figures from the cache directory)"
+    state = (
+        f"running since {stats['started']}" if stats["running"] else "not running (figures from the cache directory)"
+    )
     lines.append(f"pypicached {stats['version']}: {state}")
     upstreams = stats.get("upstreams") or []
     if len(upstreams) > 1:
@@ -153,13 +155,15 @@ def as_text(stats: dict[str, Any]) -> str:
         )
     c = stats["cache"]
     lines.append(
-        f"cache              {human_bytes(c['size_bytes'])} in {c['files']} files of {human_bytes(c['max_size_bytes'])} "
+        f"cache              {human_bytes(c['size_bytes'])} in {c['files']} files "
+        f"of {human_bytes(c['max_size_bytes'])} "
         f"({percent(c['used_ratio'])}); {human_bytes(c['free_bytes'])} free on disk"
     )
     if stats["top_projects"]:
-        lines.append("top projects       " + ", ".join(
-            f"{p['project']} ({human_bytes(p['saved_bytes'])})" for p in stats["top_projects"]
-        ))
+        lines.append(
+            "top projects       "
+            + ", ".join(f"{p['project']} ({human_bytes(p['saved_bytes'])})" for p in stats["top_projects"])
+        )
     up = stats["upstream"]
     if stats["running"]:
         lines.append(f"upstream answered  {up['last_answer'] or 'never yet'}; last error {up['last_error'] or 'none'}")

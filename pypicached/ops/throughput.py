@@ -24,7 +24,7 @@ class Throughput:
 
     kept: int = SAMPLES_KEPT
     min_bytes: int = MIN_SAMPLE_BYTES
-    samples: "deque[tuple[int, float]]" = attrs.field(init=False)
+    samples: deque[tuple[int, float]] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.samples = deque(maxlen=self.kept)

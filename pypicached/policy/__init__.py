@@ -12,7 +12,18 @@ from pypicached.policy.judge import Denied
 from pypicached.policy.rules import DenyEntry, Policy, allow_list, deny_list
 
 __all__ = [
-    "UNAVAILABLE", "AdvisoryFeed", "Answers", "Denied", "FileAnswer", "PageAnswer", "DenyEntry", "Gate", "Policy", "allow_list", "deny_list", "max_age",
+    "UNAVAILABLE",
+    "AdvisoryFeed",
+    "Answers",
+    "Denied",
+    "FileAnswer",
+    "PageAnswer",
+    "DenyEntry",
+    "Gate",
+    "Policy",
+    "allow_list",
+    "deny_list",
+    "max_age",
     # the module (explain() and as_text() are its): its explain() function would hide it if exported here
     "explain",
 ]

@@ -101,8 +101,17 @@ class AdvisoryFeed(Service):
     feed's host being down says nothing about the package index's.
     """
 
-    def __init__(self, *, clock: IReactorTime, client: UpstreamClient, url: str, refresh: float, path: Path,
-                 tmp: Path, run_in_thread: RunInThread) -> None:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        client: UpstreamClient,
+        url: str,
+        refresh: float,
+        path: Path,
+        tmp: Path,
+        run_in_thread: RunInThread,
+    ) -> None:
         self._clock = clock
         self._client = client
         self.url = url
@@ -151,15 +160,22 @@ class AdvisoryFeed(Service):
         if found is not None and self.current is EMPTY:
             index, self._validators = found
             self.current = index
-            log.info("advisories: loaded {count} PyPI advisories ({version}) from {path}",
-                     count=index.count, version=index.version, path=str(self.path))
+            log.info(
+                "advisories: loaded {count} PyPI advisories ({version}) from {path}",
+                count=index.count,
+                version=index.version,
+                path=str(self.path),
+            )
 
     def _unreadable(self, error: Exception) -> None:
         self.last_error = f"the copy on disk is unusable: {error}"
-        log.warn("advisories: {path}: {error}; no advisories until a refresh succeeds",
-                 path=str(self.path), error=self.last_error)
+        log.warn(
+            "advisories: {path}: {error}; no advisories until a refresh succeeds",
+            path=str(self.path),
+            error=self.last_error,
+        )
 
-    def refresh(self) -> "Deferred[None]":
+    def refresh(self) -> Deferred[None]:
         """One refresh now (or the end of the one under way); never fails."""
         if self._stopped:
             return succeed(None)
@@ -186,12 +202,20 @@ class AdvisoryFeed(Service):
             if self._stopped:
                 return  # cancelled by the stop: not a failure of the feed
             self.last_error = _why(e)
-            log.warn("advisories: refresh from {url} failed: {error}; still using {previous}",
-                     url=self.url, error=self.last_error, previous=_described(self.current))
+            log.warn(
+                "advisories: refresh from {url} failed: {error}; still using {previous}",
+                url=self.url,
+                error=self.last_error,
+                previous=_described(self.current),
+            )
             return
         if index.version != self.current.version:
-            log.info("advisories: {count} PyPI advisories ({version}) from {url}",
-                     count=index.count, version=index.version, url=self.url)
+            log.info(
+                "advisories: {count} PyPI advisories ({version}) from {url}",
+                count=index.count,
+                version=index.version,
+                url=self.url,
+            )
         self.current = index
         self.last_refresh = self._clock.seconds()
         self.last_error = None

@@ -20,13 +20,12 @@ from pypicached.base.names import without_metadata
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.files import FileCache
 from pypicached.cache.forms import Form, Rendering
-from pypicached.cache.growing import GrowingFile
+from pypicached.cache.freshness import Offline
+from pypicached.cache.growing import DownloadFailed, GrowingFile
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.pagekind import PageKey
 from pypicached.cache.pages import PageResult
 from pypicached.cache.router import Router, Source
-from pypicached.cache.freshness import Offline
-from pypicached.cache.growing import DownloadFailed
 from pypicached.policy.gate import Gate
 from pypicached.policy.judge import Denied
 from pypicached.policy.view import View
@@ -38,6 +37,7 @@ from pypicached.upstream.errors import UpstreamError
 UNAVAILABLE = (UpstreamError, UpstreamDown, DownloadFailed, Offline)
 
 __all__ = ["UNAVAILABLE", "Answers", "Denied", "FileAnswer", "NotFound", "PageAnswer", "max_age"]
+
 
 @attrs.frozen
 class PageAnswer:
@@ -104,7 +104,11 @@ class Answers:
         raise AssertionError("unreachable")
 
     def _page_answer(
-        self, result: PageResult, source: Source | None, made: View | None, rendering: Rendering,
+        self,
+        result: PageResult,
+        source: Source | None,
+        made: View | None,
+        rendering: Rendering,
         handle: BinaryIO | None,
     ) -> PageAnswer:
         sources = (source,) if source is not None else self._router.sources

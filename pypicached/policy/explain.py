@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
+from pypicached.base.names import parse_version, version_of
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.pagekind import PROJECT, PageKey
-from pypicached.base.names import parse_version, version_of
 from pypicached.policy.judge import Verdict, iso_z, upload_time
 from pypicached.policy.view import SHAPES, view
 
@@ -25,11 +25,16 @@ def _verdict(verdict: Verdict | None) -> dict[str, Any] | None:
     return None if verdict is None else {"rule": verdict.rule, "reason": verdict.reason, "hidden": verdict.hides}
 
 
-async def explain(gate: "Gate", indexes: "Router", project: str, version: str | None, now: float) -> dict[str, Any]:
+async def explain(gate: Gate, indexes: Router, project: str, version: str | None, now: float) -> dict[str, Any]:
     """The explanation as JSON: ``verdict`` for the project, ``versions`` each with its files."""
     route = indexes.route(project)
-    answer: dict[str, Any] = {"project": project, "version": version, "index": route[0].name if route else None,
-                              "verdict": None, "versions": []}
+    answer: dict[str, Any] = {
+        "project": project,
+        "version": version,
+        "index": route[0].name if route else None,
+        "verdict": None,
+        "versions": [],
+    }
     refusal = gate.refusal(None, project)
     if refusal is not None:
         answer["verdict"] = _verdict(refusal)
@@ -48,7 +53,9 @@ async def explain(gate: "Gate", indexes: "Router", project: str, version: str | 
     return answer
 
 
-def _versions(project: str, page: dict[str, Any], verdicts: dict[str, Verdict], wanted: str | None) -> list[dict[str, Any]]:
+def _versions(
+    project: str, page: dict[str, Any], verdicts: dict[str, Verdict], wanted: str | None
+) -> list[dict[str, Any]]:
     """Each version's files (or ``wanted``'s alone), newest first, with what the policy does to each."""
     shape = SHAPES["project"]
     releases: dict[str, list[dict[str, Any]]] = {}
@@ -58,11 +65,13 @@ def _versions(project: str, page: dict[str, Any], verdicts: dict[str, Verdict], 
         if wanted is not None and (parsed is None or str(parsed) != _canonical(wanted)):
             continue
         uploaded = upload_time(shape.uploaded(entry))
-        releases.setdefault(str(parsed) if parsed is not None else "?", []).append({
-            "filename": filename,
-            "uploaded": None if uploaded is None else iso_z(uploaded),
-            "verdict": _verdict(verdicts.get(filename)),
-        })
+        releases.setdefault(str(parsed) if parsed is not None else "?", []).append(
+            {
+                "filename": filename,
+                "uploaded": None if uploaded is None else iso_z(uploaded),
+                "verdict": _verdict(verdicts.get(filename)),
+            }
+        )
     ordered = sorted(releases.items(), key=lambda item: _order(project, item[1][0]["filename"]), reverse=True)
     return [
         {"version": name, "shown": sum(not (f["verdict"] or {}).get("hidden") for f in files), "files": files}
@@ -92,7 +101,9 @@ def as_text(answer: dict[str, Any]) -> str:
         lines.append("  no such version on the index" if answer.get("version") else "  the index lists no files")
     for release in answer["versions"]:
         files = release["files"]
-        state = "served" if release["shown"] == len(files) else "held back" if not release["shown"] else "partly held back"
+        state = (
+            "served" if release["shown"] == len(files) else "held back" if not release["shown"] else "partly held back"
+        )
         lines.append(f"  {release['version']}: {state} ({release['shown']} of {len(files)} files shown)")
         for f in files:
             if f["verdict"]:

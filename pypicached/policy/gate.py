@@ -6,22 +6,23 @@ included), so a lock file or pinned URL cannot fetch what the pages hide.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 
+from pypicached.base.names import projects_for_filename, without_metadata
 from pypicached.cache.fetch import NotFound
 from pypicached.cache.freshness import Offline
 from pypicached.cache.pagekind import PROJECT, PageKey
 from pypicached.cache.records import StoredPage
-from pypicached.base.names import projects_for_filename, without_metadata
-from pypicached.simpleapi.simple import project_status
 from pypicached.policy.advisories import EMPTY
 from pypicached.policy.heldback import HeldBack
 from pypicached.policy.judge import Denied, Judge, Verdict
 from pypicached.policy.rules import Policy
 from pypicached.policy.view import SHAPES, View, view
+from pypicached.simpleapi.simple import project_status
 from pypicached.upstream.breaker import UpstreamDown, iso
 from pypicached.upstream.errors import UpstreamError
 
@@ -41,10 +42,10 @@ class Gate:
         self,
         *,
         clock: IReactorTime,
-        indexes: "Router",
+        indexes: Router,
         policies: Mapping[str, Policy],
-        stored_at: Callable[[tuple[str, ...]], "float | None"] = lambda segments: None,
-        feed: "AdvisoryFeed | None" = None,
+        stored_at: Callable[[tuple[str, ...]], float | None] = lambda segments: None,
+        feed: AdvisoryFeed | None = None,
         held: HeldBack | None = None,
     ) -> None:
         """``stored_at``: when a file came into the cache (``FileCache.stored_at``), None if it is not there."""
@@ -59,16 +60,23 @@ class Gate:
         #: Whether any file could be held back by its name or age (else file requests skip the check).
         self.active = feed is not None or any(policy != Policy() for policy in policies.values())
 
-    def _advisories(self) -> "AdvisoryIndex":
+    def _advisories(self) -> AdvisoryIndex:
         return self._feed.current if self._feed is not None else EMPTY
 
     def summary(self) -> dict[str, Any] | None:
         """The policy's part of ``/stats``: what it held back, and the advisories it consults."""
         feed = self._feed
-        advisories = None if feed is None else {
-            "url": feed.url, "count": feed.current.count, "version": feed.current.version or None,
-            "last_refresh": iso(feed.last_refresh), "last_error": feed.last_error,
-        }
+        advisories = (
+            None
+            if feed is None
+            else {
+                "url": feed.url,
+                "count": feed.current.count,
+                "version": feed.current.version or None,
+                "last_refresh": iso(feed.last_refresh),
+                "last_error": feed.last_error,
+            }
+        )
         held = self.held.as_dict(self._clock.seconds())
         if not self.active and not held["held_back_by_rule"]:
             return None  # no policy configured (and no quarantine met): nothing to report
@@ -77,7 +85,7 @@ class Gate:
     def judge(self, index: str) -> Judge:
         return self._judges[index]
 
-    def view(self, upstream: "Source | None", stored: StoredPage) -> View | None:
+    def view(self, upstream: Source | None, stored: StoredPage) -> View | None:
         """
         What the policy lets clients see of ``stored`` now (None: a page it has no
         say over); ``Denied`` for a page it refuses. Made once per page version
@@ -94,8 +102,13 @@ class Gate:
         advisories = self._advisories().version
         memo_key = (upstream.name, stored.key)
         version, made, day = self._views.pop(memo_key, ("", None, None))
-        if version != stored.version or made is None or now >= made.until or made.advisories != advisories \
-                or made.status != status:
+        if (
+            version != stored.version
+            or made is None
+            or now >= made.until
+            or made.advisories != advisories
+            or made.status != status
+        ):
             made = view(self._judges[upstream.name], stored, now, advisories, status)
             day = None
         if day != now // 86400:  # what it holds back is noted once a day, for today's list
@@ -108,19 +121,19 @@ class Gate:
         return made
 
     @staticmethod
-    def _status(upstream: "Source", stored: StoredPage) -> str:
+    def _status(upstream: Source, stored: StoredPage) -> str:
         """The project's PEP 792 status: its simple page's (the JSON API has none of its own: its marker)."""
         if stored.key.kind is PROJECT:
             return project_status(stored.page)[0]
         return "quarantined" if upstream.pages.quarantined(stored.key.project) else "active"
 
-    def refusal(self, chosen: "Source | None", project: str) -> Verdict | None:
+    def refusal(self, chosen: Source | None, project: str) -> Verdict | None:
         """The verdict on ``project`` by its name, if every index that could answer for it refuses it."""
         route = (chosen,) if chosen is not None else self._indexes.route(project)
         verdicts = [self._judges[u.name].project(project) for u in route]
         return verdicts[0] if verdicts and all(verdicts) else None
 
-    def check_project(self, chosen: "Source | None", project: str) -> None:
+    def check_project(self, chosen: Source | None, project: str) -> None:
         """``Denied`` if every index that could answer for ``project`` refuses it by its name."""
         if not self.active:
             return
@@ -133,7 +146,7 @@ class Gate:
         self.held.denied(verdict)
         return Denied(verdict)
 
-    def check_file(self, segments: tuple[str, ...]) -> "Deferred[None] | None":
+    def check_file(self, segments: tuple[str, ...]) -> Deferred[None] | None:
         """
         Whether the policy holds back the file (or metadata file) at ``segments``: None
         when it cannot (no policy, no quarantine), else a Deferred that fails with ``Denied``
@@ -163,7 +176,7 @@ class Gate:
             return
         self.check_linked(found[0], found[1], filename)
 
-    def check_linked(self, source: "Source", page: StoredPage, filename: str) -> None:
+    def check_linked(self, source: Source, page: StoredPage, filename: str) -> None:
         """``Denied`` if the policy hides ``filename`` on ``page``, the page of ``source`` that links it."""
         made = self.view(source, page)
         verdict = made.hidden.get(filename) if made else None
@@ -180,4 +193,3 @@ class Gate:
                 found = self._judges[route[0].name].file(project, filename, None, status, now, stored=stored)
                 if found.verdict is not None and found.verdict.hides:
                     raise self.denied(found.verdict)
-

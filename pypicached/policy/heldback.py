@@ -6,7 +6,8 @@ counted once a day however many pages and clients it was held back from.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 from prometheus_client.core import CounterMetricFamily
@@ -27,8 +28,13 @@ class HeldFile:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "time": iso_z(self.time), "index": self.index, "project": self.project, "filename": self.filename,
-            "rule": self.verdict.rule, "reason": self.verdict.reason, "hidden": self.verdict.hides,
+            "time": iso_z(self.time),
+            "index": self.index,
+            "project": self.project,
+            "filename": self.filename,
+            "rule": self.verdict.rule,
+            "reason": self.verdict.reason,
+            "hidden": self.verdict.hides,
         }
 
 
@@ -76,8 +82,16 @@ class HeldBack:
     def collect(self) -> Iterator[Any]:
         """The tallies for ``/metrics`` (a Prometheus collector)."""
         families = (
-            ("pypicached_policy_held_back", "Files the policy held back from pages, once a day each, by rule.", self.held),
-            ("pypicached_policy_flagged", "Files shown but flagged (advisories without deny_vulnerable), by rule.", self.flagged),
+            (
+                "pypicached_policy_held_back",
+                "Files the policy held back from pages, once a day each, by rule.",
+                self.held,
+            ),
+            (
+                "pypicached_policy_flagged",
+                "Files shown but flagged (advisories without deny_vulnerable), by rule.",
+                self.flagged,
+            ),
             ("pypicached_policy_denied", "Requests answered 403 by the policy, by rule.", self.refused),
         )
         for name, doc, tally in families:

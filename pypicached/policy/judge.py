@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -73,7 +74,7 @@ def _upload_time(text: str) -> float | None:
     except ValueError:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
+        when = when.replace(tzinfo=datetime.UTC)
     return when.timestamp()
 
 
@@ -82,7 +83,7 @@ class Judge:
     """One index's policy, and the advisories it consults (read afresh on each verdict: they are refreshed)."""
 
     policy: Policy
-    advisories: Callable[[], "AdvisoryIndex"]
+    advisories: Callable[[], AdvisoryIndex]
 
     def project(self, project: str) -> Verdict | None:
         """A verdict on the whole project, by its name alone: a bare deny entry, or not allowed."""
@@ -104,7 +105,9 @@ class Judge:
         if whole is not None:
             return FileVerdict(whole)
         if status == "quarantined":
-            return FileVerdict(Verdict("quarantined", f"{project}: quarantined by its index (PEP 792); it offers no files"))
+            return FileVerdict(
+                Verdict("quarantined", f"{project}: quarantined by its index (PEP 792); it offers no files")
+            )
         version = version_of(project, filename)
         for entry in self.policy.deny:
             if entry.denies(project, version):
@@ -115,7 +118,9 @@ class Judge:
                 if advisory.malicious:
                     return FileVerdict(Verdict("malicious", f"{filename}: {advisory.id}, a malicious-package advisory"))
                 hides = self.policy.deny_vulnerable
-                why = f"{filename}: {advisory.id}" + (", denied by deny_vulnerable" if hides else ", a known vulnerability")
+                why = f"{filename}: {advisory.id}" + (
+                    ", denied by deny_vulnerable" if hides else ", a known vulnerability"
+                )
                 shown = FileVerdict(Verdict("vulnerable", why, hides))
                 if hides:
                     return shown
@@ -129,7 +134,11 @@ class Judge:
         when = upload_time(uploaded)
         if when is None:
             if self.policy.missing_upload_time == "hide":
-                return FileVerdict(Verdict("missing_upload_time", f'{filename}: no upload time, hidden by missing_upload_time = "hide"'))
+                return FileVerdict(
+                    Verdict(
+                        "missing_upload_time", f'{filename}: no upload time, hidden by missing_upload_time = "hide"'
+                    )
+                )
             return None
         until = when + self.policy.min_release_age
         if self.policy.min_release_age > 0 and now < until:

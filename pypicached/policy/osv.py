@@ -11,8 +11,9 @@ import hashlib
 import json
 import zipfile
 import zlib
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping, Optional, Tuple
+from typing import Any
 
 import attrs
 from packaging.utils import canonicalize_version
@@ -40,9 +41,9 @@ class Advisory:
 
 
 #: A closed or half-open span of versions: (from, to, to is included); None is unbounded.
-_Span = Tuple[Optional[Version], Optional[Version], bool]
+_Span = tuple[Version | None, Version | None, bool]
 #: One advisory's word on one project: versions listed but not covered by a span, and the spans.
-_Entry = Tuple[Advisory, frozenset, Tuple[_Span, ...]]
+_Entry = tuple[Advisory, frozenset, tuple[_Span, ...]]
 
 
 class AdvisoryIndex:
@@ -85,7 +86,9 @@ EMPTY = AdvisoryIndex({}, "", 0)
 def _affecting(entries: tuple[_Entry, ...], version: str) -> tuple[Advisory, ...]:
     parsed = parse_version(version)
     # a local version ("2.5.1+cu124", as PyTorch's index builds them) is the public release it was built from
-    names = {version} if parsed is None else {version, canonicalize_version(parsed), canonicalize_version(parsed.public)}
+    names = (
+        {version} if parsed is None else {version, canonicalize_version(parsed), canonicalize_version(parsed.public)}
+    )
     found: dict[str, Advisory] = {}
     for advisory, versions, spans in entries:
         if advisory.id in found:
@@ -127,8 +130,9 @@ def read_zip(path: Path) -> AdvisoryIndex:
 
 def _members(archive: zipfile.ZipFile) -> Iterator[tuple[str, bytes, int]]:
     """Each ``.json`` member's name, bytes and CRC, in a stable order, within the bounds above."""
-    infos = sorted((i for i in archive.infolist() if i.filename.endswith(".json") and not i.is_dir()),
-                   key=lambda i: i.filename)
+    infos = sorted(
+        (i for i in archive.infolist() if i.filename.endswith(".json") and not i.is_dir()), key=lambda i: i.filename
+    )
     if len(infos) > MAX_MEMBERS:
         raise ValueError(f"the zip has {len(infos)} members, more than {MAX_MEMBERS}")
     total = 0

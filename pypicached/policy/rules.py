@@ -24,7 +24,7 @@ class DenyEntry:
     specifier: SpecifierSet
 
     @classmethod
-    def parse(cls, text: str) -> "DenyEntry":
+    def parse(cls, text: str) -> DenyEntry:
         try:
             requirement = Requirement(text)
         except InvalidRequirement as e:
@@ -38,7 +38,10 @@ class DenyEntry:
         return not str(self.specifier)
 
     def denies(self, project: str, version: Version | None) -> bool:
-        """Whether this entry names ``project`` at ``version`` (a file whose version is unknown: only a whole-project entry)."""
+        """
+        Whether this entry names ``project`` at ``version`` (a file whose version is
+        unknown: only a whole-project entry).
+        """
         if project != self.project:
             return False
         if self.whole_project:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 from packaging.version import Version
 
-from pypicached.cache.records import StoredPage
-from pypicached.simpleapi import pypijson
 from pypicached.base.names import parse_version, version_of
-from pypicached.simpleapi.simple import project_status
+from pypicached.cache.records import StoredPage
 from pypicached.policy.judge import FileVerdict, Judge, Verdict
+from pypicached.simpleapi import pypijson
+from pypicached.simpleapi.simple import project_status
 
 Entry = dict[str, Any]
 
@@ -47,7 +48,7 @@ class Shape:
     """Where a kind of page keeps its file entries, and how it is rebuilt without some of them."""
 
     entries: Callable[[dict[str, Any]], Iterator[Entry]]
-    uploaded: Callable[[Entry], "str | None"]
+    uploaded: Callable[[Entry], str | None]
     status: Callable[[dict[str, Any]], str]
     without: Callable[[dict[str, Any], str, set[str]], dict[str, Any]]
 
@@ -75,8 +76,13 @@ def view(judge: Judge, stored: StoredPage, now: float, advisories: str, status: 
         return View(stored, hidden, flagged, until, advisories, status=status)
     tag = hashlib.blake2b("\n".join(sorted(hidden)).encode(), digest_size=6).hexdigest()
     page = StoredPage(
-        stored.key, stored.url, stored.fetched, stored.etag, stored.last_modified,
-        shape.without(stored.page, project, set(hidden)), f"{stored.version}.{tag}",
+        stored.key,
+        stored.url,
+        stored.fetched,
+        stored.etag,
+        stored.last_modified,
+        shape.without(stored.page, project, set(hidden)),
+        f"{stored.version}.{tag}",
     )
     return View(page, hidden, flagged, until, advisories, _all_held(stored, hidden), status)
 
@@ -159,6 +165,8 @@ def _newest_shown(out: dict[str, Any], releases: dict[str, Any]) -> None:
 
 
 SHAPES = {
-    "project": Shape(_project_entries, lambda e: e.get("upload-time"), lambda page: project_status(page)[0], _project_without),
+    "project": Shape(
+        _project_entries, lambda e: e.get("upload-time"), lambda page: project_status(page)[0], _project_without
+    ),
     "json": Shape(pypijson.file_entries, _json_uploaded, lambda page: "active", _json_without),
 }

@@ -13,7 +13,9 @@ from pypicached.service.wiring import Proxy
 
 
 def endpoint_for(
-    reactor, description: str, settings: Settings  # type: ignore[no-untyped-def]
+    reactor,
+    description: str,
+    settings: Settings,  # type: ignore[no-untyped-def]
 ) -> tuple[IStreamServerEndpoint, ReloadableContext | None]:
     """A listen string's endpoint: ours for ``ssl:`` (TLS 1.2+, reloadable), Twisted's for the rest."""
     default_files = (

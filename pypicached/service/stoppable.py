@@ -25,7 +25,7 @@ class StoppableAgent:
         self._waiting: set[Deferred[Any]] = set()
         self._reading: set[_Body] = set()
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> "Deferred[Any]":
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
         d = self._agent.request(method, uri, headers, bodyProducer)
         self._waiting.add(d)
 

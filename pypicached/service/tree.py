@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -33,8 +34,9 @@ SAVE_EVERY = 60.0
 class Part(Service):
     """A part of the daemon that starts and stops with it (its own ``start`` and ``stop``), as a child service."""
 
-    def __init__(self, name: str, start: Callable[[], None] | None = None,
-                 stop: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, name: str, start: Callable[[], None] | None = None, stop: Callable[[], Any] | None = None
+    ) -> None:
         self.name = name
         self._start = start
         self._stop = stop
@@ -44,7 +46,7 @@ class Part(Service):
         if self._start is not None:
             self._start()
 
-    def stopService(self) -> "Deferred[Any] | None":
+    def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         return maybeDeferred(self._stop) if self._stop is not None else None
 
@@ -54,12 +56,12 @@ class StatsSaver(TimerService):
 
     name = "stats saver"
 
-    def __init__(self, save: Callable[[], "Deferred[None]"], clock: IReactorTime) -> None:
+    def __init__(self, save: Callable[[], Deferred[None]], clock: IReactorTime) -> None:
         super().__init__(SAVE_EVERY, save)
         self.clock = clock
         self._save = save
 
-    def stopService(self) -> "Deferred[Any]":
+    def stopService(self) -> Deferred[Any]:
         stopped = super().stopService()
         return gatherResults([stopped, self._save()])
 
@@ -73,8 +75,16 @@ class CacheService(Service):
 
     name = "cache"
 
-    def __init__(self, *, reactor: Any, settings: Settings, sweep: Callable[[], int], disk_work: ThreadWork,
-                 disk_pool: ThreadPool | None, http_pool: HTTPConnectionPool | None) -> None:
+    def __init__(
+        self,
+        *,
+        reactor: Any,
+        settings: Settings,
+        sweep: Callable[[], int],
+        disk_work: ThreadWork,
+        disk_pool: ThreadPool | None,
+        http_pool: HTTPConnectionPool | None,
+    ) -> None:
         self._reactor = reactor
         self._settings = settings
         self._sweep = sweep
@@ -113,7 +123,7 @@ class CacheService(Service):
         for context in self.tls_contexts:
             context.reload()
 
-    def stopService(self) -> "Deferred[None]":
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)

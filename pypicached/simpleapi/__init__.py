@@ -21,14 +21,29 @@ from pypicached.simpleapi.simple import (
 
 __all__ = [
     # modules other layers use as a whole
-    "pypijson", "simple",
+    "pypijson",
+    "simple",
     # links
-    "FileLink", "new_hasher", "proxy_path", "relative_href", "split_url",
+    "FileLink",
+    "new_hasher",
+    "proxy_path",
+    "relative_href",
+    "split_url",
     # negotiation
-    "UPSTREAM_ACCEPT", "Format", "choose_format",
+    "UPSTREAM_ACCEPT",
+    "Format",
+    "choose_format",
     # the project list
-    "events_of", "json_events",
+    "events_of",
+    "json_events",
     # project pages
-    "HTML_TAIL", "INDEX_TITLE", "BadPage", "capped_meta", "html_head", "index_rows", "is_project_entry",
-    "parse_json_object", "project_status",
+    "HTML_TAIL",
+    "INDEX_TITLE",
+    "BadPage",
+    "capped_meta",
+    "html_head",
+    "index_rows",
+    "is_project_entry",
+    "parse_json_object",
+    "project_status",
 ]

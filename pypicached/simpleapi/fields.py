@@ -5,11 +5,19 @@ fields take in HTML: what both reading an HTML page and writing one need.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
-    "ATTRIBUTE_FOR_KEY", "KEY_FOR_ATTRIBUTE", "REASON_TAG", "STATUS_TAG", "BadPage", "HrefFor", "Page", "filename_of",
+    "ATTRIBUTE_FOR_KEY",
+    "KEY_FOR_ATTRIBUTE",
+    "REASON_TAG",
+    "STATUS_TAG",
+    "BadPage",
+    "HrefFor",
+    "Page",
+    "filename_of",
 ]
 
 #: PEP 792's ``<meta>`` tags in HTML, for the ``project-status`` key in JSON.

@@ -56,8 +56,9 @@ def parse_html(body: bytes) -> Page:
         raise BadPage(f"HTML is not UTF-8: {e}") from None
     meta = {"api-version": parser.metas.get("pypi:repository-version", "1.0")}
     page: Page = {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
-    marker = {key: parser.metas[tag] for key, tag in (("status", STATUS_TAG), ("reason", REASON_TAG))
-              if tag in parser.metas}
+    marker = {
+        key: parser.metas[tag] for key, tag in (("status", STATUS_TAG), ("reason", REASON_TAG)) if tag in parser.metas
+    }
     if marker:
         page["project-status"] = marker
     return page

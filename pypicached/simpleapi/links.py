@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import quote, unquote, urldefrag, urlsplit
 
 import attrs
@@ -47,7 +47,7 @@ class FileLink:
         return digests
 
 
-def new_hasher(name: str) -> "hashlib._Hash":
+def new_hasher(name: str) -> hashlib._Hash:
     """A hashlib object for a digest name used by ``expected_digests``."""
     if name == "blake2b_256":
         return hashlib.blake2b(digest_size=32)
@@ -58,9 +58,7 @@ def hashes_of(mapping: object) -> tuple[tuple[str, str], ...]:
     """The ``hashes`` of a PEP 691 file entry as a sorted tuple, dropping junk."""
     if not isinstance(mapping, Mapping):
         return ()
-    return tuple(
-        sorted((str(k), str(v)) for k, v in mapping.items() if isinstance(v, str))
-    )
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items() if isinstance(v, str)))
 
 
 def split_url(url: str) -> tuple[str, dict[str, str]]:
@@ -91,7 +89,7 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
     ):
         return segments
     filename = segments[-1] if segments and is_plain_segment(segments[-1]) else "file"
-    key = hashlib.blake2b(f"{url}#{sha256.lower()}".encode("utf-8"), digest_size=16).hexdigest()
+    key = hashlib.blake2b(f"{url}#{sha256.lower()}".encode(), digest_size=16).hexdigest()
     return ("packages", "+f", key, filename)
 
 

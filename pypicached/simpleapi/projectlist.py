@@ -13,7 +13,8 @@ import html
 import json
 import re
 import zlib
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from pypicached.simpleapi.simple import BadPage
 
@@ -83,8 +84,10 @@ def _from_html(text: Iterator[str]) -> Iterator[tuple[str, Any]]:
         buffer += chunk
         if not started:
             for tag in _META.finditer(buffer):
-                attributes = {m.group(1).lower(): html.unescape(next(g for g in m.groups()[1:] if g is not None))
-                              for m in _ATTRIBUTE.finditer(tag.group(1))}
+                attributes = {
+                    m.group(1).lower(): html.unescape(next(g for g in m.groups()[1:] if g is not None))
+                    for m in _ATTRIBUTE.finditer(tag.group(1))
+                }
                 if attributes.get("name") == "pypi:repository-version" and attributes.get("content"):
                     meta["api-version"] = attributes["content"]
         names, end = [], 0
@@ -128,7 +131,7 @@ class _Window:
         if chunk is None:
             self.eof = True
         else:
-            self.buf = self.buf[self.pos:] + chunk
+            self.buf = self.buf[self.pos :] + chunk
             self.pos = 0
 
     def next_char(self) -> str:

@@ -30,9 +30,23 @@ from pypicached.simpleapi.links import FileLink, hashes_of, split_url
 from pypicached.simpleapi.negotiation import Format
 
 __all__ = [
-    "API_VERSION", "HTML_TAIL", "INDEX_TITLE", "BadPage", "HrefFor", "Page", "capped_api_version", "capped_meta",
-    "core_metadata", "file_links", "html_head", "index_rows", "is_project_entry", "parse", "parse_json_object",
-    "project_status", "render_project",
+    "API_VERSION",
+    "HTML_TAIL",
+    "INDEX_TITLE",
+    "BadPage",
+    "HrefFor",
+    "Page",
+    "capped_api_version",
+    "capped_meta",
+    "core_metadata",
+    "file_links",
+    "html_head",
+    "index_rows",
+    "is_project_entry",
+    "parse",
+    "parse_json_object",
+    "project_status",
+    "render_project",
 ]
 
 
@@ -153,8 +167,9 @@ def _marker(page: Page) -> tuple[Any, Any]:
 
 def _status_tags(page: Page) -> list[tuple[str, str]]:
     """PEP 792's ``<meta>`` tags, for exactly what the upstream said (nothing when it said nothing)."""
-    return [(tag, value) for tag, value in zip((STATUS_TAG, REASON_TAG), _marker(page))
-            if isinstance(value, str) and value]
+    return [
+        (tag, value) for tag, value in zip((STATUS_TAG, REASON_TAG), _marker(page)) if isinstance(value, str) and value
+    ]
 
 
 # --- writing -------------------------------------------------------------------------

@@ -69,8 +69,12 @@ class AsServed:
     agent: IAgent
 
     def request(
-        self, method: bytes, uri: bytes, headers: Headers | None = None, bodyProducer: IBodyProducer | None = None,
-    ) -> "Deferred[IResponse]":
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Headers | None = None,
+        bodyProducer: IBodyProducer | None = None,
+    ) -> Deferred[IResponse]:
         sent = Headers() if headers is None else headers.copy()
         _move(sent, HIDDEN_ACCEPT, ACCEPT)
         return self.agent.request(method, uri, sent, bodyProducer).addCallback(_hide_encoding)
@@ -112,12 +116,12 @@ class ExactURL(EncodedURL):  # type: ignore[misc]
     exact = ""
 
     @classmethod
-    def of(cls, uri: bytes) -> "ExactURL":
+    def of(cls, uri: bytes) -> ExactURL:
         url = cls.from_text(uri.decode("ascii"))
         url.exact = uri.decode("ascii")
         return url  # type: ignore[no-any-return]
 
-    def to_uri(self) -> "ExactURL":
+    def to_uri(self) -> ExactURL:
         return self
 
     def to_text(self, with_password: bool = False) -> str:
@@ -138,7 +142,9 @@ class _Endpoints:
 
     def endpointForURI(self, uri: Any) -> Any:
         host = uri.host.decode("ascii")
-        endpoint = HostnameEndpoint(self.reactor, host, uri.port, timeout=self.timeout or 30, attemptDelay=ATTEMPT_DELAY)
+        endpoint = HostnameEndpoint(
+            self.reactor, host, uri.port, timeout=self.timeout or 30, attemptDelay=ATTEMPT_DELAY
+        )
         if uri.scheme == b"https":
             return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)
         if uri.scheme != b"http":

@@ -6,7 +6,8 @@ does not.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol as Structural
+from typing import BinaryIO
+from typing import Protocol as Structural
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -136,14 +137,14 @@ class _Collector(BodyReader):
             self.done.callback(self._size)
 
 
-def read_body(client: Fetcher, response: IResponse, limit: int = MAX_PAGE_BYTES) -> "Deferred[bytes]":
+def read_body(client: Fetcher, response: IResponse, limit: int = MAX_PAGE_BYTES) -> Deferred[bytes]:
     """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
     collector = _Collector(client, limit)
     response.deliverBody(collector)
     return collector.done  # type: ignore[return-value]
 
 
-def read_body_into(client: Fetcher, response: IResponse, out: BinaryIO, limit: int = MAX_PAGE_BYTES) -> "Deferred[int]":
+def read_body_into(client: Fetcher, response: IResponse, out: BinaryIO, limit: int = MAX_PAGE_BYTES) -> Deferred[int]:
     """Like ``read_body``, but the body goes to ``out`` as it arrives (a page too big to hold); its size."""
     collector = _Collector(client, limit, out)
     response.deliverBody(collector)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import collections
 import datetime
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -40,7 +41,7 @@ def iso(when: float | None) -> str | None:
     """A POSIX time as ISO 8601 UTC, for JSON and one-line reasons."""
     if when is None:
         return None
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).isoformat(timespec="seconds")
 
 
 @attrs.define(eq=False)
@@ -50,7 +51,7 @@ class UpstreamHealth:
     url: str
     clock: IReactorTime
     #: Starts one request to the upstream; its outcome reaches us through ``answered``/``failed``.
-    probe: Callable[[], "Deferred[Any]"] = lambda: Deferred()
+    probe: Callable[[], Deferred[Any]] = lambda: Deferred()
     retry_max: float = 60.0
     #: The index's name, where several are configured.
     name: str = "pypi"
@@ -61,7 +62,7 @@ class UpstreamHealth:
     next_probe: float | None = None
     last_answer: float | None = None
     last_error: float | None = None
-    recent_errors: "collections.deque[tuple[float, str]]" = attrs.field(
+    recent_errors: collections.deque[tuple[float, str]] = attrs.field(
         factory=lambda: collections.deque(maxlen=RECENT_ERRORS)
     )
     #: Client requests answered at once (stale, or refused) because the upstream was down.
@@ -103,7 +104,8 @@ class UpstreamHealth:
         if self.down_since is not None:
             log.info(
                 "Upstream {url} is back after {seconds:.1f}s down",
-                url=self.url, seconds=now - self.down_since,
+                url=self.url,
+                seconds=now - self.down_since,
             )
             self.down_since = self.reason = self.next_probe = None
             self._delay = FIRST_RETRY
@@ -117,7 +119,9 @@ class UpstreamHealth:
             self.down_since, self.reason = now, reason
             log.warn(
                 "Upstream {url} is down ({reason}); serving from the cache, next try in {delay:g}s",
-                url=self.url, reason=reason, delay=self._delay,
+                url=self.url,
+                reason=reason,
+                delay=self._delay,
             )
             self._schedule()
 

@@ -11,11 +11,13 @@ an in-memory upstream), unbuffered: callers either stream the body through
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import attrs
 from hyperlink import URL
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError as DeferredTimeout, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -61,7 +63,7 @@ class UpstreamURLs:
 class Requests(Protocol):
     """What the client needs of treq: ``treq.client.HTTPClient`` and ``treq.testing.StubTreq`` both fit."""
 
-    def request(self, method: str, url: Any, **kwargs: Any) -> "Deferred[IResponse]": ...
+    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[IResponse]: ...
 
 
 class UpstreamClient:
@@ -103,7 +105,7 @@ class UpstreamClient:
         *,
         timeout: float | None = None,
         method: bytes = b"GET",
-    ) -> "Deferred[IResponse]":
+    ) -> Deferred[IResponse]:
         """
         Start a request; the body is left for the caller to consume, exactly as it
         came (no content decoding: a package file's digest is of its bytes as
@@ -118,7 +120,12 @@ class UpstreamClient:
             sent.setRawHeaders(name, [value])
         started = self.clock.seconds()
         d = self.http.request(
-            method.decode("ascii"), exact, headers=as_sent(sent), unbuffered=True, allow_redirects=False, reactor=self.clock,
+            method.decode("ascii"),
+            exact,
+            headers=as_sent(sent),
+            unbuffered=True,
+            allow_redirects=False,
+            reactor=self.clock,
         )
         wait = self.response_timeout if timeout is None else timeout
         if wait:
@@ -139,7 +146,7 @@ class UpstreamClient:
             self.health.failed(error.value.reason)
         return error
 
-    def probe(self, url: str) -> "Deferred[None]":
+    def probe(self, url: str) -> Deferred[None]:
         """A HEAD request whose only use is the answer it reports to ``health``."""
 
         def drop(response: IResponse) -> None:
