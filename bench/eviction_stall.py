@@ -94,7 +94,7 @@ def main() -> None:
         started = time.monotonic()
         fill(scratch / "files", args.files, args.size)
         print(f"filled {args.files} files in {time.monotonic() - started:.1f} s")
-        done = ensureDeferred(measure(scratch / "files", args.files, args.size))
+        done = ensureDeferred(measure(scratch, args.files, args.size))
         done.addBoth(lambda r: (reactor.stop(), r)[1])
         reactor.run()
         if hasattr(done.result, "raiseException"):

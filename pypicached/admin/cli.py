@@ -31,8 +31,9 @@ from pypicached.admin.arguments import daemon_url, load, parser
 from pypicached.admin.progress import Progress
 from pypicached.base.names import is_valid_name, is_valid_version, normalize
 from pypicached.cache.files import remove_cached_file
-from pypicached.cache.housekeeping import CacheUsage, free_space, scan
+from pypicached.cache.housekeeping import CacheUsage
 from pypicached.cache.records import remove_project_records
+from pypicached.cache.space import free_space, scan, scan_pages
 from pypicached.config import ConfigError, Settings
 from pypicached.ops.ledger import STATE_FILE, Ledger
 from pypicached.ops.summary import as_text, human_bytes, summary
@@ -105,10 +106,14 @@ class Admin:
 
     def stats_from_disk(self) -> dict[str, Any]:
         now = time.time()
-        entries = scan(self.root / "files")
+        entries = scan(self.root / "files") + scan_pages(self.root / "pages")
         free = free_space(self.root) if self.root.exists() else 0
         usage = CacheUsage(
-            sum(e.size for e in entries), len(entries), free, self.settings.max_size, self.settings.min_free
+            sum(e.size for e in entries),
+            sum(not e.page for e in entries),
+            free,
+            self.settings.max_size,
+            self.settings.min_free,
         )
         ledger = Ledger.load(self.root / STATE_FILE, now)
         return summary(ledger, usage, now=now, upstream_url=self.settings.indexes[0].url)

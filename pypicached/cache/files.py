@@ -30,11 +30,10 @@ from pypicached.cache.freshness import Offline
 from pypicached.cache.growing import GrowingFile
 from pypicached.cache.outcome import CacheStatus
 from pypicached.cache.router import Linked
+from pypicached.cache.space import TOUCH_EVERY
 
 log = Logger()
 
-#: Refresh a file's access time (its "last used") at most this often.
-TOUCH_EVERY = 3600.0
 
 
 class FileCache:

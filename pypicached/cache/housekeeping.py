@@ -11,7 +11,6 @@ and downloads in progress live in ``tmp/``, which a pass never touches.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pypicached.base.disk import RunInThread
+from pypicached.cache.space import Entry, free_space, remove, scan, scan_pages
 
 log = Logger()
 
@@ -49,13 +49,6 @@ class CacheUsage:
 
 
 @attrs.frozen
-class Entry:
-    path: str
-    size: int
-    last_used: float
-
-
-@attrs.frozen
 class Pass:
     """What one housekeeping pass found and did."""
 
@@ -64,33 +57,6 @@ class Pass:
     evicted: int
     evicted_bytes: int
     seconds: float
-
-
-def free_space(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
-
-
-def scan(root: Path) -> list[Entry]:
-    """Every cached file with its size and last use (its access time)."""
-    found: list[Entry] = []
-    stack = [str(root)]
-    while stack:
-        directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False):
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                found.append(Entry(entry.path, st.st_size, max(st.st_atime, st.st_mtime)))
-    return found
 
 
 def choose_victims(entries: list[Entry], budget: Budget, now: float, free: int) -> list[Entry]:
@@ -109,20 +75,19 @@ def choose_victims(entries: list[Entry], budget: Budget, now: float, free: int) 
 
 
 def run_pass(root: Path, budget: Budget, now: float, free: Callable[[Path], int] = free_space) -> Pass:
-    """One whole pass; blocking, so it runs in a worker thread."""
+    """One whole pass over the cache at ``root`` (files and pages); blocking, so it runs in a worker thread."""
     started = time.monotonic()
-    entries = scan(root)
-    victims = choose_victims(entries, budget, now, free(root))
-    evicted_bytes = 0
+    files = root / "files"
+    entries = scan(files) + scan_pages(root / "pages")
+    victims = choose_victims(entries, budget, now, free(files))
     for victim in victims:
-        try:
-            os.unlink(victim.path)
-        except FileNotFoundError:
-            continue
-        evicted_bytes += victim.size
-        _remove_empty_parents(Path(victim.path).parent, root)
+        for path in (victim.path, *victim.also):
+            remove(path)
+        if not victim.page:
+            _remove_empty_parents(Path(victim.path).parent, files)
+    evicted_bytes = sum(v.size for v in victims)
     return Pass(
-        files=len(entries) - len(victims),
+        files=sum(not e.page for e in entries) - sum(not v.page for v in victims),
         size=sum(e.size for e in entries) - evicted_bytes,
         evicted=len(victims),
         evicted_bytes=evicted_bytes,

@@ -106,6 +106,8 @@ class PageCache:
         """
         stored = self.cached(key)
         now = self._clock.seconds()
+        if stored is not None:
+            self._records.touch(stored, now)
         health = self._health
         do = decide(
             self.freshness,

@@ -39,6 +39,8 @@ class StoredPage:
     version: str = ""
     #: The renderings made so far, while the page is in memory.
     renderings: dict[Form, Rendering] = attrs.field(factory=dict, repr=False)
+    #: When its record's access time was last set (the disk budget's "last used").
+    touched: float = attrs.field(default=0.0, init=False, repr=False)
     _links: dict[tuple[str, ...], FileLink] | None = attrs.field(default=None, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -6,6 +6,7 @@ at a time, in the order the versions came.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pypicached.cache.pagekind import PageKey
 from pypicached.cache.quarantine import Quarantine
 from pypicached.cache.records import StoredPage, remove_project_records, unlink
 from pypicached.cache.rendered import prune_versions
+from pypicached.cache.space import TOUCH_EVERY
 
 log = Logger()
 
@@ -60,6 +62,17 @@ class PageStore:
             return None
         self.remember(page)
         return page
+
+    def touch(self, page: StoredPage, now: float) -> None:
+        """Note that ``page`` was used now, on its record's access time (at most every ``TOUCH_EVERY``)."""
+        if now - page.touched < TOUCH_EVERY:
+            return
+        page.touched = now
+        path = self.record(page.key)
+        try:  # the access time is the disk budget's "last used"; the mtime stays when it was stored
+            os.utime(path, ns=(int(now * 1e9), path.stat().st_mtime_ns))
+        except OSError:
+            pass  # not stored yet, or evicted: the next store writes it anew
 
     def remember(self, page: StoredPage) -> None:
         self._memory[page.key] = page

@@ -89,7 +89,7 @@ class Proxy:
         """Keeps the disk budget, told of every file committed."""
         settings = self.settings
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
-        housekeeper = Housekeeper(root=self._root / "files", budget=budget, clock=clock, run_in_thread=run)
+        housekeeper = Housekeeper(root=self._root, budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = housekeeper.committed
         return housekeeper
 
