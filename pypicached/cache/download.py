@@ -26,8 +26,8 @@ from pypicached.base.disk import RunInThread, fsync_dir, move_into_place, write_
 from pypicached.cache.growing import GrowingFile, State
 from pypicached.simpleapi.links import FileLink, new_hasher
 from pypicached.upstream.body import BodyReader, discard_body
-from pypicached.upstream.client import UpstreamClient
 from pypicached.upstream.errors import UpstreamError
+from pypicached.upstream.mirrors import IndexClient
 
 log = Logger()
 
@@ -64,7 +64,7 @@ class Download(BodyReader):
     def __init__(
         self,
         place: DownloadPlace,
-        client: UpstreamClient,
+        client: IndexClient,
         segments: tuple[str, ...],
         link: FileLink,
         growing: GrowingFile,

@@ -22,8 +22,9 @@ from pypicached.cache.pagekind import INDEX, PageKey
 from pypicached.cache.records import StoredPage, parse_page, unlink
 from pypicached.simpleapi import simple
 from pypicached.upstream.body import MAX_PAGE_BYTES, discard_body, read_body, read_body_into
-from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.client import UpstreamURLs
 from pypicached.upstream.errors import UpstreamError
+from pypicached.upstream.mirrors import IndexClient, served_url
 
 
 class NotFound(Exception):
@@ -38,7 +39,7 @@ class PageFetcher:
         *,
         clock: IReactorTime,
         urls: UpstreamURLs,
-        client: UpstreamClient,
+        client: IndexClient,
         run_in_thread: RunInThread,
         tmp: Path,
         rendered_root: Callable[[PageKey], Path],
@@ -65,6 +66,7 @@ class PageFetcher:
         started = self._clock.seconds()
         # gzipped and undecoded, so the bytes counted as fetched are those that crossed the link
         response = await self._client.get(url, headers)
+        url = served_url(response, url)  # the mirror that answered: relative links are its
         if response.code == 304 and stored is not None:
             discard_body(self._client, response)
             fresh = attrs.evolve(stored, fetched=self._clock.seconds())

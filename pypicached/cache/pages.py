@@ -29,8 +29,9 @@ from pypicached.cache.quarantine import Quarantine
 from pypicached.cache.records import StoredPage
 from pypicached.cache.rendered import Renderer
 from pypicached.cache.store import PageStore
-from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.client import UpstreamURLs
 from pypicached.upstream.errors import UpstreamError
+from pypicached.upstream.mirrors import IndexClient
 
 log = Logger()
 
@@ -64,7 +65,7 @@ class PageCache:
         *,
         clock: IReactorTime,
         urls: UpstreamURLs,
-        client: UpstreamClient,
+        client: IndexClient,
         root: Path,
         freshness: Freshness,
         run_in_thread: RunInThread,
@@ -224,18 +225,25 @@ class PageCache:
     def linking(self, project: str, segments: tuple[str, ...]) -> StoredPage | None:
         """``project``'s page, as already cached, if it links the file at ``segments``."""
         page = self.cached(PageKey(PROJECT, project))
-        return page if page is not None and segments in page.links() else None
+        return page if page is not None and self._links_well(page, segments) else None
+
+    def _links_well(self, page: StoredPage, segments: tuple[str, ...]) -> bool:
+        """Whether ``page`` links the file, and not on a mirror that is down while another is up."""
+        link = page.links().get(segments)
+        return link is not None and not self._client.moved(link.url)
 
     async def fetch_linking(self, project: str, segments: tuple[str, ...]) -> StoredPage | None:
         """
         ``project``'s page if it links the file at ``segments`` (``NotFound`` if this
         index has no such project); a fresh page that lacks it is asked for once more,
-        at most every ``MIN_REFRESH`` seconds, since it may predate a new release.
+        at most every ``MIN_REFRESH`` seconds, since it may predate a new release; so is
+        one that links it on a mirror that is down now, while another is up.
         """
         key = PageKey(PROJECT, project)
         result = await self.get(key)
         page = result.page
-        if segments not in page.links() and result.status is CacheStatus.HIT and not self._health.is_down:
+        lacking = segments not in page.links() and result.status is CacheStatus.HIT and not self._health.is_down
+        if lacking or (segments in page.links() and not self._links_well(page, segments)):  # or from a mirror down
             if self._clock.seconds() - page.fetched > MIN_REFRESH:
                 page = (await self._refresh(key, page)).page
         if segments not in page.links() and self._health.is_down:

@@ -28,20 +28,23 @@ from pypicached.cache.pages import PageCache, PageResult
 from pypicached.cache.records import StoredPage
 from pypicached.cache.rendered import Renderer
 from pypicached.simpleapi.links import FileLink
-from pypicached.upstream.breaker import UpstreamHealth
-from pypicached.upstream.client import UpstreamClient, UpstreamURLs
+from pypicached.upstream.client import UpstreamURLs
+from pypicached.upstream.mirrors import IndexClient, IndexHealth
 
 
 @attrs.frozen(eq=False)
 class Source:
-    """One configured index at run time: its name, pinned projects, URLs, health, client and pages."""
+    """
+    One configured index at run time: its name, pinned projects, URLs (its first mirror's),
+    health and client (over all its mirrors, where it has several) and pages.
+    """
 
     name: str
     #: Normalized project names or globs of them served from this index alone (none: it serves any).
     projects: tuple[str, ...]
     urls: UpstreamURLs
-    health: UpstreamHealth
-    client: UpstreamClient
+    health: IndexHealth
+    client: IndexClient
     pages: PageCache
 
     @property

@@ -15,7 +15,7 @@ import attrs
 
 from pypicached.base.names import matches_any
 from pypicached.config.table import BY_NAME, PER_INDEX, POLICY
-from pypicached.config.values import ConfigError, upstream
+from pypicached.config.values import ConfigError, upstreams
 from pypicached.policy.rules import Policy
 
 #: The one index a plain ``upstream`` setting stands for.
@@ -24,9 +24,10 @@ DEFAULT_INDEX_NAME = "pypi"
 
 @attrs.frozen
 class IndexSettings:
-    """One upstream index, as configured: its name, URL, pinned projects and own settings."""
+    """One upstream index, as configured: its name, URL (its first mirror's), pinned projects and own settings."""
 
     name: str
+    #: The first (preferred) mirror's URL: the cache keeps the index's pages under it.
     url: str
     #: Normalized project names or globs of them served from this index alone.
     projects: tuple[str, ...]
@@ -41,13 +42,15 @@ class IndexSettings:
     file_response_timeout: float
     idle_timeout: float
     policy: Policy = Policy()
+    #: Every mirror of the index, in order of preference: ``url`` first.
+    mirrors: tuple[str, ...] = attrs.field(default=attrs.Factory(lambda self: (self.url,), takes_self=True))
 
     def pins(self, project: str) -> bool:
         return matches_any(self.projects, project)
 
     def overrides(self, defaults: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         """This index as an ``[[index]]`` table would spell it: what differs from the global settings."""
-        table: dict[str, Any] = {"name": self.name, "url": self.url}
+        table: dict[str, Any] = {"name": self.name, "url": self.url if len(self.mirrors) == 1 else list(self.mirrors)}
         if self.projects:
             table["projects"] = list(self.projects)
         for key in PER_INDEX:
@@ -60,15 +63,20 @@ class IndexSettings:
 
 
 def indexes_from(
-    tables: tuple[Mapping[str, Any], ...], upstream_url: str, defaults: Mapping[str, Any], policy: Policy
+    tables: tuple[Mapping[str, Any], ...],
+    upstream_url: str | tuple[str, ...],
+    defaults: Mapping[str, Any],
+    policy: Policy,
 ) -> tuple[IndexSettings, ...]:
     """
     Each index with the global settings (``defaults`` of PER_INDEX, ``policy``), overridden
-    by what its own table says; without tables, one index named ``pypi`` at ``upstream_url``.
+    by what its own table says; without tables, one index named ``pypi`` at ``upstream_url``
+    (one URL, or its mirrors).
     """
     values = {key: defaults[key] for key in PER_INDEX}
     if not tables:
-        return (IndexSettings(DEFAULT_INDEX_NAME, upstream_url, (), **values, policy=policy),)
+        mirrors = _mirrors(upstream_url)
+        return (IndexSettings(DEFAULT_INDEX_NAME, mirrors[0], (), **values, policy=policy, mirrors=mirrors),)
     indexes = tuple(_index(table, values, policy) for table in tables)
     if all(index.projects for index in indexes):
         raise ConfigError(
@@ -91,9 +99,15 @@ def _index(table: Mapping[str, Any], defaults: Mapping[str, Any], policy: Policy
                 + ", ".join(PER_INDEX + POLICY)
             )
         try:
-            own[key] = upstream(raw) if key == "url" else BY_NAME[key].parse(raw)
+            own[key] = upstreams(raw) if key == "url" else BY_NAME[key].parse(raw)
         except ValueError as e:
             raise ConfigError(f"index {name!r}: {key}: {e}") from None
     values = {key: own.get(key, defaults[key]) for key in PER_INDEX}
     policy = attrs.evolve(policy, **{key: own[key] for key in POLICY if key in own})
-    return IndexSettings(name, own["url"], tuple(table.get("projects", ())), **values, policy=policy)
+    mirrors = _mirrors(own["url"])
+    return IndexSettings(name, mirrors[0], tuple(table.get("projects", ())), **values, policy=policy, mirrors=mirrors)
+
+
+def _mirrors(url: str | tuple[str, ...]) -> tuple[str, ...]:
+    """An index's URL as parsed (one, or a list of mirrors) as the list."""
+    return (url,) if isinstance(url, str) else url

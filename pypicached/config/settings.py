@@ -31,7 +31,8 @@ class Settings:
     """Everything the daemon needs to know to start, already validated."""
 
     listen: tuple[str, ...] = ("tcp:3141",)
-    upstream: str = DEFAULT_UPSTREAM
+    #: One URL, or the mirrors of the one index, in order of preference.
+    upstream: str | tuple[str, ...] = DEFAULT_UPSTREAM
     cache_dir: Path = Path("cache")
     index_ttl: float = 600.0
     offline: bool = False

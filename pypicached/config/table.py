@@ -28,7 +28,7 @@ from pypicached.config.values import (
     seconds_or_forever,
     size,
     token,
-    upstream,
+    upstreams,
     url,
 )
 from pypicached.policy.rules import allow_list, deny_list
@@ -79,8 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "upstream",
-        upstream,
-        "URL of the upstream simple index (PEP 503/691). [default: the public index]",
+        upstreams,
+        "URL of the upstream simple index (PEP 503/691), or in the config file a list of mirrors of the "
+        "same index, first preferred. [default: the public index]",
     ),
     Setting("cache_dir", path, "Directory of the disk cache. [default: ./cache]"),
     Setting(
@@ -178,7 +179,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "index",
         index_tables,
-        "Several upstream indexes, as [[index]] tables: name, url, projects (names or globs pinned to it) "
+        "Several upstream indexes, as [[index]] tables: name, url (one, or a list of mirrors), "
+        "projects (names or globs pinned to it) "
         "and any of the per-upstream settings. [default: one index named pypi, at upstream]",
         toml_only=True,
     ),

@@ -34,6 +34,26 @@ def upstream(value: Any) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def upstreams(value: Any) -> str | tuple[str, ...]:
+    """
+    One simple index's URL, or an ordered list of mirrors of the same index (the
+    first that is up serves); a list of one is that one URL.
+    """
+    if not isinstance(value, list):
+        return upstream(value)
+    if not value:
+        raise ValueError("expected an index URL or a non-empty list of mirror URLs of the same index")
+    urls: list[str] = []
+    for number, item in enumerate(value, 1):
+        try:
+            urls.append(upstream(item))
+        except ValueError as e:
+            raise ValueError(f"mirror {number} of {len(value)}: {e}") from None
+    if len(set(urls)) < len(urls):
+        raise ValueError("a mirror is listed twice")
+    return tuple(urls) if len(urls) > 1 else urls[0]
+
+
 def path(value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a file or directory path")

@@ -233,11 +233,18 @@ def _indexes(stats: dict[str, Any]) -> str:
 def _outages(stats: dict[str, Any]) -> str:
     """A red banner for each upstream that is down."""
     e = escape
+    upstreams = stats.get("upstreams", ())
+    # a mirror of an index that has another up: its requests go to that one meanwhile
+    spare = {u["name"] for u in upstreams if u["state"] != "down"}
     return "".join(
         f'<p class="down" id="outage">Upstream {e(u["url"])} is down since {e(u["since"])} ({e(u["reason"] or "")}); '
-        f"cached pages are served stale, anything else is refused until it answers; next try at "
-        f"{e(u['next_probe'] or 'now')}.</p>"
-        for u in stats.get("upstreams", ())
+        + (
+            "requests go to the next mirror that is up; "
+            if u["name"] in spare
+            else "cached pages are served stale, anything else is refused until it answers; "
+        )
+        + f"next try at {e(u['next_probe'] or 'now')}.</p>"
+        for u in upstreams
         if u["state"] == "down"
     )
 

@@ -31,6 +31,7 @@ from pypicached.service.tree import CacheService, Part, StatsSaver, tree_of
 from pypicached.upstream.agent import pooled_agent, upstream_http
 from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.client import Requests, UpstreamClient, UpstreamURLs
+from pypicached.upstream.mirrors import IndexClient, MirrorClient
 from pypicached.upstream.report import Unreported
 
 log = Logger()
@@ -94,14 +95,19 @@ class Proxy:
         return housekeeper
 
     def _source(self, settings: IndexSettings, http: Requests, clock: IReactorTime, run: RunInThread) -> Source:
-        """One index: its shared health (probed with a HEAD of its URL), the client that reports to it, its pages."""
+        """One index: a client per mirror (most have one), each with its own health; its pages, under its first URL."""
         urls = UpstreamURLs(settings.url)
+        clients = [self._mirror(settings, url, http, clock) for url in settings.mirrors]
+        client: IndexClient = clients[0] if len(clients) == 1 else MirrorClient(list(zip(settings.mirrors, clients)))
+        pages = PageCache(
+            clock=clock, urls=urls, client=client, root=self._root, freshness=freshness_of(settings), run_in_thread=run
+        )
+        return Source(settings.name, settings.projects, urls, client.health, client, pages)
+
+    def _mirror(self, settings: IndexSettings, url: str, http: Requests, clock: IReactorTime) -> UpstreamClient:
+        """A client for one mirror of an index, and its shared health (probed with a HEAD of its URL)."""
         health = UpstreamHealth(
-            settings.url,
-            clock,
-            lambda: client.probe(urls.simple_url),
-            retry_max=settings.upstream_retry_max,
-            name=settings.name,
+            url, clock, lambda: client.probe(url), retry_max=settings.upstream_retry_max, name=settings.name
         )
         self.metrics.upstreams.append(health)
         client = UpstreamClient(
@@ -113,10 +119,7 @@ class Proxy:
             file_timeout=settings.file_response_timeout,
             idle_timeout=settings.idle_timeout,
         )
-        pages = PageCache(
-            clock=clock, urls=urls, client=client, root=self._root, freshness=freshness_of(settings), run_in_thread=run
-        )
-        return Source(settings.name, settings.projects, urls, health, client, pages)
+        return client
 
     def _advisories(self, http: Requests, clock: IReactorTime, run: RunInThread) -> AdvisoryFeed | None:
         """

@@ -18,12 +18,17 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from pypicached.base.disk import write_all
-from pypicached.upstream.breaker import UpstreamHealth
 from pypicached.upstream.errors import UpstreamError, failure_reason
 from pypicached.upstream.report import UpstreamReport
 
 #: No index page of any real project comes near this; the public project list is ~40 MB.
 MAX_PAGE_BYTES = 256 * 1024 * 1024
+
+
+class Noted(Structural):
+    """Where a broken body is remembered: one upstream's health, or an index's over its mirrors."""
+
+    def note(self, reason: str) -> float: ...
 
 
 class Fetcher(Structural):
@@ -32,7 +37,9 @@ class Fetcher(Structural):
     clock: IReactorTime
     idle_timeout: float
     report: UpstreamReport
-    health: UpstreamHealth
+
+    @property
+    def health(self) -> Noted: ...
 
 
 class BodyReader(Protocol):

@@ -146,6 +146,10 @@ class UpstreamClient:
             self.health.failed(error.value.reason)
         return error
 
+    def moved(self, url: str) -> bool:
+        """Whether a page linking ``url`` is better asked anew, from another mirror: never, for one upstream."""
+        return False
+
     def probe(self, url: str) -> Deferred[None]:
         """A HEAD request whose only use is the answer it reports to ``health``."""
 
