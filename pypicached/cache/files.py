@@ -35,7 +35,6 @@ from pypicached.cache.space import TOUCH_EVERY
 log = Logger()
 
 
-
 class FileCache:
     """Finds a file on disk, joins its download, or starts one."""
 
