@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pypicached.config import Settings, build_settings, read_toml
 from pypicached.http.tls import split_endpoint
@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
         help="every file of each chosen version, not only those this machine could install",
     )
     s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
+    _token_commands(sub)
+    return p
+
+
+def _token_commands(sub: Any) -> None:
+    """``token add NAME [--scope read|admin]``, ``token list``, ``token revoke NAME``."""
     s = sub.add_parser(
         "token", help="access tokens: 'token add NAME [--scope read|admin]', 'token list', 'token revoke NAME'"
     )
@@ -69,7 +75,6 @@ def parser() -> argparse.ArgumentParser:
     a = actions.add_parser("revoke", help="remove a token from the tokens file")
     a.add_argument("name")
     actions.add_parser("list", help="names, scopes, creation times and last use (never the tokens)")
-    return p
 
 
 def load(args: argparse.Namespace, err: TextIO) -> Settings:
