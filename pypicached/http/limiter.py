@@ -71,7 +71,7 @@ class FailureLimit:
             self._recent.clear()
 
     def export(self, registry: CollectorRegistry) -> None:
-        registry.register(self)  # type: ignore[arg-type]  # a custom collector: collect() is all it needs
+        registry.register(self)  # a custom collector: collect() is all it needs
 
     def collect(self) -> Iterator[Any]:
         yield CounterMetricFamily(
