@@ -190,9 +190,13 @@ class Answer:
     body: bytes = attrs.field(repr=False)
 
 
+#: Headers every request carries (``--authorization``: a token for a daemon with a tokens file).
+EXTRA_HEADERS: dict[str, str] = {}
+
+
 def get(url: str, accept: str | None = None) -> Answer:
     """One GET, as wrk sends it (no Accept-Encoding), whatever its status."""
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    request = urllib.request.Request(url, headers={**EXTRA_HEADERS, **({"Accept": accept} if accept else {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
@@ -418,6 +422,8 @@ def load(wrk: str, server: Server, kind: str, *, duration: float, connections: i
     argv = [wrk, "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s"]
     if kind == "page":
         argv += ["-H", f"Accept: {PIP_ACCEPT}"]
+    for name, value in EXTRA_HEADERS.items():
+        argv += ["-H", f"{name}: {value}"]
     argv.append(server.url(kind))
     log_before = server.log_path.stat().st_size if server.log_path else None
     pids = server.pids()
@@ -580,6 +586,12 @@ def main() -> None:
         metavar="FLAG",
         help="a pypicached flag for this checkout's daemon only (repeat), e.g. --current-flag=--min-release-age=7d",
     )
+    parser.add_argument(
+        "--authorization",
+        metavar="VALUE",
+        help="an Authorization header for every request to every server, e.g. 'Basic ...' for a daemon "
+        "given --current-flag=--tokens-file=FILE (the others ignore it)",
+    )
     parser.add_argument("--server-cpu", type=int, default=0, help="the core of the daemons and nginx [%(default)s]")
     parser.add_argument("--client-cpu", type=int, default=1, help="wrk's core [%(default)s]")
     parser.add_argument("--nginx-access-log", choices=("on", "off"), default="on", help="[%(default)s]")
@@ -593,6 +605,8 @@ def main() -> None:
         "journal observer [%(default)s]",
     )
     args = parser.parse_args()
+    if args.authorization:
+        EXTRA_HEADERS["Authorization"] = args.authorization
     cpus = os.sched_getaffinity(0)
     if args.server_cpu == args.client_cpu or not {args.server_cpu, args.client_cpu} <= cpus:
         parser.error(f"--server-cpu and --client-cpu must be two different cores of {sorted(cpus)}")

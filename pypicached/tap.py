@@ -11,6 +11,9 @@ from twisted.python import usage
 from pypicached.config import SETTINGS, ConfigError, Settings, build_settings, check_cache_dir, read_toml
 from pypicached.service import endpoint_for, make_service
 
+#: Settings that are lists, given by repeating a flag: setting -> flag.
+LISTS = {"listen": "listen", "open_networks": "open-network"}
+
 
 class Options(usage.Options):
     """Flags mirror the config file's keys; a flag given wins over the file."""
@@ -21,18 +24,23 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", None, None, "TOML file with any of the settings below (flags win)."],
-        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name != "listen" and not s.switch and not s.toml_only],
+        *[[s.flag, None, None, s.help] for s in SETTINGS if s.name not in LISTS and not s.switch and not s.toml_only],
     ]
     optFlags = [[s.flag, None, s.help] for s in SETTINGS if s.switch]
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
+        for flag in LISTS.values():
+            self[flag] = []
 
     def opt_listen(self, endpoint: str) -> None:
         self["listen"].append(endpoint)
 
+    def opt_open_network(self, network: str) -> None:
+        self["open-network"].append(network)
+
     opt_listen.__doc__ = next(s.help for s in SETTINGS if s.name == "listen")
+    opt_open_network.__doc__ = next(s.help for s in SETTINGS if s.name == "open_networks")
 
     def overrides(self) -> dict[str, Any]:
         """The settings given on the command line, as the config file would spell them."""
@@ -40,10 +48,10 @@ class Options(usage.Options):
         for s in SETTINGS:
             if s.toml_only:
                 continue
-            value = self.get(s.flag)
-            if s.name == "listen":
+            value = self.get(LISTS.get(s.name, s.flag))
+            if s.name in LISTS:
                 if value:
-                    given["listen"] = list(value)
+                    given[s.name] = list(value)
             elif s.switch:
                 if value:
                     given[s.name] = True

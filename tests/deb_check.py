@@ -22,6 +22,7 @@ loopback; `--lintian` also runs that release's lintian on the package.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import functools
 import http.server
@@ -36,6 +37,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,6 +237,7 @@ def daemon(
     unit_path: str = UNIT,
     instance: str = "",
     cache: str = CACHE,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[None]:
     """
     The unit's ExecStart (``%i`` being ``instance``), as its User= in its WorkingDirectory=,
@@ -254,6 +258,7 @@ def daemon(
         upstream,
         "--listen",
         f"tcp:{port}:interface=127.0.0.1",
+        *extra,
     ]
     _show(argv)
     process = subprocess.Popen(target.argv(*argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -317,6 +322,7 @@ def serve_and_upgrade(target: Target, repo: Path, scratch: Path) -> None:
         assert '"GET /simple/deb-check/" 200' in log[0] and "MISS" in log[0], log[0]
         assert "<6>[pypicached.access]" in log[0]  # the journal format, no timestamps
         serve_node(target, upstream, filename, served)
+        serve_with_tokens(target, upstream)
 
         # `apt upgrade` takes a newer version from the repository; the cache and an edited config stay
         with target.path(CONFIG).open("a") as config:
@@ -396,6 +402,41 @@ def lintian(target: Target, version: str) -> None:
     done = target.run("lintian", "--fail-on", "error,warning", "--pedantic", deb)
     print(done.stdout, done.stderr, flush=True)
     assert done.returncode == 0, "lintian found errors or warnings"
+
+
+def status_of(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """A GET's status, headers and body, errors included (no proxy of this machine's in between)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def serve_with_tokens(target: Target, upstream: str) -> None:
+    """A token-protected start: a tokens file made by the installed admin command; 401 without the token, 200 with."""
+    tokens = "/etc/pypicached/tokens"
+    token = target.sh("pypicached-admin", "--tokens-file", tokens, "token", "add", "deb-check").strip()
+    assert token.startswith("ppc_") and len(token) >= 36, "token add printed no token"
+    assert token not in target.path(tokens).read_text()
+    port, log = free_port(), []
+    try:
+        with daemon(target, upstream, port, log, extra=("--tokens-file", tokens)):
+            base = f"http://127.0.0.1:{port}"
+            code, headers, body = status_of(base + "/simple/deb-check/", {})
+            assert code == 401 and headers.get("WWW-Authenticate") == 'Basic realm="pypicached"', (code, headers)
+            assert body.count(b"\n") == 1, body
+            basic = base64.b64encode(f"deb-ci:{token}".encode()).decode()
+            code, _, body = status_of(base + "/simple/deb-check/", {"Authorization": f"Basic {basic}"})
+            assert code == 200 and b"deb_check" in body, (code, body[:200])
+            assert status_of(base + "/health", {})[0] == 200
+            assert "deb-check" in target.sh("pypicached-admin", "--tokens-file", tokens, "token", "list")
+        assert '"GET /simple/deb-check/" 401' in log[0] and "token=deb-check" in log[0], log[0]
+        assert token not in log[0], "the token was logged"
+    finally:
+        target.path(tokens).unlink(missing_ok=True)
+    print("token-protected start: OK", flush=True)
 
 
 def main() -> None:

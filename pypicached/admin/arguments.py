@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pypicached.config import Settings, build_settings, read_toml
 from pypicached.http.tls import split_endpoint
@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
         help="bearer token for a daemon on another host "
         "[default: $PYPICACHED_ADMIN_TOKEN, else the config's admin_token]",
     )
+    p.add_argument("--tokens-file", help="the tokens file for 'token' [default: the config's tokens_file]")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("stats", help="hit ratio, bandwidth saved, cache size, upstream health")
     s.add_argument("--json", action="store_true", help="the /stats JSON")
@@ -58,7 +59,22 @@ def parser() -> argparse.ArgumentParser:
         help="every file of each chosen version, not only those this machine could install",
     )
     s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
+    _token_commands(sub)
     return p
+
+
+def _token_commands(sub: Any) -> None:
+    """``token add NAME [--scope read|admin]``, ``token list``, ``token revoke NAME``."""
+    s = sub.add_parser(
+        "token", help="access tokens: 'token add NAME [--scope read|admin]', 'token list', 'token revoke NAME'"
+    )
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", help="make a token, print it once, keep its hash in the tokens file")
+    a.add_argument("name")
+    a.add_argument("--scope", choices=["read", "admin"], default="read", help="[default: read]")
+    a = actions.add_parser("revoke", help="remove a token from the tokens file")
+    a.add_argument("name")
+    actions.add_parser("list", help="names, scopes, creation times and last use (never the tokens)")
 
 
 def load(args: argparse.Namespace, err: TextIO) -> Settings:

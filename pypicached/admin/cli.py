@@ -26,7 +26,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
-from pypicached.admin import prefetch, verify
+from pypicached.admin import prefetch, tokens, verify
 from pypicached.admin.arguments import daemon_url, load, parser
 from pypicached.admin.progress import Progress
 from pypicached.base.names import is_valid_name, is_valid_version, normalize
@@ -242,6 +242,7 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Any]] = {
     "policy": lambda admin, args: admin.policy_check(args.requirement),
     "verify": lambda admin, args: admin.verify(drop=not args.keep),
     "prefetch": lambda admin, args: admin.prefetch(args.requirement, args.all_files, max(1, args.jobs)),
+    "token": lambda admin, args: tokens.command(admin, args, admin.out),
 }
 
 
@@ -251,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start(reactor: Any) -> None:
         try:
             code = await run(reactor, args, sys.stdout)
-        except (AdminError, ConfigError) as e:
+        except (AdminError, ConfigError, tokens.TokenError) as e:
             sys.stderr.write(f"pypicached-admin: {e}\n")
             code = 2
         if code:

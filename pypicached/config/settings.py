@@ -54,6 +54,8 @@ class Settings:
     tls_chain: Path | None = None
     log_format: str = "text"
     admin_token: str | None = attrs.field(default=None, repr=False)
+    tokens_file: Path | None = None
+    open_networks: tuple[str, ...] = ()
     advisories_url: str | None = None
     advisories_refresh: float = 3600.0
     #: The policy's global settings (the ``"policy"`` group); each index's own is in ``indexes``.

@@ -21,6 +21,7 @@ from pypicached.config.values import (
     index_tables,
     listen,
     log_format,
+    networks,
     one_of,
     path,
     positive_seconds,
@@ -247,6 +248,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Bearer token that lets a non-loopback client use the admin endpoints (purge). "
         "[default: none: loopback clients only]",
         secret=True,
+    ),
+    Setting(
+        "tokens_file",
+        path,
+        "File of access tokens (made with 'pypicached-admin token add'); when set, every client outside "
+        "open_networks must send a token, except for /health. [default: none: open to every client]",
+    ),
+    Setting(
+        "open_networks",
+        networks,
+        "CIDR networks whose clients need no token when tokens_file is set (e.g. 127.0.0.0/8, 192.168.0.0/16). "
+        "Repeat the flag for several. [default: none]",
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

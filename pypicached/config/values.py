@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -142,6 +143,18 @@ def token(value: Any) -> str:
     if not isinstance(value, str) or len(value) < 16 or not value.isprintable() or " " in value:
         raise ValueError("expected a token of at least 16 printable characters without spaces")
     return value
+
+
+def networks(value: Any) -> tuple[str, ...]:
+    """CIDR networks (or single addresses), as their canonical text."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a CIDR network (like '192.168.0.0/16' or '127.0.0.1') or a list of them")
+    try:
+        return tuple(str(ipaddress.ip_network(v.strip(), strict=False)) for v in value)
+    except ValueError as e:
+        raise ValueError(f"not a network: {e}") from None
 
 
 def bool_(value: Any) -> bool:

@@ -6,6 +6,7 @@ timeout, and one access-log line per request, also for those a client abandoned.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -35,6 +36,8 @@ class ProxyRequest(server.Request):
     project: str | None = None
     #: The index a page came from ("*": all of them), where the answer names one.
     index: str | None = None
+    #: The token it came with (``http.access.Grant``), once a tokens file is configured.
+    grant: Any = None
 
 
 class ProxyChannel(HTTPChannel):
@@ -159,10 +162,19 @@ class ProxySite(server.Site):
 class AccessLog:
     """One line per request when it ends, however it ends; the request counted in the metrics."""
 
-    def __init__(self, *, clock: IReactorTime, metrics: Metrics, log_format: str = "text") -> None:
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        metrics: Metrics,
+        log_format: str = "text",
+        served: Callable[[Any, int], None] | None = None,
+    ) -> None:
         self._clock = clock
         self._metrics = metrics
         self._log_format = log_format
+        #: Told of each request that came with a token (its grant, the bytes sent).
+        self._served = served
 
     def __call__(self, request: ProxyRequest) -> None:
         """One access-log line per request, and the request counted in the metrics."""
@@ -185,6 +197,11 @@ class AccessLog:
             "upstream": None if request.upstream_seconds is None else round(request.upstream_seconds, 3),
             "index": request.index,
         }
+        grant = request.grant
+        if grant is not None:  # the token's name and the client's user name; never the token
+            fields["user"], fields["token"] = grant.user, grant.name
+            if self._served is not None:
+                self._served(grant, request.sentLength)
         if self._log_format == "json":
             log.info("{json}", json=json.dumps(fields), **fields)
             return
@@ -194,6 +211,7 @@ class AccessLog:
             "{line}",
             line=f'{fields["client"]} "{fields["method"]} {fields["path"]}" {fields["status"]} {fields["bytes"]} '
             f"{fields['cache']} {total:.3f}s upstream={upstream}"
-            + (f" index={request.index}" if request.index else ""),
+            + (f" index={request.index}" if request.index else "")
+            + (f" user={grant.user} token={grant.name}" if grant is not None else ""),
             **fields,
         )

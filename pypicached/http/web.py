@@ -20,6 +20,7 @@ from pypicached.base.names import is_valid_name, is_valid_version, normalize, pr
 from pypicached.base.paths import BadPath, RequestPath
 from pypicached.cache import HEADER, INDEX, INDEX_HEADER, JSON_API, PROJECT, CacheStatus, PageKey, PageKind
 from pypicached.cache import form as page_form
+from pypicached.http.access import Access
 from pypicached.http.conditional import not_modified
 from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
 from pypicached.http.serving import send_file, send_whole
@@ -30,14 +31,18 @@ from pypicached.policy.answers import UNAVAILABLE, Answers, Denied, NotFound, Pa
 errors = Logger(namespace="pypicached")
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
 class HTTPError(Exception):
     """Answer with ``status`` and a one-line plain-text ``reason``."""
 
-    def __init__(self, status: int, reason: str, cache: CacheStatus = CacheStatus.PASS) -> None:
+    def __init__(self, status: int, reason: str, cache: CacheStatus = CacheStatus.PASS, headers: Headers = ()) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.cache = cache
+        self.headers = headers
 
 
 class ProxyResource(Resource):
@@ -51,8 +56,10 @@ class ProxyResource(Resource):
         control: Control,
         access_log: AccessLog,
         client_timeout: float = 60.0,
+        access: Access | None = None,
     ) -> None:
         super().__init__()
+        self._access = access
         self._answers = answers
         self._clock = clock
         self.control = control
@@ -67,6 +74,10 @@ class ProxyResource(Resource):
 
     async def _answer(self, request: ProxyRequest) -> None:
         try:
+            if self._access is not None and request.path not in OPEN_PATHS:
+                refused = self._access.check(request)
+                if refused is not None:
+                    raise HTTPError(refused.status, refused.reason, headers=refused.headers)
             if request.method not in METHODS:
                 raise NoRoute(GET_HEAD)
             if len(request.uri) > MAX_URI:
@@ -226,9 +237,9 @@ class ProxyResource(Resource):
             return
         for name in (b"ETag", b"Cache-Control", b"Content-Encoding", b"Vary", b"Accept-Ranges", b"Warning"):
             request.responseHeaders.removeHeader(name)
+        for name, value in e.headers:
+            request.setHeader(name, value)
         self._send(request, e.status, e.reason.encode("utf-8", "replace") + b"\n", "text/plain; charset=utf-8", e.cache)
-
-    # --- access log ----------------------------------------------------------------
 
 
 def _page_route(kind: PageKind, *pattern: str, slash: bool | None = None) -> Route:
@@ -274,6 +285,8 @@ ROUTES = (
     ),
 )
 METHODS = methods_of(ROUTES)
+#: Answered without a token: load balancers' health checks.
+OPEN_PATHS = frozenset({b"/health", b"/health/"})
 
 
 def _close(handle: BinaryIO | None) -> None:

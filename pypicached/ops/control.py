@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -96,6 +97,7 @@ class Control:
         clock: IReactorTime,
         upstream_url: str,
         admin_token: str | None = None,
+        access_summary: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._metrics = metrics
         self._health = health
@@ -106,11 +108,12 @@ class Control:
         self._clock = clock
         self._upstream_url = upstream_url
         self._token = admin_token
+        self._access_summary = access_summary
 
     def summary(self) -> dict[str, Any]:
         """The ``/stats`` figures now."""
         m = self._metrics
-        return summary(
+        figures = summary(
             m.ledger,
             self._housekeeper.usage(),
             now=self._clock.seconds(),
@@ -124,6 +127,9 @@ class Control:
             policy=self._gate.summary(),
             throughput=m.throughput,
         )
+        if self._access_summary is not None:  # token names and their use; never a token
+            figures["access"] = self._access_summary()
+        return figures
 
     async def policy(self, request: Request, project: str, version: str | None = None) -> Answer:
         """What the policy does to ``project`` (or one version of it), and why."""
@@ -146,7 +152,10 @@ class Control:
         return _json(200 if ok else 503, body)
 
     def refusal(self, request: Request) -> Answer | None:
-        """Why ``request`` may not use an admin endpoint, or None if it may."""
+        """Why ``request`` may not use an admin endpoint, or None if it may (an ``admin`` token may)."""
+        grant = getattr(request, "grant", None)
+        if grant is not None and grant.scope == "admin":
+            return None
         if self._token:
             scheme, _, token = (request.getHeader(b"authorization") or b"").decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token.encode()):

@@ -92,6 +92,8 @@ class CacheService(Service):
         self._disk_pool = disk_pool
         self._http_pool = http_pool
         self.tls_contexts: list[ReloadableContext] = []
+        #: Anything else SIGHUP re-reads (the tokens file).
+        self.reloaders: list[Callable[[], None]] = []
         self._previous_sighup: Any = None
 
     def privilegedStartService(self) -> None:
@@ -105,10 +107,8 @@ class CacheService(Service):
 
     def startService(self) -> None:
         super().startService()
-        if self.tls_contexts:
-            self._previous_sighup = signal.signal(
-                signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload_tls)
-            )
+        if self.tls_contexts or self.reloaders:
+            self._previous_sighup = signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
         settings = self._settings
         log.info(
             "pypicached serving {upstream} from cache {cache} on {listen}; index pages fresh for {ttl:g}s",
@@ -122,6 +122,12 @@ class CacheService(Service):
     def reload_tls(self) -> None:
         for context in self.tls_contexts:
             context.reload()
+
+    def reload(self) -> None:
+        """What SIGHUP does: certificates and the tokens file read anew."""
+        self.reload_tls()
+        for reload in self.reloaders:
+            reload()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

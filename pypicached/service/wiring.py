@@ -17,7 +17,9 @@ from pypicached.cache.housekeeping import Budget, Housekeeper
 from pypicached.cache.pages import PageCache
 from pypicached.cache.router import Router, Source
 from pypicached.config import IndexSettings, Settings
+from pypicached.http.access import Access
 from pypicached.http.site import AccessLog, ProxySite
+from pypicached.http.tokenfile import TokensFile
 from pypicached.http.web import ProxyResource
 from pypicached.ops.control import Control
 from pypicached.ops.health import Health
@@ -72,9 +74,12 @@ class Proxy:
         self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstreams=self.metrics.upstreams)
         self._watch()
         self._save_lock = DeferredLock()
+        self.access, self.tokens = self._access(clock)
         self.site = self._site(clock)
         self.cache_service = CacheService(reactor=reactor, settings=settings, sweep=self.files.sweep,
                                           disk_work=run, disk_pool=pool, http_pool=http_pool)  # fmt: skip
+        if self.tokens is not None:
+            self.cache_service.reloaders.append(self.tokens.reload)
         #: The parts that start and stop with the daemon, in order; ``make_service`` adds the listeners.
         self.service = self._tree(clock)
 
@@ -153,6 +158,15 @@ class Proxy:
             run_in_thread=run,
         )
 
+    def _access(self, clock: IReactorTime) -> tuple[Access | None, TokensFile | None]:
+        """With a tokens file: who may ask (``Access``), and the file it learns the tokens from."""
+        settings = self.settings
+        if settings.tokens_file is None:
+            return None, None
+        access = Access(clock=clock, registry=self.metrics.registry, open_networks=settings.open_networks,
+                        admin_token=settings.admin_token)  # fmt: skip
+        return access, TokensFile(settings.tokens_file, clock, access.load)
+
     def _site(self, clock: IReactorTime) -> ProxySite:
         """What answers clients: the resource over the caches and the operator's side, in a site."""
         settings = self.settings
@@ -166,13 +180,20 @@ class Proxy:
             clock=clock,
             upstream_url=self.sources[0].url,
             admin_token=settings.admin_token,
+            access_summary=self.access.summary if self.access else None,
         )
         self.resource = ProxyResource(
             answers=Answers(router=self.indexes, files=self.files, gate=self.gate, clock=clock),
             clock=clock,
             control=control,
-            access_log=AccessLog(clock=clock, metrics=self.metrics, log_format=settings.log_format),
+            access_log=AccessLog(
+                clock=clock,
+                metrics=self.metrics,
+                log_format=settings.log_format,
+                served=self.access.served if self.access else None,
+            ),  # fmt: skip
             client_timeout=settings.client_timeout,
+            access=self.access,
         )
         return ProxySite(
             self.resource,
@@ -191,6 +212,7 @@ class Proxy:
         return tree_of(
             [
                 self.cache_service,
+                *([Part("tokens file", self.tokens.start, self.tokens.stop)] if self.tokens else []),
                 Part("housekeeper", self.housekeeper.start, self.housekeeper.stop),
                 *probers,
                 *([self.advisories] if self.advisories is not None else []),
