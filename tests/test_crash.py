@@ -187,7 +187,9 @@ async def test_sigkill_mid_download_restarts_into_a_consistent_cache(fake_upstre
         # twistd binds the port (privilegedStartService) before the cache service's startService
         # sweeps, so the port line comes first; the "serving" line is logged after the sweep.
         await turns_until(lambda: "pypicached serving" in second.log, "the start-up line after the sweep")
-        assert list(tmp.iterdir()) == [], (leftovers, second.log)
+        # every leftover swept (the running daemon's own writes may come and go in tmp/ meanwhile:
+        # the stats saver's first save, the health check's probe file)
+        assert not [p for p in leftovers if p.exists()] and not partials(tmp), (leftovers, second.log)
         removed = re.search(r"Removed (\d+) unfinished downloads left by the last run", second.log)
         assert removed and int(removed.group(1)) == len(leftovers), second.log
 
