@@ -10,7 +10,7 @@ PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versi
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current test-bookworm test-trixie tools e2e browser haproxy wrk bench bench-memory \
+.PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy wrk bench bench-memory \
 	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
@@ -18,8 +18,15 @@ run: $(VENV)/.installed
 
 test: test-current test-bookworm test-trixie
 
-test-current: $(VENV)/.test-installed browser haproxy tools
+test-current: lint $(VENV)/.test-installed browser haproxy tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# ruff and mypy (config in pyproject.toml), first in test-current: only in $(VENV), never in the
+# bookworm and trixie venvs nor the Debian build, which use Debian's tools.
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check pypicached tests bench twisted
+	$(VENV)/bin/ruff format --check pypicached tests bench twisted
+	$(VENV)/bin/mypy
 
 # The same suite on the library versions Debian bookworm packages.
 test-bookworm: $(BOOKWORM)/.test-installed browser haproxy tools
@@ -145,7 +152,7 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(VENV)/bin/pip install --quiet -e '.[test,lint]' --config-settings editable_mode=compat
 	touch $@
 
 $(BOOKWORM)/.test-installed: $(BOOKWORM)/bin/python setup.cfg pyproject.toml tests/bookworm-pins.txt

@@ -69,13 +69,15 @@ class Admin:
                 f"(no daemon address in the config's listen setting: give --url if one runs; "
                 f"working on {self.root} directly)\n"
             )
-            return self._require_cache()
+            self._require_cache()
+            return None
         try:
             response = await self.http.request(method, self.url + path, headers=self._headers(), timeout=TIMEOUT)
             body = await response.content()
         except ConnectionRefused as e:
             self.out.write(f"(no daemon answers at {self.url}: {failure_reason(e)}; working on {self.root} directly)\n")
-            return self._require_cache()
+            self._require_cache()
+            return None
         except Exception as e:
             raise AdminError(f"cannot ask the daemon at {self.url}: {failure_reason(e)}") from None
         try:

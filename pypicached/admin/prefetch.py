@@ -205,7 +205,7 @@ async def plan(
             outcome.missing.append((item.line, "no version or file matches (for this platform; try --all-files)"))
         outcome.plan.extend((item.line, c) for c in chosen)
 
-    await gatherResults([limit.run(lambda w=w: ensureDeferred(plan_one(w))) for w in wanted], consumeErrors=True)
+    await gatherResults([limit.run(lambda item: ensureDeferred(plan_one(item)), w) for w in wanted], consumeErrors=True)
     return outcome
 
 
@@ -244,5 +244,7 @@ async def fetch(
         on_progress(0, 1)
 
     planned = [c for _, c in outcome.plan]
-    await gatherResults([limit.run(lambda c=c: ensureDeferred(fetch_one(c))) for c in planned], consumeErrors=True)
+    await gatherResults(
+        [limit.run(lambda item: ensureDeferred(fetch_one(item)), c) for c in planned], consumeErrors=True
+    )
     return outcome

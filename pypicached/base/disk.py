@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -18,7 +19,7 @@ from twisted.python.threadpool import ThreadPool
 RunInThread = Callable[..., Deferred]
 
 
-def thread_runner(reactor, pool: ThreadPool | None = None) -> RunInThread:  # type: ignore[no-untyped-def]
+def thread_runner(reactor: IReactorThreads, pool: ThreadPool | None = None) -> RunInThread:
     """A thread pool (the reactor's by default) as a ``RunInThread``."""
     return lambda f, *a, **kw: deferToThreadPool(reactor, pool or reactor.getThreadPool(), f, *a, **kw)
 
@@ -60,10 +61,14 @@ class ThreadWork:
         """Fires once all work started so far has finished, however it ended."""
         from twisted.internet.defer import DeferredList
 
+        def release(result: object, mine: Deferred[None]) -> object:
+            mine.callback(None)
+            return result
+
         waiting = []
         for d in list(self._pending):
-            mine: Deferred = Deferred()
-            d.addBoth(lambda r, mine=mine: (mine.callback(None), r)[1])
+            mine: Deferred[None] = Deferred()
+            d.addBoth(release, mine)
             waiting.append(mine)
         return DeferredList(waiting)
 

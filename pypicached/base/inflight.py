@@ -27,7 +27,7 @@ class Inflight(Generic[K, V]):
         """How many callers share the operation running for ``key`` (0 if none runs)."""
         return len(self._waiting.get(key, ()))
 
-    def run(self, key: K, start: Callable[[], Deferred[V] | V]) -> Deferred[V]:
+    def run(self, key: K, start: Callable[[], Deferred[V]]) -> Deferred[V]:
         mine: Deferred[V] = Deferred()
         if key in self._waiting:
             self._waiting[key].append(mine)

@@ -71,7 +71,7 @@ def _projects_for(filename: str) -> tuple[str, ...]:
     filename = without_metadata(filename)
     if filename.endswith(".whl"):
         try:
-            return [parse_wheel_filename(filename)[0]]
+            return (parse_wheel_filename(filename)[0],)
         except InvalidWheelFilename:
             pass
     parts = filename.split("-")

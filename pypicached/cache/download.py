@@ -53,7 +53,7 @@ class DownloadPlace:
     #: A file went into place (its path and size).
     committed: Callable[[Path, int], None]
     #: The download ended, however.
-    ended: Callable[[tuple[str, ...]], None]
+    ended: Callable[[tuple[str, ...]], object]
     #: The bytes did not match a published digest.
     mismatched: Callable[[], None]
 

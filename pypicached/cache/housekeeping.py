@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pypicached.base.disk import RunInThread
 from pypicached.cache.space import Entry, free_space, remove, scan, scan_pages
@@ -177,10 +178,10 @@ class Housekeeper:
                 )
             return result
 
-        def failed(failure):  # type: ignore[no-untyped-def]
+        def failed(failure: Failure) -> None:
             log.error("Housekeeping pass failed: {e}", e=failure.getErrorMessage())
 
-        def finished(result):  # type: ignore[no-untyped-def]
+        def finished(result: object) -> object:
             self._running = None
             return result
 

@@ -158,9 +158,13 @@ class _JSONWriter:
         self._out.write(data)
 
     def handle(self, event: str, value: Any) -> None:
-        {"key": self._key, "projects-start": self._start, "projects": self._names, "projects-end": self._end}[event](
-            value
-        )
+        handlers: dict[str, Callable[[Any], None]] = {
+            "key": self._key,
+            "projects-start": self._start,
+            "projects": self._names,
+            "projects-end": self._end,
+        }
+        handlers[event](value)
 
     def _key(self, value: tuple[str, Any]) -> None:
         name, item = value

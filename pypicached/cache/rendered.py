@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
@@ -47,9 +47,10 @@ def ensure_packed(plain: Rendering, version: str, form: Form, tmp: Path) -> Rend
     """(In a disk thread.) The gzip file beside ``plain``, or ``plain`` itself if it is too small to be worth it."""
     if plain.size < GZIP_MIN:
         return plain
-    path = plain.path.with_name(form.filename)
+    source = cast(Path, plain.path)  # the caller packs only a rendering on disk
+    path = source.with_name(form.filename)
     if not path.exists():
-        gzip_file(plain.path, path, tmp)
+        gzip_file(source, path, tmp)
     return Rendering.of(path, etag_for(version, form), True)
 
 
@@ -60,7 +61,7 @@ def in_memory(render: Callable[[], bytes], version: str, form: Form) -> Renderin
 
 
 def packed_in_memory(plain: Rendering, version: str, form: Form) -> Rendering:
-    body = plain.body if plain.body is not None else plain.path.read_bytes()  # type: ignore[union-attr]
+    body = plain.body if plain.body is not None else cast(Path, plain.path).read_bytes()  # no body: on disk
     if len(body) < GZIP_MIN:
         return plain
     packed = gzip.compress(body, 6, mtime=0)

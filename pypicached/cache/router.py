@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -210,7 +211,8 @@ class _Union:
         for attempt in (1, 2):
             result = await upstream.pages.get(PageKey(INDEX))
             try:
-                return result, (await upstream.pages.rendering(result.page, Form(json=True, depth=1))).path
+                rendering = await upstream.pages.rendering(result.page, Form(json=True, depth=1))
+                return result, cast(Path, rendering.path)  # this form is the stored file itself, never in memory
             except FileNotFoundError:
                 await upstream.pages.lost(result.page)
                 if attempt == 2:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -29,6 +31,8 @@ MAX_HEADER_BYTES = 16 * 1024
 class ProxyRequest(server.Request):
     """A request that knows when it started, what it asked for, and how long it waited on upstream."""
 
+    #: Set before any resource renders (Twisted 22.4 types it Optional).
+    path: bytes
     started: float = 0.0
     upstream_seconds: float | None = None
     #: page, file, metadata, status, admin, or other: the metrics' ``kind`` label.
@@ -117,18 +121,19 @@ class ProxyChannel(HTTPChannel):
             self._header_timer.cancel()
         self._header_timer = None
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_header_timer()
         super().connectionLost(reason)
 
     def _refuse(self, code: int, phrase: bytes, reason: bytes) -> None:
         body = reason + b"\n"
-        self.transport.write(
+        transport = cast(ITransport, self.transport)  # refused while reading a request: connected
+        transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
             b"X-Pypi-Cache: PASS\r\nConnection: close\r\n\r\n%s" % (code, phrase, len(body), body)
         )
         errors.info("Refused a client request: {code} {reason}", code=code, reason=reason.decode())
-        self.transport.loseConnection()
+        transport.loseConnection()
         self.setRawMode()  # ignore whatever else the client sends
 
 
@@ -136,7 +141,7 @@ class ProxySite(server.Site):
     """A ``Site`` whose access log covers every request, also those the client abandoned."""
 
     requestFactory = ProxyRequest
-    protocol = ProxyChannel
+    protocol = ProxyChannel  # type: ignore[assignment, unused-ignore]  # newer Twisted: only its HTTP/2 wrapper
 
     def __init__(
         self,

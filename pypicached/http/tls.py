@@ -162,7 +162,7 @@ def tls_endpoint(
     endpoint = SSL4ServerEndpoint(
         reactor,
         int(args[0]),
-        context,  # type: ignore[arg-type]
+        context,
         backlog=int(kwargs.get("backlog", "50")),
         interface=kwargs.get("interface", ""),
     )

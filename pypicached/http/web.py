@@ -8,10 +8,11 @@ and a one-line reason.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import Resource
@@ -66,7 +67,7 @@ class ProxyResource(Resource):
         self._access_log = access_log
         self._client_timeout = client_timeout
 
-    def render(self, request: ProxyRequest) -> int:  # type: ignore[override]
+    def render(self, request: ProxyRequest) -> int:
         request.started = self._clock.seconds()
         request.notifyFinish().addBoth(lambda _: self._access_log(request))
         ensureDeferred(self._answer(request))
@@ -169,9 +170,9 @@ class ProxyResource(Resource):
             return
         send_whole(
             request,
-            rendering.path,
+            cast(Path, rendering.path),  # a handle is open: the rendering is on disk
             answer.handle,
-            rendering.size,  # type: ignore[arg-type]
+            rendering.size,
             clock=self._clock,
             stall_timeout=self._client_timeout,
         )
@@ -233,7 +234,7 @@ class ProxyResource(Resource):
         if request.channel is None or request.finished:
             return
         if request.startedWriting:
-            request.channel.transport.abortConnection()
+            cast(ITCPTransport, request.channel.transport).abortConnection()  # TCP or TLS: both abort
             return
         for name in (b"ETag", b"Cache-Control", b"Content-Encoding", b"Vary", b"Accept-Ranges", b"Warning"):
             request.responseHeaders.removeHeader(name)

@@ -7,9 +7,17 @@ that ``journalctl -p warning`` finds the warnings.
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
-from twisted.logger import FileLogObserver, FilteringLogObserver, ILogObserver, LogLevel, PredicateResult, formatEvent
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogFilterPredicate,
+    ILogObserver,
+    LogLevel,
+    PredicateResult,
+    formatEvent,
+)
 
 _PRIORITY = {
     LogLevel.critical: 2,
@@ -52,4 +60,6 @@ def not_connection_noise(event: dict[str, Any]) -> PredicateResult:
 
 def observer(out: TextIO | None = None) -> ILogObserver:
     """The observer factory twistd's ``--logger`` calls."""
-    return FilteringLogObserver(FileLogObserver(out or sys.stdout, format_line), [not_connection_noise])
+    # Twisted calls any callable as a predicate; a function cannot declare that it provides the interface
+    predicate = cast(ILogFilterPredicate, not_connection_noise)
+    return FilteringLogObserver(FileLogObserver(out or sys.stdout, format_line), [predicate])

@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -32,7 +33,7 @@ STALE = frozenset({CacheStatus.STALE, CacheStatus.UPDATING})
 CACHE_KINDS = frozenset({"page", "file", "metadata"})
 
 
-class _UpstreamStates:
+class _UpstreamStates(Collector):
     """Each upstream's state, read at scrape time from its ``UpstreamHealth``."""
 
     def __init__(self, upstreams: list[UpstreamHealth]) -> None:
@@ -54,7 +55,7 @@ class _UpstreamStates:
         yield spared
 
 
-class _Watched:
+class _Watched(Collector):
     """Exports values read from the live proxy at scrape time (sizes, counts kept elsewhere)."""
 
     def __init__(self) -> None:

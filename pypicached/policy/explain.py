@@ -44,8 +44,9 @@ async def explain(gate: Gate, indexes: Router, project: str, version: str | None
     except NotFound:
         answer["error"] = "no index has this project"
         return answer
-    answer["index"] = upstream.name  # type: ignore[union-attr]  # a project page always has its index
-    made = view(gate.judge(upstream.name), result.page, now, "")  # type: ignore[union-attr]
+    assert upstream is not None, "a project page always has its index"
+    answer["index"] = upstream.name
+    made = view(gate.judge(upstream.name), result.page, now, "")
     if made.refusal is not None:
         answer["verdict"] = _verdict(made.refusal)
         return answer

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from pypicached.policy.judge import RULES, Verdict, iso_z
 
@@ -39,7 +40,7 @@ class HeldFile:
 
 
 @attrs.define(eq=False)  # a Prometheus collector: registered, so hashed, by identity
-class HeldBack:
+class HeldBack(Collector):
     """The policy's tallies; ``noted`` for each page view made, ``denied`` for each 403."""
 
     #: Files held back (per day, once each), by rule, since start; ``today`` lists the day's.

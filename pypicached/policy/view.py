@@ -91,8 +91,8 @@ def _all_held(stored: StoredPage, hidden: dict[str, Verdict]) -> Verdict | None:
     """For one release's JSON document: its first file's verdict, if every file is held back."""
     if not stored.key.version:
         return None
-    names = [e.get("filename") for e in stored.page.get("urls") or () if isinstance(e, dict)]
-    return hidden[names[0]] if names and all(n in hidden for n in names) else None  # type: ignore[index]
+    names = [e.get("filename", "") for e in stored.page.get("urls") or () if isinstance(e, dict)]
+    return hidden[names[0]] if names and all(n in hidden for n in names) else None
 
 
 # --- the simple API's project page ------------------------------------------------------
@@ -153,7 +153,9 @@ def _newest_shown(out: dict[str, Any], releases: dict[str, Any]) -> None:
     taking ``info.version`` as the latest never pins what it would be refused.
     """
     info = out.get("info")
-    latest = info.get("version") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return
+    latest = info.get("version")
     if not isinstance(latest, str) or latest not in releases or latest in out["releases"]:
         return
     shown = [(v, text) for text in out["releases"] if out["releases"][text] and (v := parse_version(text)) is not None]

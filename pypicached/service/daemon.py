@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -12,10 +14,9 @@ from pypicached.http.tls import ReloadableContext, TLSFiles, tls_endpoint
 from pypicached.service.wiring import Proxy
 
 
+# Any: the whole reactor (time, threads, TCP, TLS); no one interface says so
 def endpoint_for(
-    reactor,
-    description: str,
-    settings: Settings,  # type: ignore[no-untyped-def]
+    reactor: Any, description: str, settings: Settings
 ) -> tuple[IStreamServerEndpoint, ReloadableContext | None]:
     """A listen string's endpoint: ours for ``ssl:`` (TLS 1.2+, reloadable), Twisted's for the rest."""
     default_files = (
@@ -29,7 +30,7 @@ def endpoint_for(
     return serverFromString(reactor, description), None
 
 
-def make_service(settings: Settings, reactor) -> MultiService:  # type: ignore[no-untyped-def]
+def make_service(settings: Settings, reactor: Any) -> MultiService:
     """The daemon as a twistd service: the parts' tree (``Proxy.service``), the listeners last so they stop first."""
     proxy = Proxy(settings, reactor)
     top = proxy.service

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocol, ITransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IProtocol, IPushProducer, ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
@@ -81,9 +81,10 @@ class _Body(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._reader.dataReceived(data)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._reading.discard(self)
         self._reader.connectionLost(reason)
 
     def stop(self) -> None:
-        self.transport.stopProducing()  # type: ignore[attr-defined]
+        # the transport ``IResponse.deliverBody`` gives is also the body's producer
+        cast(IPushProducer, self.transport).stopProducing()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredLock
@@ -45,7 +46,7 @@ class Proxy:
     def __init__(
         self,
         settings: Settings,
-        reactor,  # type: ignore[no-untyped-def]
+        reactor: Any,  # the whole reactor: time, threads, TCP, TLS; no one interface says so
         *,
         clock: IReactorTime | None = None,
         run_in_thread: RunInThread | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import quote, unquote, urldefrag, urlsplit
 
 import attrs
@@ -47,7 +48,15 @@ class FileLink:
         return digests
 
 
-def new_hasher(name: str) -> hashlib._Hash:
+class Hasher(Protocol):
+    """What a digest takes of a hashlib object: ``hashlib.new``'s and ``blake2b``'s are of different classes."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def new_hasher(name: str) -> Hasher:
     """A hashlib object for a digest name used by ``expected_digests``."""
     if name == "blake2b_256":
         return hashlib.blake2b(digest_size=32)

@@ -51,7 +51,7 @@ def json_events(raw: BinaryIO) -> Iterator[tuple[str, Any]]:
 def _decoded(raw: BinaryIO, encoding: str, limit: int) -> Iterator[str]:
     """The body as text, chunk by chunk, gunzipped if it came so."""
     if encoding == "gzip":
-        source: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        source: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=raw, mode="rb")
     elif encoding in ("", "identity"):
         source = raw
     else:
@@ -184,7 +184,7 @@ class _Window:
                     continue
                 except ValueError:  # a brace or comma inside a string: item by item below
                     pass
-            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            self.pos = _SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]  # \s* always matches
             try:
                 value, end = self._decoder.raw_decode(self.buf, self.pos)
                 separator = _SEPARATOR.match(self.buf, end)

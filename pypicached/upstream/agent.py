@@ -19,7 +19,7 @@ requested exactly as it was given.
 from __future__ import annotations
 
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from hyperlink import EncodedURL
@@ -54,7 +54,8 @@ def pooled_agent(reactor: Any, connect_timeout: float) -> tuple[IAgent, HTTPConn
 
 def upstream_http(agent: IAgent) -> HTTPClient:
     """The treq client the daemon fetches through: ``agent`` under ``AsServed``, and no cookies kept."""
-    return HTTPClient(AsServed(agent), cookiejar=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+    jar = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+    return HTTPClient(AsServed(agent), cookiejar=jar)  # type: ignore[arg-type, unused-ignore]  # takes any jar; 22.2 untyped
 
 
 @implementer(IAgent)
@@ -107,7 +108,7 @@ def _move(headers: Headers, source: bytes, target: bytes) -> None:
         headers.removeHeader(target)
 
 
-class ExactURL(EncodedURL):  # type: ignore[misc]
+class ExactURL(EncodedURL):
     """
     A URL that treq sends exactly as given: treq re-encodes what it is handed with
     ``to_uri()``, which lower-cases hosts and refuses ``devpi_server`` or ``[::1]``.
@@ -117,9 +118,10 @@ class ExactURL(EncodedURL):  # type: ignore[misc]
 
     @classmethod
     def of(cls, uri: bytes) -> ExactURL:
-        url = cls.from_text(uri.decode("ascii"))
+        # hyperlink types from_text as returning a URL, though it builds a ``cls``
+        url = cast(ExactURL, cls.from_text(uri.decode("ascii")))
         url.exact = uri.decode("ascii")
-        return url  # type: ignore[no-any-return]
+        return url
 
     def to_uri(self) -> ExactURL:
         return self

@@ -6,11 +6,11 @@ does not.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from typing import Protocol as Structural
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -73,9 +73,9 @@ class BodyReader(Protocol):
 
     def _stall(self) -> None:
         self._stalled = True
-        self.transport.stopProducing()  # type: ignore[union-attr]
+        _producer(self).stopProducing()
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self._stalled:
@@ -93,7 +93,7 @@ class BodyReader(Protocol):
 
     def abandon(self) -> None:
         """Stop reading; the connection is closed rather than returned to the pool."""
-        self.transport.stopProducing()  # type: ignore[union-attr]
+        _producer(self).stopProducing()
 
     def received(self, data: bytes) -> None:
         raise NotImplementedError
@@ -101,6 +101,11 @@ class BodyReader(Protocol):
     def ended(self, error: UpstreamError | None) -> None:
         """The body is over: complete if ``error`` is None."""
         raise NotImplementedError
+
+
+def _producer(body: Protocol) -> IPushProducer:
+    """The transport ``IResponse.deliverBody`` gives a body's protocol, which is also its producer."""
+    return cast(IPushProducer, body.transport)
 
 
 class _Collector(BodyReader):
@@ -148,14 +153,14 @@ def read_body(client: Fetcher, response: IResponse, limit: int = MAX_PAGE_BYTES)
     """The whole body, or an ``UpstreamError`` if it stalled, was cut short or is too large."""
     collector = _Collector(client, limit)
     response.deliverBody(collector)
-    return collector.done  # type: ignore[return-value]
+    return cast("Deferred[bytes]", collector.done)  # without ``out``, the body itself
 
 
 def read_body_into(client: Fetcher, response: IResponse, out: BinaryIO, limit: int = MAX_PAGE_BYTES) -> Deferred[int]:
     """Like ``read_body``, but the body goes to ``out`` as it arrives (a page too big to hold); its size."""
     collector = _Collector(client, limit, out)
     response.deliverBody(collector)
-    return collector.done  # type: ignore[return-value]
+    return cast("Deferred[int]", collector.done)  # with ``out``, the size written
 
 
 def discard_body(client: Fetcher, response: IResponse) -> None:

@@ -63,7 +63,17 @@ class UpstreamURLs:
 class Requests(Protocol):
     """What the client needs of treq: ``treq.client.HTTPClient`` and ``treq.testing.StubTreq`` both fit."""
 
-    def request(self, method: str, url: Any, **kwargs: Any) -> Deferred[IResponse]: ...
+    # Deferred[Any]: treq answers with its own response class, which is private
+    def request(
+        self,
+        method: str,
+        url: Any,
+        *,
+        headers: Headers | None = ...,
+        unbuffered: bool = ...,
+        allow_redirects: bool = ...,
+        reactor: Any = ...,
+    ) -> Deferred[Any]: ...
 
 
 class UpstreamClient:
@@ -139,12 +149,12 @@ class UpstreamClient:
 
     def _failed(self, failure: Failure, url: str) -> Failure:
         error = _as_upstream_error(failure, url)
-        self.report.upstream_failed(error.value.reason, answered=False)
+        self.report.upstream_failed(error.reason, answered=False)
         if _answered_anyway(failure):
-            self.health.note(error.value.reason)
+            self.health.note(error.reason)
         else:
-            self.health.failed(error.value.reason)
-        return error
+            self.health.failed(error.reason)
+        return Failure(error)
 
     def moved(self, url: str) -> bool:
         """Whether a page linking ``url`` is better asked anew, from another mirror: never, for one upstream."""
@@ -174,15 +184,17 @@ def _as_uri(url: str) -> bytes:
 
 def _answered_anyway(failure: Failure) -> bool:
     """A redirect loop or a redirect without a Location: the upstream did answer, so it is not down."""
-    reasons = failure.value.reasons if failure.check(ResponseFailed) else [failure]
+    error = failure.value
+    reasons = error.reasons if isinstance(error, ResponseFailed) else [failure]
     return any(r.check(WebError) for r in reasons)
 
 
-def _as_upstream_error(failure: Failure, url: str) -> Failure:
+def _as_upstream_error(failure: Failure, url: str) -> UpstreamError:
     """Any way a request can fail, as one ``UpstreamError`` naming what went wrong."""
-    inner = failure.value.reasons if failure.check(ResponseFailed, ResponseNeverReceived) else [failure]
+    error = failure.value
+    inner = error.reasons if isinstance(error, (ResponseFailed, ResponseNeverReceived)) else [failure]
     if any(f.check(CancelledError, TimeoutError, DeferredTimeout) for f in inner):
-        return Failure(UpstreamError(f"upstream timed out: no response from {url}", 504))
-    if failure.check(ResponseFailed, ResponseNeverReceived):
-        return Failure(UpstreamError(f"upstream connection failed for {url}: {failure_reason(failure.value)}"))
-    return Failure(UpstreamError(f"upstream unreachable for {url}: {failure.getErrorMessage()}"))
+        return UpstreamError(f"upstream timed out: no response from {url}", 504)
+    if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+        return UpstreamError(f"upstream connection failed for {url}: {failure_reason(error)}")
+    return UpstreamError(f"upstream unreachable for {url}: {failure.getErrorMessage()}")

@@ -12,7 +12,7 @@ class UpstreamError(Exception):
         self.status = status
 
 
-def failure_reason(error: BaseException) -> str:
+def failure_reason(error: BaseException | None) -> str:
     """What went wrong, in words: Twisted's wrapped failures (``reasons``) joined, else the error's own text."""
     reasons = getattr(error, "reasons", None)
     if reasons:
