@@ -252,6 +252,7 @@ ROUTES = (
     _control_route(GET_HEAD, ("stats",), Control.stats, "status"),
     _control_route(GET_HEAD, ("metrics",), Control.metrics, "status"),
     _control_route(GET_HEAD, ("health",), Control.health, "status"),
+    _control_route(GET_HEAD, (".well-known", "acme-challenge", "{token}"), Control.acme_challenge, "acme"),
     _control_route(GET_HEAD, ("policy", "{project}"), Control.policy, "status"),
     _control_route(GET_HEAD, ("policy", "{project}", "{version}"), Control.policy, "status"),
     _control_route(POST, ("admin", "purge", "{project}"), Control.purge, "admin"),

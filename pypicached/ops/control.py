@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -28,6 +29,7 @@ from pypicached.base.names import is_valid_name, normalize
 from pypicached.cache.files import FileCache
 from pypicached.cache.housekeeping import Housekeeper
 from pypicached.cache.router import Router
+from pypicached.http.acme import Challenges
 from pypicached.ops.health import Health
 from pypicached.ops.metrics import Metrics
 from pypicached.ops.statuspage import base_url, render
@@ -96,6 +98,8 @@ class Control:
         clock: IReactorTime,
         upstream_url: str,
         admin_token: str | None = None,
+        challenges: Challenges | None = None,
+        certificate: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._metrics = metrics
         self._health = health
@@ -106,6 +110,8 @@ class Control:
         self._clock = clock
         self._upstream_url = upstream_url
         self._token = admin_token
+        self._challenges = challenges
+        self._certificate = certificate
 
     def summary(self) -> dict[str, Any]:
         """The ``/stats`` figures now."""
@@ -123,7 +129,7 @@ class Control:
             stale_pages_served=int(m.registry.get_sample_value("pypicached_stale_pages_served_total") or 0),
             policy=self._gate.summary(),
             throughput=m.throughput,
-        )
+        ) | ({"certificate": self._certificate()} if self._certificate else {})
 
     async def policy(self, request: Request, project: str, version: str | None = None) -> Answer:
         """What the policy does to ``project`` (or one version of it), and why."""
@@ -144,6 +150,13 @@ class Control:
     async def health(self, request: Request) -> Answer:
         ok, body = await self._health.check()
         return _json(200 if ok else 503, body)
+
+    def acme_challenge(self, request: Request, token: str) -> Answer:
+        """The key authorization an ACME CA fetches to check that this host answers for its name (HTTP-01)."""
+        answer = self._challenges.answer(token) if self._challenges else None
+        if answer is None:
+            return Answer(404, b"no such challenge\n", "text/plain; charset=utf-8")
+        return Answer(200, answer.encode("ascii"), "application/octet-stream")
 
     def refusal(self, request: Request) -> Answer | None:
         """Why ``request`` may not use an admin endpoint, or None if it may."""

@@ -17,6 +17,7 @@ from pypicached.cache.housekeeping import Budget, Housekeeper
 from pypicached.cache.pages import PageCache
 from pypicached.cache.router import Router, Source
 from pypicached.config import IndexSettings, Settings
+from pypicached.http.acme import AcmeFiles
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.web import ProxyResource
 from pypicached.ops.control import Control
@@ -26,6 +27,7 @@ from pypicached.ops.metrics import Metrics
 from pypicached.policy.advisories import AdvisoryFeed
 from pypicached.policy.answers import Answers
 from pypicached.policy.gate import Gate
+from pypicached.service.certificates import CertificateKeeper
 from pypicached.service.stoppable import StoppableAgent
 from pypicached.service.tree import CacheService, Part, StatsSaver, tree_of
 from pypicached.upstream.agent import pooled_agent, upstream_http
@@ -71,6 +73,7 @@ class Proxy:
         self.health = Health(clock=clock, directory=root / "tmp", run_in_thread=run, upstreams=self.metrics.upstreams)
         self._watch()
         self._save_lock = DeferredLock()
+        self.certificates = self._certificates(reactor, clock)
         self.site = self._site(clock)
         self.cache_service = CacheService(reactor=reactor, settings=settings, sweep=self.files.sweep,
                                           disk_work=run, disk_pool=pool, http_pool=http_pool)  # fmt: skip
@@ -150,6 +153,15 @@ class Proxy:
             run_in_thread=run,
         )
 
+    def _certificates(self, reactor, clock: IReactorTime) -> CertificateKeeper | None:  # type: ignore[no-untyped-def]
+        """The ACME certificate's keeper, if a CA is configured; its orders run in the reactor's threads."""
+        settings = self.settings
+        if settings.acme_directory is None:
+            return None
+        return CertificateKeeper(reactor=reactor, clock=clock, run_in_thread=thread_runner(reactor),
+                                 files=AcmeFiles(self._root / "acme"), directory=settings.acme_directory,
+                                 domains=settings.acme_domains, email=settings.acme_email)  # fmt: skip
+
     def _site(self, clock: IReactorTime) -> ProxySite:
         """What answers clients: the resource over the caches and the operator's side, in a site."""
         settings = self.settings
@@ -163,6 +175,8 @@ class Proxy:
             clock=clock,
             upstream_url=self.sources[0].url,
             admin_token=settings.admin_token,
+            challenges=self.certificates.challenges if self.certificates else None,
+            certificate=self.certificates.state if self.certificates else None,
         )
         self.resource = ProxyResource(
             answers=Answers(router=self.indexes, files=self.files, gate=self.gate, clock=clock),
@@ -188,6 +202,7 @@ class Proxy:
         return tree_of(
             [
                 self.cache_service,
+                *([self.certificates] if self.certificates is not None else []),
                 Part("housekeeper", self.housekeeper.start, self.housekeeper.stop),
                 *probers,
                 *([self.advisories] if self.advisories is not None else []),
