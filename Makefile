@@ -10,7 +10,7 @@ PYTHON_TRIXIE := $(shell for p in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versi
 endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy wrk bench bench-memory \
+.PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy pebble wrk bench bench-memory \
 	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie clean
 
 run: $(VENV)/.installed
@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 
 test: test-current test-bookworm test-trixie
 
-test-current: lint $(VENV)/.test-installed browser haproxy tools
+test-current: lint $(VENV)/.test-installed browser haproxy pebble tools
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # ruff and mypy (config in pyproject.toml), first in test-current: only in $(VENV), never in the
@@ -29,11 +29,11 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
 # The same suite on the library versions Debian bookworm packages.
-test-bookworm: $(BOOKWORM)/.test-installed browser haproxy tools
+test-bookworm: $(BOOKWORM)/.test-installed browser haproxy pebble tools
 	$(BOOKWORM)/bin/python -m pytest $(PYTEST_ARGS)
 
 # And on the versions Debian trixie packages, on Python 3.13 as trixie has it.
-test-trixie: $(TRIXIE)/.test-installed browser haproxy tools
+test-trixie: $(TRIXIE)/.test-installed browser haproxy pebble tools
 	$(TRIXIE)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The installers of the compatibility matrix (tests/test_matrix.py), each in its own virtual
@@ -59,6 +59,11 @@ e2e: $(VENV)/.installed tools
 browser:
 	@command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+
+# Debian's pebble (Let's Encrypt's test CA), for the tests of certificates from an ACME CA.
+pebble:
+	@test -x /usr/bin/pebble || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble; }; }
 
 # Debian's HAProxy, for the tests that run deploy/haproxy.cfg in front of several nodes.
 haproxy:
@@ -96,7 +101,7 @@ bench-cluster: $(VENV)/.installed haproxy wrk
 # The Debian package, built with Debian's own Python and libraries (not a venv's).
 DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
 DEB_BUILD_DEPS := debhelper dh-python dh-sequence-python3 pybuild-plugin-pyproject python3-all \
-	python3-setuptools python3-attr python3-openssl python3-packaging python3-prometheus-client python3-pytest \
+	python3-setuptools python3-acme python3-attr python3-josepy python3-openssl python3-packaging python3-prometheus-client python3-pytest \
 	python3-pytest-twisted python3-service-identity python3-treq python3-twisted lintian fakeroot
 
 deb-deps:

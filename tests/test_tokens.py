@@ -64,6 +64,9 @@ def test_without_a_token_401_with_basic_challenge_and_one_line(world):
         assert reply.header("WWW-Authenticate") == 'Basic realm="pypicached"'
         assert reply.body.count(b"\n") == 1 and reply.body.endswith(b"\n")
     assert world.get("/health").code == 200  # load balancers need no token
+    # nor does the ACME CA checking a challenge (none pending here, no CA configured: 404, not 401)
+    assert world.get("/.well-known/acme-challenge/some-token").code == 404
+    assert world.get("/.well-known/acme-challengeX").code == 401
 
 
 def test_a_token_as_basic_password_or_bearer_is_let_in(world, logged):

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from pypicached.base.names import matches_any
+from pypicached.cache.freshness import Freshness
 from pypicached.config.table import BY_NAME, PER_INDEX, POLICY
 from pypicached.config.values import ConfigError, upstreams
 from pypicached.policy.rules import Policy
@@ -47,6 +48,16 @@ class IndexSettings:
 
     def pins(self, project: str) -> bool:
         return matches_any(self.projects, project)
+
+    def freshness(self) -> Freshness:
+        """The settings that decide how long its pages are trusted and what stands in for them."""
+        return Freshness(
+            ttl=self.index_ttl,
+            offline=self.offline,
+            stale_if_error=self.stale_if_error,
+            stale_while_revalidate=self.stale_while_revalidate,
+            stale_if_slow=self.stale_if_slow,
+        )
 
     def overrides(self, defaults: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
         """This index as an ``[[index]]`` table would spell it: what differs from the global settings."""

@@ -58,6 +58,9 @@ class Settings:
     open_networks: tuple[str, ...] = ()
     advisories_url: str | None = None
     advisories_refresh: float = 3600.0
+    acme_directory: str | None = None
+    acme_email: str | None = None
+    acme_domains: tuple[str, ...] = ()
     #: The policy's global settings (the ``"policy"`` group); each index's own is in ``indexes``.
     policy: Policy = Policy()
     #: Every index, in file order, with its own settings; without ``[[index]]`` tables, ``upstream`` named ``pypi``.
@@ -128,12 +131,21 @@ def build_settings(file_values: Mapping[str, Any], overrides: Mapping[str, Any],
                 raise ConfigError(f"{key} ({origin}): {e}") from None
     if (values.get("tls_cert") is None) != (values.get("tls_key") is None):
         raise ConfigError("tls_cert and tls_key: give both or neither")
+    _check_acme(values)
     if "index" in values and "upstream" in values:
         raise ConfigError(
             "upstream and [[index]]: give one or the other (upstream is one index named 'pypi'; "
             "with [[index]] tables, name every index there)"
         )
     return Settings.of(**values)  # an [[index]] table's own mistakes stop the start too
+
+
+def _check_acme(values: Mapping[str, Any]) -> None:
+    """ACME needs its CA and its names together, and takes the place of tls_cert."""
+    if (values.get("acme_directory") is None) != (not values.get("acme_domains")):
+        raise ConfigError("acme_directory and acme_domains: give both or neither")
+    if values.get("acme_directory") is not None and values.get("tls_cert") is not None:
+        raise ConfigError("acme_directory and tls_cert: give one or the other (ACME provides the certificate)")
 
 
 def check_cache_dir(path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from pypicached.base.names import globs
+from pypicached.config.domains import domains, email
 from pypicached.config.values import (
     bool_,
     index_tables,
@@ -260,6 +261,19 @@ SETTINGS: tuple[Setting, ...] = (
         networks,
         "CIDR networks whose clients need no token when tokens_file is set (e.g. 127.0.0.0/8, 192.168.0.0/16). "
         "Repeat the flag for several. [default: none]",
+    ),
+    Setting(
+        "acme_directory",
+        url,
+        "Directory URL of an ACME CA: the daemon gets and renews the certificate of its ssl:PORT listeners "
+        "that name no files, answering HTTP-01 on a plain listener (see docs/acme.md). [default: none]",
+    ),
+    Setting("acme_email", email, "Contact address for the ACME account (optional)."),
+    Setting(
+        "acme_domains",
+        domains,
+        "Host names the ACME certificate is for; the first is its subject. [default: none]",
+        toml_only=True,
     ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}

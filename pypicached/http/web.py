@@ -1,15 +1,15 @@
 """
 The HTTP face of the proxy: one leaf resource that checks the path once, finds
-its row in the route table (at the end of this module) and answers with an index
+its row in the route table (``http.table``) and answers with an index
 page, a package file or the operator's side; every failure becomes one status
 and a one-line reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime, ITCPTransport
@@ -19,13 +19,14 @@ from twisted.web.resource import Resource
 
 from pypicached.base.names import is_valid_name, is_valid_version, normalize, projects_for_filename
 from pypicached.base.paths import BadPath, RequestPath
-from pypicached.cache import HEADER, INDEX, INDEX_HEADER, JSON_API, PROJECT, CacheStatus, PageKey, PageKind
+from pypicached.cache import HEADER, INDEX, INDEX_HEADER, CacheStatus, PageKey, PageKind
 from pypicached.cache import form as page_form
 from pypicached.http.access import Access
 from pypicached.http.conditional import not_modified
-from pypicached.http.routes import GET_HEAD, POST, Found, NoRoute, Route, methods_of, route
+from pypicached.http.routes import GET_HEAD, Found, NoRoute, route
 from pypicached.http.serving import send_file, send_whole
 from pypicached.http.site import MAX_URI, AccessLog, ProxyRequest
+from pypicached.http.table import METHODS, ROUTES, is_open
 from pypicached.ops.control import Answer, Control
 from pypicached.policy.answers import UNAVAILABLE, Answers, Denied, NotFound, PageAnswer
 
@@ -75,7 +76,7 @@ class ProxyResource(Resource):
 
     async def _answer(self, request: ProxyRequest) -> None:
         try:
-            if self._access is not None and request.path not in OPEN_PATHS:
+            if self._access is not None and not is_open(request.path):
                 refused = self._access.check(request)
                 if refused is not None:
                     raise HTTPError(refused.status, refused.reason, headers=refused.headers)
@@ -106,7 +107,7 @@ class ProxyResource(Resource):
             errors.failure("Unexpected error answering {path!r}", path=request.path)
             self._error(request, HTTPError(500, "internal error; see the proxy's log"))
 
-    async def _control(self, request: ProxyRequest, answer: Answer | Awaitable[Answer]) -> None:
+    async def answer_control(self, request: ProxyRequest, answer: Answer | Awaitable[Answer]) -> None:
         """Send what the operator's side answered."""
         self._send_answer(request, answer if isinstance(answer, Answer) else await answer)
 
@@ -121,7 +122,7 @@ class ProxyResource(Resource):
 
     # --- index pages ---------------------------------------------------------------
 
-    async def _page(self, request: ProxyRequest, kind: PageKind, found: Found) -> None:
+    async def answer_page(self, request: ProxyRequest, kind: PageKind, found: Found) -> None:
         """
         A page in the form the client asked for, from the index that answers for it (or
         the one its ``/index/<name>/`` path names); any other spelling of its path (a
@@ -179,7 +180,7 @@ class ProxyResource(Resource):
 
     # --- files ---------------------------------------------------------------------
 
-    async def _file(self, request: ProxyRequest, found: Found) -> None:
+    async def answer_file(self, request: ProxyRequest, found: Found) -> None:
         segments = found.path.segments
         request.kind = "metadata" if segments[-1].endswith(".metadata") else "file"
         request.project = next(iter(projects_for_filename(segments[-1])), None)
@@ -241,53 +242,6 @@ class ProxyResource(Resource):
         for name, value in e.headers:
             request.setHeader(name, value)
         self._send(request, e.status, e.reason.encode("utf-8", "replace") + b"\n", "text/plain; charset=utf-8", e.cache)
-
-
-def _page_route(kind: PageKind, *pattern: str, slash: bool | None = None) -> Route:
-    return Route(GET_HEAD, pattern, lambda proxy, request, found: proxy._page(request, kind, found), "page", slash)
-
-
-def _control_route(
-    methods: tuple[bytes, ...], pattern: tuple[str, ...], answer: Callable[..., Any], kind: str
-) -> Route:
-    return Route(
-        methods,
-        pattern,
-        lambda proxy, request, found: proxy._control(request, answer(proxy.control, request, **found.values)),
-        kind,
-    )
-
-
-#: Every path the proxy answers, first match wins.
-ROUTES = (
-    _control_route(GET_HEAD, (), Control.status_page, "status"),
-    _control_route(GET_HEAD, ("stats",), Control.stats, "status"),
-    _control_route(GET_HEAD, ("metrics",), Control.metrics, "status"),
-    _control_route(GET_HEAD, ("health",), Control.health, "status"),
-    _control_route(GET_HEAD, ("policy", "{project}"), Control.policy, "status"),
-    _control_route(GET_HEAD, ("policy", "{project}", "{version}"), Control.policy, "status"),
-    _control_route(POST, ("admin", "purge", "{project}"), Control.purge, "admin"),
-    _control_route(POST, ("admin", "purge-file", "{filename}"), Control.purge_file, "admin"),
-    _control_route(POST, ("admin", "{*rest}"), lambda control, request, rest: control.no_such_action(request), "admin"),
-    _page_route(INDEX, "simple"),
-    _page_route(PROJECT, "simple", "{project}"),
-    _page_route(JSON_API, "pypi", "{project}", "json", slash=False),
-    _page_route(JSON_API, "pypi", "{project}", "{version}", "json", slash=False),
-    _page_route(INDEX, "index", "{index}", "simple"),
-    _page_route(PROJECT, "index", "{index}", "simple", "{project}"),
-    _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "json", slash=False),
-    _page_route(JSON_API, "index", "{index}", "pypi", "{project}", "{version}", "json", slash=False),
-    Route(
-        GET_HEAD,
-        ("packages", "{+file}"),
-        lambda proxy, request, found: proxy._file(request, found),
-        "file",
-        slash=False,
-    ),
-)
-METHODS = methods_of(ROUTES)
-#: Answered without a token: load balancers' health checks.
-OPEN_PATHS = frozenset({b"/health", b"/health/"})
 
 
 def _close(handle: BinaryIO | None) -> None:

@@ -29,6 +29,7 @@ from pypicached.base.names import is_valid_name, normalize
 from pypicached.cache.files import FileCache
 from pypicached.cache.housekeeping import Housekeeper
 from pypicached.cache.router import Router
+from pypicached.http.acme import Challenges
 from pypicached.ops.health import Health
 from pypicached.ops.metrics import Metrics
 from pypicached.ops.statuspage import base_url, render
@@ -98,6 +99,8 @@ class Control:
         upstream_url: str,
         admin_token: str | None = None,
         access_summary: Callable[[], dict[str, Any]] | None = None,
+        challenges: Challenges | None = None,
+        certificate: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._metrics = metrics
         self._health = health
@@ -109,6 +112,8 @@ class Control:
         self._upstream_url = upstream_url
         self._token = admin_token
         self._access_summary = access_summary
+        self._challenges = challenges
+        self._certificate = certificate
 
     def summary(self) -> dict[str, Any]:
         """The ``/stats`` figures now."""
@@ -129,6 +134,8 @@ class Control:
         )
         if self._access_summary is not None:  # token names and their use; never a token
             figures["access"] = self._access_summary()
+        if self._certificate is not None:
+            figures["certificate"] = self._certificate()
         return figures
 
     async def policy(self, request: Request, project: str, version: str | None = None) -> Answer:
@@ -150,6 +157,13 @@ class Control:
     async def health(self, request: Request) -> Answer:
         ok, body = await self._health.check()
         return _json(200 if ok else 503, body)
+
+    def acme_challenge(self, request: Request, token: str) -> Answer:
+        """The key authorization an ACME CA fetches to check that this host answers for its name (HTTP-01)."""
+        answer = self._challenges.answer(token) if self._challenges else None
+        if answer is None:
+            return Answer(404, b"no such challenge\n", "text/plain; charset=utf-8")
+        return Answer(200, answer.encode("ascii"), "application/octet-stream")
 
     def refusal(self, request: Request) -> Answer | None:
         """Why ``request`` may not use an admin endpoint, or None if it may (an ``admin`` token may)."""

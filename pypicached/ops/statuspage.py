@@ -69,6 +69,7 @@ def render(stats: dict[str, Any], base: str) -> bytes:
 
 {_upstream(stats)}
 {_indexes(stats)}
+{_certificate(stats.get("certificate"))}
 
 <h2>Use this proxy</h2>
 {snippets}
@@ -195,6 +196,21 @@ def _feed(feed: dict[str, Any] | None) -> str:
         f'<p id="advisories">Advisories: {feed.get("count", 0)} from <code>{e(str(feed.get("url")))}</code>, '
         f"last refreshed {refreshed}. {state}</p>"
     )
+
+
+def _certificate(cert: dict[str, Any] | None) -> str:
+    """The ACME certificate's line: its names, expiry and renewal, and why the last order failed."""
+    if not cert:
+        return ""
+    e = escape
+    failed = cert.get("last_error")
+    state = f'<span class="bad">last renewal failed ({cert["failures"]}x): {e(failed)}</span>' if failed else ""
+    expiry = (
+        "a self-signed placeholder until the first issuance"
+        if cert["placeholder"]
+        else f"valid until {e(cert['not_after'])}, renewed from {e(cert['renews_at'])}"
+    )
+    return f'<p id="certificate">TLS certificate for {e(", ".join(cert["domains"]))} from ACME: {expiry}. {state}</p>'
 
 
 def _top_projects(stats: dict[str, Any]) -> str:

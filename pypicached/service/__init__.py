@@ -5,6 +5,6 @@ and stops them as Twisted services, ``daemon`` adds the listeners for twistd.
 
 from pypicached.service.daemon import endpoint_for, make_service
 from pypicached.service.tree import SAVE_EVERY, CacheService, Part, StatsSaver
-from pypicached.service.wiring import Proxy, freshness_of
+from pypicached.service.wiring import Proxy
 
-__all__ = ["SAVE_EVERY", "CacheService", "Part", "Proxy", "StatsSaver", "endpoint_for", "freshness_of", "make_service"]
+__all__ = ["SAVE_EVERY", "CacheService", "Part", "Proxy", "StatsSaver", "endpoint_for", "make_service"]

@@ -9,16 +9,17 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IAgent
 
 from pypicached.base.disk import RunInThread, ThreadWork, atomic_write, disk_pool, thread_runner
 from pypicached.cache.files import FileCache
-from pypicached.cache.freshness import Freshness
 from pypicached.cache.housekeeping import Budget, Housekeeper
 from pypicached.cache.pages import PageCache
 from pypicached.cache.router import Router, Source
 from pypicached.config import IndexSettings, Settings
 from pypicached.http.access import Access
+from pypicached.http.acme import AcmeFiles
 from pypicached.http.site import AccessLog, ProxySite
 from pypicached.http.tokenfile import TokensFile
 from pypicached.http.web import ProxyResource
@@ -29,6 +30,7 @@ from pypicached.ops.metrics import Metrics
 from pypicached.policy.advisories import AdvisoryFeed
 from pypicached.policy.answers import Answers
 from pypicached.policy.gate import Gate
+from pypicached.service.certificates import CertificateKeeper
 from pypicached.service.stoppable import StoppableAgent
 from pypicached.service.tree import CacheService, Part, StatsSaver, tree_of
 from pypicached.upstream.agent import pooled_agent, upstream_http
@@ -59,11 +61,7 @@ class Proxy:
         self.settings = settings
         self._root = root
         self.metrics = Metrics(clock, Ledger.load(root / STATE_FILE, clock.seconds()))
-        http_pool = None
-        if agent is None:
-            agent, http_pool = pooled_agent(reactor, settings.connect_timeout)
-        agent = self.upstream_requests = StoppableAgent(agent)
-        http = upstream_http(agent)
+        http, http_pool = self._upstream_http(reactor, agent)
         self.sources = [self._source(index, http, clock, run) for index in settings.indexes]
         self.indexes = Router(self.sources, root=root, tmp=root / "tmp", run_in_thread=run)
         first = self.sources[0]  # what a single-index proxy (and many tests) call them
@@ -76,6 +74,7 @@ class Proxy:
         self._watch()
         self._save_lock = DeferredLock()
         self.access, self.tokens = self._access(clock)
+        self.certificates = self._certificates(reactor, clock)
         self.site = self._site(clock)
         self.cache_service = CacheService(reactor=reactor, settings=settings, sweep=self.files.sweep,
                                           disk_work=run, disk_pool=pool, http_pool=http_pool)  # fmt: skip
@@ -83,6 +82,14 @@ class Proxy:
             self.cache_service.reloaders.append(self.tokens.reload)
         #: The parts that start and stop with the daemon, in order; ``make_service`` adds the listeners.
         self.service = self._tree(clock)
+
+    def _upstream_http(self, reactor: Any, agent: IAgent | None) -> tuple[Requests, HTTPConnectionPool | None]:
+        """treq over the agent (the daemon's pooled one, or a test's), each request breakable at stop."""
+        pool = None
+        if agent is None:
+            agent, pool = pooled_agent(reactor, self.settings.connect_timeout)
+        self.upstream_requests = StoppableAgent(agent)
+        return upstream_http(self.upstream_requests), pool
 
     def _gate(self, clock: IReactorTime) -> Gate:
         """Each index's policy, with the advisories, where requests pass; its tallies exported."""
@@ -106,7 +113,7 @@ class Proxy:
         clients = [self._mirror(settings, url, http, clock) for url in settings.mirrors]
         client: IndexClient = clients[0] if len(clients) == 1 else MirrorClient(list(zip(settings.mirrors, clients)))
         pages = PageCache(
-            clock=clock, urls=urls, client=client, root=self._root, freshness=freshness_of(settings), run_in_thread=run
+            clock=clock, urls=urls, client=client, root=self._root, freshness=settings.freshness(), run_in_thread=run
         )
         return Source(settings.name, settings.projects, urls, client.health, client, pages)
 
@@ -168,6 +175,15 @@ class Proxy:
                         admin_token=settings.admin_token)  # fmt: skip
         return access, TokensFile(settings.tokens_file, clock, access.load)
 
+    def _certificates(self, reactor: Any, clock: IReactorTime) -> CertificateKeeper | None:
+        """The ACME certificate's keeper, if a CA is configured; its orders run in the reactor's threads."""
+        settings = self.settings
+        if settings.acme_directory is None:
+            return None
+        return CertificateKeeper(reactor=reactor, clock=clock, run_in_thread=thread_runner(reactor),
+                                 files=AcmeFiles(self._root / "acme"), directory=settings.acme_directory,
+                                 domains=settings.acme_domains, email=settings.acme_email)  # fmt: skip
+
     def _site(self, clock: IReactorTime) -> ProxySite:
         """What answers clients: the resource over the caches and the operator's side, in a site."""
         settings = self.settings
@@ -182,6 +198,8 @@ class Proxy:
             upstream_url=self.sources[0].url,
             admin_token=settings.admin_token,
             access_summary=self.access.summary if self.access else None,
+            challenges=self.certificates.challenges if self.certificates else None,
+            certificate=self.certificates.state if self.certificates else None,
         )
         self.resource = ProxyResource(
             answers=Answers(router=self.indexes, files=self.files, gate=self.gate, clock=clock),
@@ -214,6 +232,7 @@ class Proxy:
             [
                 self.cache_service,
                 *([Part("tokens file", self.tokens.start, self.tokens.stop)] if self.tokens else []),
+                *([self.certificates] if self.certificates is not None else []),
                 Part("housekeeper", self.housekeeper.start, self.housekeeper.stop),
                 *probers,
                 *([self.advisories] if self.advisories is not None else []),
@@ -230,36 +249,19 @@ class Proxy:
 
     def _watch(self) -> None:
         """Export the live figures other parts keep."""
-        watch, files, housekeeper = self.metrics.watch, self.files, self.housekeeper
-        watch("pypicached_downloads_in_flight", "Files being fetched from the upstream now.", "gauge", files.in_flight)
-        watch(
-            "pypicached_cache_size_bytes",
-            "Bytes of cached files (as of the last housekeeping pass, plus new files).",
-            "gauge",
-            lambda: housekeeper.size,
-        )
-        watch("pypicached_cache_files", "Cached files.", "gauge", lambda: housekeeper.files)
-        watch(
-            "pypicached_cache_max_size_bytes",
-            "The cache's size budget (max_size).",
-            "gauge",
-            lambda: self.settings.max_size,
-        )
-        watch(
-            "pypicached_evictions", "Files evicted to keep the disk budget.", "counter", lambda: housekeeper.evictions
-        )
-        watch(
-            "pypicached_evicted_bytes",
-            "Bytes evicted to keep the disk budget.",
-            "counter",
-            lambda: housekeeper.evicted_bytes,
-        )
-        watch(
-            "pypicached_digest_mismatches",
-            "Downloads refused because their digest did not match.",
-            "counter",
-            lambda: files.digest_mismatches,
-        )
+        files, keeper = self.files, self.housekeeper
+        for name, kind, read, doc in (
+            ("downloads_in_flight", "gauge", files.in_flight, "Files being fetched from the upstream now."),
+            ("cache_size_bytes", "gauge", lambda: keeper.size, "Bytes cached, files and pages (as of the last "
+             "housekeeping pass, plus new files)."),
+            ("cache_files", "gauge", lambda: keeper.files, "Cached files."),
+            ("cache_max_size_bytes", "gauge", lambda: self.settings.max_size, "The cache's size budget (max_size)."),
+            ("evictions", "counter", lambda: keeper.evictions, "Files and pages evicted to keep the disk budget."),
+            ("evicted_bytes", "counter", lambda: keeper.evicted_bytes, "Bytes evicted to keep the disk budget."),
+            ("digest_mismatches", "counter", lambda: files.digest_mismatches,
+             "Downloads refused because their digest did not match."),
+        ):  # fmt: skip
+            self.metrics.watch("pypicached_" + name, doc, kind, read)
 
     def save_state(self) -> Deferred[None]:
         """Write the savings figures to the cache directory (in the disk thread)."""
@@ -272,14 +274,3 @@ class Proxy:
         """Stop the parts in reverse (once): pending disk writes land and upstream connections close."""
         if self.service.running:
             await self.service.stopService()
-
-
-def freshness_of(settings: IndexSettings) -> Freshness:
-    """The settings that decide how long index pages are trusted and what stands in for them."""
-    return Freshness(
-        ttl=settings.index_ttl,
-        offline=settings.offline,
-        stale_if_error=settings.stale_if_error,
-        stale_while_revalidate=settings.stale_while_revalidate,
-        stale_if_slow=settings.stale_if_slow,
-    )
