@@ -282,7 +282,7 @@ def main() -> None:
     upstream = FakeUpstream([small, big], flavour="html")
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)
     thread.start()
-    listening = blockingCallFromThread(reactor, start_fake_upstream, upstream, reactor=reactor)
+    listening = blockingCallFromThread(reactor, lambda: start_fake_upstream(upstream, reactor=reactor))
     volume = f"pypicached-image-check-{os.getpid()}"
     run("podman", "volume", "create", volume)
     podman = Podman(args.image, args.nofile_hard, volume)
