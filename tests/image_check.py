@@ -109,7 +109,7 @@ class Podman:
 
     def remove(self, name: str) -> str:
         logs = run("podman", "logs", name, check=False)
-        run("podman", "rm", "--force", name, check=False)
+        run("podman", "rm", "--force", "--volumes", name, check=False)  # and its anonymous volume
         self.names.remove(name)
         return logs.stdout + logs.stderr
 
