@@ -11,7 +11,8 @@ endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy pebble wrk bench bench-memory \
-	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie clean
+	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie \
+	image-tools image image-save image-test clean
 
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --nodaemon --pidfile= pypicached $(ARGS)
@@ -142,6 +143,39 @@ deb-test-trixie: apt-repo
 	@command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
 	env PATH=$(DEB_PATH) tests/deb_chroot.sh trixie .deb-test/trixie-root \
 	  sh -c 'python3 tests/deb_check.py --repo build/apt --root "$$CHROOT" --lintian'
+
+# The container image pypicached:<version>: the package from the apt repository above, on a copy
+# of deb-test-trixie's debootstrapped rootfs cut down to minbase (debootstrapped here if missing),
+# committed with buildah (docs/image.md). One make with deb-test-trixie builds the .deb once.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' pypicached/__init__.py)
+IMAGE := pypicached:$(VERSION)
+IMAGE_TOOLS := podman buildah runc catatonit debootstrap
+TRIXIE_ROOT := .deb-test/trixie-root
+
+image-tools:
+	@for tool in podman buildah runc debootstrap; do command -v $$tool >/dev/null || exit 1; done 2>/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q $(IMAGE_TOOLS) || \
+	  { apt-get -o DPkg::Lock::Timeout=600 update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q $(IMAGE_TOOLS); }
+
+$(TRIXIE_ROOT): | image-tools
+	mkdir -p $(@D)
+	env PATH=$(DEB_PATH) tests/deb_chroot.sh trixie $@ true
+
+image: apt-repo image-tools | $(TRIXIE_ROOT)
+	env PATH=$(DEB_PATH) IMAGE=$(IMAGE) IMAGE_REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+	  deploy/image/build.sh $(VERSION) $(TRIXIE_ROOT) build/apt
+
+image-save: image
+	mkdir -p build
+	rm -f build/pypicached-$(VERSION).oci.tar
+	podman save --format oci-archive -o build/pypicached-$(VERSION).oci.tar $(IMAGE)
+
+# The image run with podman as docs/image.md says (runc, --init, ulimits within this host's hard
+# limits), against a fake upstream on loopback: pip through it, a restart, SIGTERM mid-download,
+# a bad config, /health, pypicached-admin.
+image-test: image $(VENV)/.test-installed
+	$(VENV)/bin/python tests/image_check.py --image $(IMAGE) --nofile-hard "$$(ulimit -Hn)"
 
 $(VENV)/bin/python $(BOOKWORM)/bin/python:
 	$(PYTHON) -m venv $(@D)/..
