@@ -22,6 +22,8 @@ from pypicached.base.paths import is_plain_segment
 #: (a ``.metadata`` file beside it shares the path but not the digest).
 _PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+(?<!\.metadata)$")
 _SAFE = "!$&'()*+,;=:@-._~"
+#: Segments made only of these come out of ``quote(s, safe=_SAFE)`` as they went in.
+_NOTHING_TO_QUOTE = re.compile(r"[A-Za-z0-9!$&'()*+,;=:@._~/-]*")
 
 #: Hash names installers accept in links, strongest first.
 KNOWN_HASHES = ("sha512", "sha384", "sha256", "sha224", "blake2b", "md5")
@@ -80,7 +82,8 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
     still ending in the real filename, which is where installers read it from.
     """
     path = urlsplit(url).path
-    segments = tuple(unquote(s) for s in path.split("/")[1:])
+    pieces = path.split("/")[1:]
+    segments = tuple(unquote(s) for s in pieces) if "%" in path else tuple(pieces)
     if (
         len(segments) >= 2
         and segments[0] == "packages"
@@ -95,5 +98,8 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
 
 def relative_href(depth: int, segments: tuple[str, ...], fragment: str = "") -> str:
     """A link to ``segments`` from a page ``depth`` directories below the root."""
-    href = "../" * depth + "/".join(quote(s, safe=_SAFE) for s in segments)
+    joined = "/".join(segments)
+    if _NOTHING_TO_QUOTE.fullmatch(joined) is None:  # nearly never: one regex instead of a quote() a segment
+        joined = "/".join(quote(s, safe=_SAFE) for s in segments)
+    href = "../" * depth + joined
     return href + ("#" + fragment if fragment else "")
