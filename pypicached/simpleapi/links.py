@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from urllib.parse import quote, unquote, urldefrag, urlsplit
+from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
 import attrs
 
@@ -63,9 +63,38 @@ def hashes_of(mapping: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items() if isinstance(v, str)))
 
 
+#: A URL that ``urllib`` takes apart and puts back as it was: an http(s) origin or none, then a
+#: path without dot segments, empty segments, parameters or a query; only its fragment may follow.
+_PLAIN_URL = re.compile(
+    r"(?:https?://[-A-Za-z0-9.:@]+(?=/))?(?!//)(?!.*//)(?!.*/\.\.?(?:/|#|$))[-A-Za-z0-9._~!$&'()*+,=@/%]*(?:#.*)?",
+    re.DOTALL,
+)
+
+
+def is_plain_url(url: str) -> bool:
+    """Whether ``url`` is spelled so plainly that string operations give what ``urllib`` would."""
+    return _PLAIN_URL.fullmatch(url) is not None and "\\" not in url and not any(c in url for c in "\t\r\n")
+
+
+def origin_of(base: str) -> str | None:
+    """An http(s) URL's scheme and host, as ``join`` takes them; None for any other."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def join(base: str, origin: str | None, url: str) -> str:
+    """``urljoin(base, url)``; ``origin`` is ``origin_of(base)``, for the fast path of a plain ``url``."""
+    if is_plain_url(url):
+        if url.startswith(("https://", "http://")):
+            return url
+        if url.startswith("/") and origin is not None:
+            return origin + url
+    return urljoin(base, url)
+
+
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """An absolute link without its fragment, and the ``name=digest`` the fragment held."""
-    bare, fragment = urldefrag(url)
+    bare, fragment = url.partition("#")[::2] if is_plain_url(url) else urldefrag(url)
     name, sep, value = fragment.partition("=")
     return bare, ({name: value} if sep and name and value else {})
 
