@@ -22,7 +22,7 @@ Anchors = tuple[list[dict[str, str | None]], dict[str, str]]
 #: Only ASCII's own white space, where any HTML parser agrees (a vertical tab or a no-break space may not).
 _S = r"[ \t\n\r\f]"
 _NAME = r"[a-zA-Z_:][-a-zA-Z0-9_:.]*"
-_BARE = r"[-A-Za-z0-9_.:/%#+~!$&()*,;@?]+"
+_BARE = r"[-A-Za-z0-9_.:/%#+~!$&()*,;@?=]+"
 _ATTRIBUTE = rf"{_S}+{_NAME}(?:{_S}*={_S}*(?:\"[^\"]*\"|'[^']*'|{_BARE}))?"
 #: Elements whose content a parser may read as text rather than tags (and anchors, read apart): never scanned.
 _RAW = "script|style|textarea|title|xmp|iframe|noembed|noframes|noscript|plaintext|template|svg|math|a"
@@ -30,8 +30,8 @@ _TOKEN = re.compile(
     rf"""
     <a((?:{_S}+[a-z_:][-a-z0-9_:.]*="[^"<>]*")*){_S}*>[^<]*</a{_S}*>  # an anchor as nearly all are spelled
     | <[aA]((?:{_ATTRIBUTE})*){_S}*>[^<]*</[aA]{_S}*>     # any anchor, closed before any other tag
-    | <(?!(?:{_RAW})[ \t\n\r\f/>])([a-zA-Z][a-zA-Z0-9]*)((?:{_ATTRIBUTE})*){_S}*/?>   # any other start tag
-    | </(?!(?:{_RAW})[ \t\n\r\f>])[a-zA-Z][a-zA-Z0-9]*{_S}*>                           # its end tag
+    | <(?!(?i:{_RAW})[ \t\n\r\f/>])([a-zA-Z][a-zA-Z0-9]*)((?:{_ATTRIBUTE})*){_S}*/?>   # any other start tag
+    | </(?!(?i:{_RAW})[ \t\n\r\f>])[a-zA-Z][a-zA-Z0-9]*{_S}*>                           # its end tag
     | <[tT][iI][tT][lL][eE]{_S}*>[^<]*</[tT][iI][tT][lL][eE]{_S}*>                         # a title of text only
     | <!--(?!-?>)[^<>-]*(?:-[^<>-]+)*-->            # a comment without -- or <> in it
     | <![dD][oO][cC][tT][yY][pP][eE][^<>]*>         # the doctype
