@@ -12,29 +12,31 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["dumps", "loads"]
 
-#: Containers smaller than this are encoded or decoded in one piece.
+#: Bodies smaller than this are decoded in one piece.
 PIECE = 64 * 1024
+#: How deep objects are taken apart: a record's page, its ``files`` (or the JSON API's ``releases``), their lists.
+DEPTH = 3
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
 
 def dumps(value: Any, ensure_ascii: bool = True) -> str:
-    """``json.dumps(value, ensure_ascii=…, separators=(",", ":"))``, a big dict's long lists an item at a time."""
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        encode = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":")).encode
-        return "{" + ",".join(f"{encode(k)}:{_value(v, encode, ensure_ascii)}" for k, v in value.items()) + "}"
-    return json.dumps(value, ensure_ascii=ensure_ascii, separators=(",", ":"))
+    """``json.dumps(value, ensure_ascii=…, separators=(",", ":"))``, a big page's long lists an item at a time."""
+    encode = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(",", ":")).encode
+    return _value(value, encode, 0)
 
 
-def _value(value: Any, encode: Any, ensure_ascii: bool) -> str:
-    if isinstance(value, dict) and len(value) > 64:
-        return dumps(value, ensure_ascii)
+def _value(value: Any, encode: Callable[[Any], str], depth: int) -> str:
+    """Objects down to ``DEPTH`` key by key, long lists item by item (each at once); anything else at once."""
+    if isinstance(value, dict) and depth < DEPTH and all(isinstance(k, str) for k in value):
+        return "{" + ",".join(f"{encode(k)}:{_value(v, encode, depth + 1)}" for k, v in value.items()) + "}"
     if isinstance(value, list) and len(value) > 64:
-        return "[" + ",".join(_value(item, encode, ensure_ascii) for item in value) + "]"
+        return "[" + ",".join([encode(item) for item in value]) + "]"
     return encode(value)
 
 
@@ -47,12 +49,12 @@ def loads(body: bytes | str) -> Any:
         return json.loads(body)
     text = body.decode(json.detect_encoding(body), "surrogatepass") if isinstance(body, bytes) else body
     try:
-        return _object(text, _WHITESPACE.match(text, 0).end(), top=True)[0]  # type: ignore[union-attr]
+        return _object(text, _WHITESPACE.match(text, 0).end(), 0)[0]  # type: ignore[union-attr]
     except (ValueError, IndexError):
         return json.loads(text)  # raises the error json itself gives (or reads what the pieces could not)
 
 
-def _object(text: str, pos: int, top: bool = False) -> tuple[dict[str, Any], int]:
+def _object(text: str, pos: int, depth: int) -> tuple[dict[str, Any], int]:
     """The object at ``pos`` (its ``{``) and where it ends; ValueError for anything but a plain object."""
     skip, decode = _WHITESPACE.match, _DECODER.raw_decode
     if text[pos] != "{":
@@ -69,6 +71,8 @@ def _object(text: str, pos: int, top: bool = False) -> tuple[dict[str, Any], int
         pos = skip(text, pos + 1).end()  # type: ignore[union-attr]
         if text[pos] == "[":
             out[key], pos = _list(text, pos)
+        elif text[pos] == "{" and depth + 1 < DEPTH:
+            out[key], pos = _object(text, pos, depth + 1)
         else:
             out[key], pos = decode(text, pos)
         pos = skip(text, pos).end()  # type: ignore[union-attr]
@@ -79,7 +83,7 @@ def _object(text: str, pos: int, top: bool = False) -> tuple[dict[str, Any], int
         elif text[pos] != "}":
             raise ValueError("no comma")
     pos += 1
-    if top and skip(text, pos).end() != len(text):  # type: ignore[union-attr]
+    if depth == 0 and skip(text, pos).end() != len(text):  # type: ignore[union-attr]
         raise ValueError("extra data")
     return out, pos
 
