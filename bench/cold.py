@@ -8,8 +8,10 @@ yardstick it serves, in the same run, the very bytes the proxy answered. A page
 fetched cold through the proxy (one daemon of this checkout, a fresh name per round
 so the cache is cold each time) against the same bytes straight from nginx gives
 the time the proxy adds, and per MB of the answer; the target is 15 ms/MB + 20 ms.
-The daemon's peak RSS over each fetch (its VmHWM, reset by /proc/PID/clear_refs)
-is given too.
+What each fetch added to the daemon's peak RSS (its VmHWM, reset by /proc/PID/clear_refs,
+less its RSS before: the pages fetched before stay in the records it keeps in memory)
+is given too. With --reference REV the pages are measured for that revision's code
+too, first, in the same run (its tree exported with git archive).
 
 While each 20 MB page is fetched cold, a second client asks for a small warm page
 over and over: its slowest answer bounds how long the event loop was held (target
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from cold_pages import HTML_TYPE, JSON_TYPE, MB, anchor, entry, page_of_size, real_entry
-from page_memory import Daemon, current_code
+from page_memory import Code, Daemon, current_code
 from page_rps import Nginx, ensure_tools, load_average, tool_version
 
 from tests.installers import clean_env
@@ -60,8 +62,8 @@ def page_name(size: int, as_json: bool) -> str:
 
 
 _LOCATIONS = f"""
-        location ~ ^/simple/(h[0-9]+)(?:-r[0-9]+)?/$ {{ default_type {HTML_TYPE}; try_files /up/$1.html =404; }}
-        location ~ ^/simple/([jp][0-9]+)(?:-r[0-9]+)?/$ {{ default_type {JSON_TYPE}; try_files /up/$1.json =404; }}
+        location ~ ^/simple/(h[0-9]+)(?:-[a-z]+[0-9]+)?/$ {{ default_type {HTML_TYPE}; try_files /up/$1.html =404; }}
+        location ~ ^/simple/([jp][0-9]+)(?:-[a-z]+[0-9]+)?/$ {{ default_type {JSON_TYPE}; try_files /up/$1.json =404; }}
         location /ref/ {{ default_type application/octet-stream; }}
         location /packages/ {{ default_type application/octet-stream; }}
 """
@@ -126,11 +128,12 @@ def cold_page(daemon: Daemon, web: Nginx, name: str, alias: str, as_json: bool) 
     """One cold fetch through the proxy, and the same bytes from nginx."""
     accept = JSON_TYPE if as_json else HTML_TYPE
     reset_peak(daemon)
+    before = daemon.kb("VmRSS") * 1024 / MB
     took, body, verdict = get(daemon.port, f"/simple/{alias}/", accept)
     if verdict != "MISS":
         raise RuntimeError(f"{alias}: X-Pypi-Cache {verdict}, not a cold fetch")
     settle(daemon, alias)
-    rss = peak_rss_mb(daemon)
+    rss = peak_rss_mb(daemon) - before  # what this page added: earlier pages stay in the records kept in memory
     ref = web.dir / "root" / "ref" / alias
     ref.write_bytes(body)
     ref.chmod(0o644)
@@ -139,7 +142,7 @@ def cold_page(daemon: Daemon, web: Nginx, name: str, alias: str, as_json: bool) 
     return {"proxy": took, "nginx": direct, "mb": len(body) / MB, "rss": rss}
 
 
-def measure_pages(daemon: Daemon, web: Nginx, rounds: int) -> dict[str, list[dict[str, float]]]:
+def measure_pages(daemon: Daemon, web: Nginx, rounds: int, tag: str = "r") -> dict[str, list[dict[str, float]]]:
     results: dict[str, list[dict[str, float]]] = {}
     get(daemon.port, "/simple/p0/", JSON_TYPE)  # the prober's warm page
     for round_number in range(rounds):
@@ -150,7 +153,7 @@ def measure_pages(daemon: Daemon, web: Nginx, rounds: int) -> dict[str, list[dic
                 if prober:
                     prober.start()
                     time.sleep(0.2)
-                run = cold_page(daemon, web, name, f"{name}-r{round_number}", as_json)
+                run = cold_page(daemon, web, name, f"{name}-{tag}{round_number}", as_json)
                 if prober:
                     times = prober.stop()
                     run["stall"] = max(times) * 1000
@@ -158,7 +161,7 @@ def measure_pages(daemon: Daemon, web: Nginx, rounds: int) -> dict[str, list[dic
                 results.setdefault(name, []).append(run)
                 print(
                     f"  round {round_number + 1}: {name:4} {run['mb']:5.1f} MB  proxy {run['proxy'] * 1000:7.0f} ms"
-                    f"  nginx {run['nginx'] * 1000:5.1f} ms  peak RSS {run['rss']:5.0f} MB"
+                    f"  nginx {run['nginx'] * 1000:5.1f} ms  peak RSS +{run['rss']:4.0f} MB"
                     + (f"  slowest warm answer meanwhile {run['stall']:.0f} ms" if "stall" in run else ""),
                     flush=True,
                 )
@@ -248,7 +251,7 @@ def run_pip(index: str, names: list[str], scratch: Path) -> float:
 def report(results: dict[str, list[dict[str, float]]], revalidated: dict[str, dict[str, float]]) -> bool:
     """The table, medians over the rounds; whether every target was met."""
     met = True
-    print("\npage  MB     proxy ms  nginx ms  added ms  added ms/MB  target ms  peak RSS MB")
+    print("\npage  MB     proxy ms  nginx ms  added ms  added ms/MB  target ms  peak RSS added MB")
     for name, runs in results.items():
         mb = statistics.median(r["mb"] for r in runs)
         added = statistics.median((r["proxy"] - r["nginx"]) * 1000 for r in runs)
@@ -284,6 +287,7 @@ def main() -> None:
     parser.add_argument("--no-pip", action="store_true", help="leave out the pip runs")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install nginx if missing")
     parser.add_argument("--python", default=sys.executable, help="the daemon's interpreter [this one]")
+    parser.add_argument("--reference", metavar="REV", help="also measure the pages with this git revision's code")
     args = parser.parse_args()
     tools = ensure_tools(not args.no_install)
     print(
@@ -306,7 +310,15 @@ def main() -> None:
             web = Nginx(tools["nginx"], scratch / "nginx", files, _LOCATIONS, None, False)
             stack.callback(web.stop)
             upstream = f"http://127.0.0.1:{web.port}/simple/"
-            started = lambda n: start_daemon(args.python, upstream, scratch / f"daemon-{n}", stack)  # noqa: E731
+            started = lambda n, code=None: start_daemon(  # noqa: E731
+                args.python, upstream, scratch / f"daemon-{n}", stack, code
+            )
+            if args.reference:
+                print(f"\nreference {args.reference}:", flush=True)
+                old = started("reference", reference_tree(args.reference, scratch))
+                report(measure_pages(old, web, args.rounds, "ref"), {})
+                old.stop()
+                print(f"\n{current_code().label}:", flush=True)
             daemon = started(0)
             results = measure_pages(daemon, web, args.rounds)
             revalidated = {page_name(6, j): revalidate(daemon, web, page_name(6, j), j) for j in (False, True)}
@@ -324,12 +336,23 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(scratch)])
 
 
-def start_daemon(python: str, upstream: str, scratch: Path, stack: contextlib.ExitStack) -> Daemon:
+def start_daemon(
+    python: str, upstream: str, scratch: Path, stack: contextlib.ExitStack, code: Code | None = None
+) -> Daemon:
     scratch.mkdir()
-    daemon = Daemon(python, current_code(), upstream, scratch, "--index-ttl", str(TTL), "--stale-if-slow", "0")
+    daemon = Daemon(python, code or current_code(), upstream, scratch, "--index-ttl", str(TTL), "--stale-if-slow", "0")
     stack.callback(daemon.stop)
     daemon.wait_ready()
     return daemon
+
+
+def reference_tree(rev: str, scratch: Path) -> Code:
+    """``rev``'s tree, exported (no worktree: this checkout's git bookkeeping is left alone)."""
+    path = scratch / "reference"
+    path.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(path)], input=archive, check=True)
+    return Code(f"reference {rev}", path)
 
 
 if __name__ == "__main__":
