@@ -11,7 +11,7 @@ endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy pebble wrk bench bench-memory \
-	bench-outage bench-cluster bench-rps deb deb-deps deb-test apt-repo deb-test-trixie \
+	bench-outage bench-cluster bench-rps bench-cold deb deb-deps deb-test apt-repo deb-test-trixie \
 	image-tools image image-save image-test clean
 
 run: $(VENV)/.installed
@@ -89,6 +89,12 @@ bench-memory: $(VENV)/.installed
 # work and nginx serving the same bytes, in one run (installs wrk and nginx).
 bench-rps: $(VENV)/.installed
 	$(VENV)/bin/python bench/page_rps.py $(BENCH_ARGS)
+
+# A big project page's first request (1, 6 and 20 MB, HTML and JSON) against nginx serving the
+# same bytes, the event loop's longest hold meanwhile, and cold pip through the proxy against
+# straight at the upstream, in one run (installs nginx; a few minutes).
+bench-cold: $(VENV)/.installed tools
+	$(VENV)/bin/python bench/cold.py $(BENCH_ARGS)
 
 # pip's wall time with the upstream killed or hanging and every page expired, against warm.
 bench-outage: $(VENV)/.installed tools

@@ -266,10 +266,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {dir}/root;
-        location = {page_path} {{
-            default_type {page_type};
-            try_files /page.json =404;
-        }}
+{locations}
     }}
 }}
 """
@@ -278,29 +275,47 @@ http {{
 class Nginx:
     """nginx with one worker, serving a page and a file as static files, on one core."""
 
-    def __init__(self, binary: str, directory: Path, served: Warmed, cpu: int, access_log: bool) -> None:
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        files: dict[str, bytes],
+        locations: str,
+        cpu: int | None,
+        access_log: bool,
+    ) -> None:
+        """``files`` by path under its root; ``locations``: nginx's location blocks for them (bench/cold.py's too)."""
         self.port = free_port()
         self.dir = directory
         root = directory / "root"
-        (root / served.file_path.lstrip("/")).parent.mkdir(parents=True)
-        (root / served.file_path.lstrip("/")).write_bytes(served.file)
-        (root / "page.json").write_bytes(served.page)
+        for relative, body in files.items():
+            (root / relative.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative.lstrip("/")).write_bytes(body)
         for path in [directory, *directory.rglob("*")]:  # for the worker, which drops root for nobody
             path.chmod(0o755 if path.is_dir() else 0o644)
         (directory / "nginx.conf").write_text(
             _NGINX_CONF.format(
                 dir=directory,
                 port=self.port,
-                page_path=served.page_path,
-                page_type=JSON_TYPE,
+                locations=locations,
                 access_log=f"{directory}/access.log" if access_log else "off",
             )
         )
         argv = [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(directory / "nginx.conf")]
         self.process = subprocess.Popen(  # taskset execs nginx: this is the master's pid
-            on_cpu(cpu, argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            argv if cpu is None else on_cpu(cpu, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
+
+    @classmethod
+    def serving(cls, binary: str, directory: Path, served: Warmed, cpu: int, access_log: bool) -> Nginx:
+        """The page and the file the daemons served, at the same paths."""
+        location = f"        location = {served.page_path} {{ default_type {JSON_TYPE}; try_files /page.json =404; }}"
+        files = {served.file_path: served.file, "page.json": served.page}
+        return cls(binary, directory, files, location, cpu, access_log)
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -658,7 +673,9 @@ def main() -> None:
                 print("note: the daemons' pages differ; nginx serves the last one's", flush=True)
             served = servers[-1].warmed
             print(f"page {served.page_path}: {len(served.page):,} bytes of {JSON_TYPE}", flush=True)
-            web = Nginx(tools["nginx"], scratch_root / "nginx", served, args.server_cpu, args.nginx_access_log == "on")
+            web = Nginx.serving(
+                tools["nginx"], scratch_root / "nginx", served, args.server_cpu, args.nginx_access_log == "on"
+            )
             stack.callback(web.stop)
             if get(f"http://127.0.0.1:{web.port}{served.page_path}", PIP_ACCEPT).body != served.page:
                 raise RuntimeError("nginx does not serve the page's bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
@@ -59,7 +60,11 @@ class RequestPath:
 
 def is_plain_segment(segment: str) -> bool:
     """A name that can stand for one directory entry: never empty, ``.``, ``..``, a slash or a control character."""
-    return segment not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in segment)
+    return segment not in ("", ".", "..") and _NOT_PLAIN.search(segment) is None
+
+
+#: What a plain segment never holds (one regex: this runs for every file link of every page rendered).
+_NOT_PLAIN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def under(root: Path, segments: tuple[str, ...]) -> Path:

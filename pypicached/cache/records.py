@@ -17,7 +17,7 @@ import attrs
 
 from pypicached.cache.forms import Form, Rendering
 from pypicached.cache.pagekind import PageKey, Parse
-from pypicached.simpleapi import simple
+from pypicached.simpleapi import chunkedjson, simple
 from pypicached.simpleapi.links import FileLink, proxy_path
 from pypicached.upstream.body import MAX_PAGE_BYTES
 
@@ -60,7 +60,7 @@ class StoredPage:
         return self._links
 
     def to_json(self) -> bytes:
-        return json.dumps(
+        return chunkedjson.dumps(  # in pieces: a big page's record must not hold the GIL for long
             {
                 "format": 1,
                 "url": self.url,
@@ -69,13 +69,12 @@ class StoredPage:
                 "last_modified": self.last_modified,
                 "version": self.version,
                 "page": self.page,
-            },
-            separators=(",", ":"),
+            }
         ).encode("utf-8")
 
     @classmethod
     def from_json(cls, key: PageKey, data: bytes) -> StoredPage:
-        record = json.loads(data)
+        record = chunkedjson.loads(data)
         if record.get("format") != 1 or not isinstance(record.get("page"), dict):
             raise ValueError("not a page record of this version")
         if key.kind.parse is None and not record.get("version"):

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pypicached.simpleapi.links import is_plain_url
+
 __all__ = [
     "ATTRIBUTE_FOR_KEY",
     "KEY_FOR_ATTRIBUTE",
@@ -46,4 +48,7 @@ KEY_FOR_ATTRIBUTE["data-dist-info-metadata"] = "core-metadata"
 
 def filename_of(url: str) -> str:
     """The file name a URL ends in, unquoted."""
+    if is_plain_url(url):  # nearly always: no urllib needed
+        name = url.partition("#")[0].rsplit("/", 1)[-1]
+        return unquote(name) if "%" in name else name
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1])

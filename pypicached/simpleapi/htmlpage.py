@@ -10,6 +10,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from typing import Any
 
+from pypicached.simpleapi import htmlscan
 from pypicached.simpleapi.fields import KEY_FOR_ATTRIBUTE, REASON_TAG, STATUS_TAG, BadPage, Page, filename_of
 from pypicached.simpleapi.links import split_url
 
@@ -46,22 +47,31 @@ class _AnchorParser(HTMLParser):
             self._open = None
 
 
-def parse_html(body: bytes) -> Page:
-    """A PEP 503 project page in the one form, file URLs as written (``parse`` makes them absolute)."""
-    parser = _AnchorParser()
+def parse_html(body: bytes, scanner: bool = True) -> Page:
+    """
+    A PEP 503 project page in the one form, file URLs as written (``parse`` makes them
+    absolute): read by the strict scanner, or by the general parser if it refuses the page.
+    """
     try:
-        parser.feed(body.decode("utf-8"))
-        parser.close()
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadPage(f"HTML is not UTF-8: {e}") from None
-    meta = {"api-version": parser.metas.get("pypi:repository-version", "1.0")}
-    page: Page = {"meta": meta, "files": [_file_from_anchor(a) for a, _ in parser.anchors if a.get("href")]}
-    marker = {
-        key: parser.metas[tag] for key, tag in (("status", STATUS_TAG), ("reason", REASON_TAG)) if tag in parser.metas
-    }
+    found = htmlscan.scan(text) if scanner else None
+    anchors, metas = found if found is not None else read_generally(text)
+    meta = {"api-version": metas.get("pypi:repository-version", "1.0")}
+    page: Page = {"meta": meta, "files": [_file_from_anchor(a) for a in anchors if a.get("href")]}
+    marker = {key: metas[tag] for key, tag in (("status", STATUS_TAG), ("reason", REASON_TAG)) if tag in metas}
     if marker:
         page["project-status"] = marker
     return page
+
+
+def read_generally(text: str) -> htmlscan.Anchors:
+    """The anchors and ``<meta>`` tags of any page, by the general HTML parser."""
+    parser = _AnchorParser()
+    parser.feed(text)
+    parser.close()
+    return [a for a, _ in parser.anchors], parser.metas
 
 
 def _file_from_anchor(attributes: dict[str, str | None]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from typing import Protocol
-from urllib.parse import quote, unquote, urldefrag, urlsplit
+from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
 import attrs
 
@@ -23,6 +23,8 @@ from pypicached.base.paths import is_plain_segment
 #: (a ``.metadata`` file beside it shares the path but not the digest).
 _PYPI_LAYOUT = re.compile(r"^/packages/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{60})/[^/]+(?<!\.metadata)$")
 _SAFE = "!$&'()*+,;=:@-._~"
+#: Segments made only of these come out of ``quote(s, safe=_SAFE)`` as they went in.
+_NOTHING_TO_QUOTE = re.compile(r"[A-Za-z0-9!$&'()*+,;=:@._~/-]*")
 
 #: Hash names installers accept in links, strongest first.
 KNOWN_HASHES = ("sha512", "sha384", "sha256", "sha224", "blake2b", "md5")
@@ -70,9 +72,38 @@ def hashes_of(mapping: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items() if isinstance(v, str)))
 
 
+#: A URL that ``urllib`` takes apart and puts back as it was: an http(s) origin or none, then a
+#: path without dot segments, empty segments, parameters or a query; only its fragment may follow.
+_PLAIN_URL = re.compile(
+    r"(?:https?://[-A-Za-z0-9.:@]+(?=/))?(?!//)(?!.*//)(?!.*/\.\.?(?:/|#|$))[-A-Za-z0-9._~!$&'()*+,=@/%]*(?:#.*)?",
+    re.DOTALL,
+)
+
+
+def is_plain_url(url: str) -> bool:
+    """Whether ``url`` is spelled so plainly that string operations give what ``urllib`` would."""
+    return _PLAIN_URL.fullmatch(url) is not None and "\\" not in url and not any(c in url for c in "\t\r\n")
+
+
+def origin_of(base: str) -> str | None:
+    """An http(s) URL's scheme and host, as ``join`` takes them; None for any other."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def join(base: str, origin: str | None, url: str) -> str:
+    """``urljoin(base, url)``; ``origin`` is ``origin_of(base)``, for the fast path of a plain ``url``."""
+    if is_plain_url(url):
+        if url.startswith(("https://", "http://")):
+            return url
+        if url.startswith("/") and origin is not None:
+            return origin + url
+    return urljoin(base, url)
+
+
 def split_url(url: str) -> tuple[str, dict[str, str]]:
     """An absolute link without its fragment, and the ``name=digest`` the fragment held."""
-    bare, fragment = urldefrag(url)
+    bare, fragment = url.partition("#")[::2] if is_plain_url(url) else urldefrag(url)
     name, sep, value = fragment.partition("=")
     return bare, ({name: value} if sep and name and value else {})
 
@@ -89,7 +120,8 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
     still ending in the real filename, which is where installers read it from.
     """
     path = urlsplit(url).path
-    segments = tuple(unquote(s) for s in path.split("/")[1:])
+    pieces = path.split("/")[1:]
+    segments = tuple(unquote(s) for s in pieces) if "%" in path else tuple(pieces)
     if (
         len(segments) >= 2
         and segments[0] == "packages"
@@ -104,5 +136,8 @@ def proxy_path(url: str, sha256: str = "") -> tuple[str, ...]:
 
 def relative_href(depth: int, segments: tuple[str, ...], fragment: str = "") -> str:
     """A link to ``segments`` from a page ``depth`` directories below the root."""
-    href = "../" * depth + "/".join(quote(s, safe=_SAFE) for s in segments)
+    joined = "/".join(segments)
+    if _NOTHING_TO_QUOTE.fullmatch(joined) is None:  # nearly never: one regex instead of a quote() a segment
+        joined = "/".join(quote(s, safe=_SAFE) for s in segments)
+    href = "../" * depth + joined
     return href + ("#" + fragment if fragment else "")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
+from pypicached.simpleapi import chunkedjson
 from pypicached.simpleapi.simple import BadPage, HrefFor, Page, parse_json_object
 
 
@@ -32,10 +32,10 @@ def file_entries(page: Page) -> Iterator[dict[str, Any]]:
 
 def render(page: Page, href_for: HrefFor) -> bytes:
     """The document with every file ``url`` pointing back at the proxy."""
-    out = json.loads(json.dumps(page))
+    out = chunkedjson.loads(chunkedjson.dumps(page))  # a deep copy, in pieces
     for entry in file_entries(out):
         if isinstance(entry.get("url"), str):
             digests = entry.get("digests")
             sha256 = digests.get("sha256", "") if isinstance(digests, dict) else ""
             entry["url"] = href_for(entry["url"], str(sha256), "")
-    return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return chunkedjson.dumps(out, ensure_ascii=False).encode("utf-8")

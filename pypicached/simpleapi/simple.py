@@ -18,15 +18,15 @@ Reading HTML is ``htmlpage``'s; the form and the HTML names of its fields are ``
 from __future__ import annotations
 
 import html
-import json
 import re
 from typing import Any
 from urllib.parse import urljoin
 
 from pypicached.base.names import normalize
+from pypicached.simpleapi import chunkedjson
 from pypicached.simpleapi.fields import ATTRIBUTE_FOR_KEY, REASON_TAG, STATUS_TAG, BadPage, HrefFor, Page, filename_of
 from pypicached.simpleapi.htmlpage import parse_html
-from pypicached.simpleapi.links import FileLink, hashes_of, split_url
+from pypicached.simpleapi.links import FileLink, hashes_of, join, origin_of, split_url
 from pypicached.simpleapi.negotiation import Format
 
 __all__ = [
@@ -74,11 +74,12 @@ def parse(body: bytes, content_type: str, page_url: str) -> Page:
     files = page.get("files")
     if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
         raise BadPage("project page has no 'files' list")
+    origin = origin_of(page_url)
     for entry in files:
         url = entry.get("url")
         if not isinstance(url, str):
             raise BadPage("a file entry has no 'url'")
-        entry["url"] = urljoin(page_url, url)
+        entry["url"] = join(page_url, origin, url)
         if not isinstance(entry.get("filename"), str):
             entry["filename"] = filename_of(entry["url"])
         if isinstance(entry.get("provenance"), str) and entry["provenance"]:  # PEP 740: kept absolute, like urls
@@ -89,7 +90,7 @@ def parse(body: bytes, content_type: str, page_url: str) -> Page:
 def parse_json_object(body: bytes) -> Page:
     """A JSON body that must be an object, or ``BadPage`` saying why not."""
     try:
-        page = json.loads(body)
+        page = chunkedjson.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadPage(f"invalid JSON: {e}") from None
     if not isinstance(page, dict):
@@ -275,4 +276,4 @@ def _html(page: Page, title: str, rows: list[str]) -> bytes:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return chunkedjson.dumps(value, ensure_ascii=False).encode("utf-8")
