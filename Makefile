@@ -56,25 +56,27 @@ $(TOOLS)/%/.installed: tests/installer-pins/%.txt
 e2e: $(VENV)/.installed tools
 	$(VENV)/bin/python tests/e2e.py $(E2E_ARGS)
 
+# apt_install PACKAGES,COMMANDS: install Debian's PACKAGES unless every one of COMMANDS is there (none
+# given: always), waiting for apt's lock (make -j runs several at once), the lists refreshed once if a
+# package is not found.
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q
+apt_install = @(for c in $(2); do command -v $$c >/dev/null || exit 1; done; test -n "$(2)") 2>/dev/null || $(APT) install $(1) || { $(APT) update && $(APT) install $(1); }
+
 # Debian's headless Chromium, for the test that renders the status page in a real browser.
 browser:
-	@command -v chromium >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; }
+	$(call apt_install,chromium,chromium)
 
 # Debian's pebble (Let's Encrypt's test CA), for the tests of certificates from an ACME CA.
 pebble:
-	@test -x /usr/bin/pebble || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q pebble; }; }
+	$(call apt_install,pebble,/usr/bin/pebble)
 
 # Debian's HAProxy, for the tests that run deploy/haproxy.cfg in front of several nodes.
 haproxy:
-	@test -x /usr/sbin/haproxy || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
+	$(call apt_install,haproxy,/usr/sbin/haproxy)
 
 # Debian's wrk, the load generator of bench/cluster.py.
 wrk:
-	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }; }
+	$(call apt_install,wrk,wrk)
 
 # How long a housekeeping pass over 100,000 cached files stalls the event loop.
 bench: $(VENV)/.installed
@@ -112,8 +114,7 @@ DEB_BUILD_DEPS := debhelper dh-python dh-sequence-python3 pybuild-plugin-pyproje
 	python3-pytest-twisted python3-service-identity python3-treq python3-twisted lintian fakeroot
 
 deb-deps:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_BUILD_DEPS) || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEB_BUILD_DEPS); }
+	$(call apt_install,$(DEB_BUILD_DEPS),)
 
 deb: deb-deps
 	env PATH=$(DEB_PATH) dpkg-buildpackage -us -uc -b
@@ -130,8 +131,7 @@ apt-repo deb-test deb-test-trixie: export GNUPGHOME := $(APT_GNUPGHOME)
 apt-repo deb-test deb-test-trixie: export APT_SIGNING_KEY := $(APT_SIGNING_KEY)
 
 apt-repo: deb
-	@command -v apt-ftparchive >/dev/null && command -v gpg >/dev/null || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS)
+	$(call apt_install,$(APT_TOOLS),apt-ftparchive gpg)
 	env PATH=$(DEB_PATH) deploy/apt-repo.sh build/apt build/deb/pypicached_*_all.deb
 
 # On this Debian 12 machine: `apt install pypicached` from that repository, the package's tests on
@@ -146,7 +146,7 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 deb-test-trixie: export DEBIAN_MIRROR := $(DEBIAN_MIRROR)
 
 deb-test-trixie: apt-repo
-	@command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+	$(call apt_install,debootstrap,debootstrap)
 	env PATH=$(DEB_PATH) tests/deb_chroot.sh trixie .deb-test/trixie-root \
 	  sh -c 'python3 tests/deb_check.py --repo build/apt --root "$$CHROOT" --lintian'
 
@@ -159,10 +159,7 @@ IMAGE_TOOLS := podman buildah runc catatonit debootstrap
 TRIXIE_ROOT := .deb-test/trixie-root
 
 image-tools:
-	@for tool in podman buildah runc debootstrap; do command -v $$tool >/dev/null || exit 1; done 2>/dev/null || \
-	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q $(IMAGE_TOOLS) || \
-	  { apt-get -o DPkg::Lock::Timeout=600 update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q $(IMAGE_TOOLS); }
+	$(call apt_install,$(IMAGE_TOOLS),podman buildah runc debootstrap)
 
 $(TRIXIE_ROOT): | image-tools
 	mkdir -p $(@D)
