@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ class _Pebble(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        if b"Listening on" in self.output and not self.listening.called:
+        # both its listeners said so (the log line comes just before each socket binds: see accepting())
+        # ("Pebble <date> <time> Listening on: …" and "… Management interface listening on: …")
+        if b" Listening on: " in self.output and b" listening on: " in self.output and not self.listening.called:
             self.listening.callback(None)
 
     errReceived = outReceived
@@ -94,9 +97,28 @@ async def start_pebble(directory: Path, http_port: int) -> Pebble:
         protocol, pebble_binary(), [pebble_binary(), "-config", str(directory / "pebble.json")], env, str(directory)
     )
     await protocol.listening
+    await threads.deferToThread(accepting, [port, management], protocol)
     root = directory / "root.pem"
     root.write_bytes(await threads.deferToThread(_get, f"https://localhost:{management}/roots/0", files.ca))
     return Pebble(f"https://localhost:{port}/dir", files.ca, root, process, protocol)
+
+
+def accepting(ports: list[int], protocol: _Pebble, within: float = 30.0) -> None:
+    """
+    (In a thread.) Wait until every one of ``ports`` accepts a connection: pebble logs each
+    listener just before it binds, so a client that connects on the log line alone is sometimes
+    refused (seen under load).
+    """
+    deadline = time.monotonic() + within
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except ConnectionRefusedError:
+                if protocol.ended.called or time.monotonic() > deadline:
+                    raise AssertionError(f"pebble never accepted on port {port}: {protocol.output!r}") from None
+                time.sleep(0.01)  # a condition polled, with a deadline: the socket is there or not
 
 
 def _get(url: str, ca: Path) -> bytes:
