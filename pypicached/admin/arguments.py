@@ -50,8 +50,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("requirement", metavar="NAME[==VERSION]")
     s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
     s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
-    s = sub.add_parser("prefetch", help="fill the cache with the files of a requirements file")
-    s.add_argument("-r", "--requirement", required=True, type=Path, help="a (pinned) requirements file")
+    s = sub.add_parser("prefetch", help="fill the cache with the files of lock files or requirements files")
+    s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="pylock.toml, uv.lock, poetry.lock, pdm.lock")
+    s.add_argument("-r", "--requirement", action="append", type=Path, help="a (pinned) requirements file")
+    s.add_argument("--platform", action="append", help="only wheels for this platform tag (repeatable), and sdists")
+    s.add_argument("--python", metavar="X.Y", help="only files this Python version could install")
+    s.add_argument("--json", action="store_true", help="the summary as JSON")
     s.add_argument(
         "--all-files",
         action="store_true",
