@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
         help="every file of each chosen version, not only those this machine could install",
     )
     s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
+    s = sub.add_parser("export", help="write a bundle of the cache's files and pages for these locks (or --all)")
+    s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="lock files or requirements files")
+    s.add_argument("--out", required=True, type=Path, metavar="BUNDLE", help="the bundle to write")
+    s.add_argument("--all", action="store_true", help="the whole cache")
+    s = sub.add_parser("import", help="check a bundle from export, then add it to the cache")
+    s.add_argument("bundle", type=Path, metavar="BUNDLE")
     return p
 
 

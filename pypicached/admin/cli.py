@@ -26,7 +26,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
-from pypicached.admin import lockfetch, prefetching, verify
+from pypicached.admin import carry, lockfetch, prefetching, verify
 from pypicached.admin.arguments import daemon_url, load, parser
 from pypicached.admin.progress import Progress
 from pypicached.base.names import is_valid_name, is_valid_version, normalize
@@ -237,6 +237,8 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Any]] = {
     "policy": lambda admin, args: admin.policy_check(args.requirement),
     "verify": lambda admin, args: admin.verify(drop=not args.keep),
     "prefetch": lambda admin, args: admin.prefetch(args),
+    "export": lambda admin, args: carry.export(admin.root, args, admin.out),
+    "import": lambda admin, args: carry.import_bundle(admin.root, admin.settings.max_size, args.bundle, admin.out),
 }
 
 
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start(reactor: Any) -> None:
         try:
             code = await run(reactor, args, sys.stdout)
-        except (AdminError, ConfigError) as e:
+        except (AdminError, ConfigError, carry.CarryError) as e:
             sys.stderr.write(f"pypicached-admin: {e}\n")
             code = 2
         if code:
