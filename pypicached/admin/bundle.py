@@ -129,6 +129,9 @@ def _add(tar: tarfile.TarFile, member: Entry) -> None:
     digest = hashlib.sha256()
 
     class Hashing(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
         def readinto(self, buffer: Any) -> int:
             n = f.readinto(buffer)
             digest.update(memoryview(buffer)[:n])

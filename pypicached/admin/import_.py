@@ -99,7 +99,7 @@ def stage(tar: tarfile.TarFile, listed: dict[str, Any], directory: Path) -> None
     """Every member after the manifest into ``directory``, each checked against the manifest."""
     seen: set[str] = set()
     try:
-        for info in tar:
+        while (info := tar.next()) is not None:
             if not info.isreg():
                 raise Refused(f"{info.name!r} is not a regular file (a link, device or directory)")
             if info.name not in listed or info.name in seen:
@@ -159,9 +159,11 @@ def verify_files(staged: Path, listed: dict[str, Any], root: Path) -> None:
     table = links(staged, listed, root, projects)
     for name, member in files.items():
         link = table.get(member.parts[1:])
-        expected = link.expected_digests() if link is not None else {}
-        if not expected:
-            raise Refused(f"{name}: no page in the bundle or the cache publishes a digest for it")
+        if link is None:
+            raise Refused(f"{name}: no page in the bundle or the cache links it")
+        expected = link.expected_digests()
+        if not expected and not name.endswith(".metadata"):  # PEP 658 allows metadata without a digest
+            raise Refused(f"{name}: its page publishes no digest for it")
         for algorithm, value in expected.items():
             hasher = new_hasher(algorithm)
             with open(staged / name, "rb") as f:
