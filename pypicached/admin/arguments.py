@@ -50,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("requirement", metavar="NAME[==VERSION]")
     s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
     s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
+    _bundles(sub)
+    return p
+
+
+def _bundles(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # generic only in typeshed
+    """The commands that fill a cache ahead of time and carry it elsewhere: prefetch, export, import."""
     s = sub.add_parser("prefetch", help="fill the cache with the files of lock files or requirements files")
     s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="pylock.toml, uv.lock, poetry.lock, pdm.lock")
     s.add_argument("-r", "--requirement", action="append", type=Path, help="a (pinned) requirements file")
@@ -68,7 +74,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="the whole cache")
     s = sub.add_parser("import", help="check a bundle from export, then add it to the cache")
     s.add_argument("bundle", type=Path, metavar="BUNDLE")
-    return p
 
 
 def load(args: argparse.Namespace, err: TextIO) -> Settings:

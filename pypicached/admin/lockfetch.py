@@ -74,6 +74,19 @@ def _files_on(page: dict[str, Any], page_url: str) -> dict[str, _OnPage]:
     return found
 
 
+def _by_project(
+    locked: Iterable[LockedFile], served_hosts: frozenset[str], summary: Summary
+) -> dict[str, list[LockedFile]]:
+    """The locked files by project, but those whose URL's host no index serves (skipped, and said so)."""
+    wanted: dict[str, list[LockedFile]] = {}
+    for item in dict.fromkeys(locked):
+        if item.url and "://" in item.url and host_of(item.url) not in served_hosts:
+            summary.skipped.append((item.filename, f"{host_of(item.url)} is served by no index of this proxy"))
+        else:
+            wanted.setdefault(item.project, []).append(item)
+    return wanted
+
+
 async def prefetch_locked(
     http: Any,
     index_url: str,
@@ -86,12 +99,7 @@ async def prefetch_locked(
 ) -> Summary:
     """Fetch every locked file through the proxy at ``index_url``; hosts outside ``served_hosts`` are skipped."""
     summary = Summary()
-    wanted: dict[str, list[LockedFile]] = {}
-    for item in dict.fromkeys(locked):
-        if item.url and "://" in item.url and host_of(item.url) not in served_hosts:
-            summary.skipped.append((item.filename, f"{host_of(item.url)} is served by no index of this proxy"))
-        else:
-            wanted.setdefault(item.project, []).append(item)
+    wanted = _by_project(locked, served_hosts, summary)
     limit = DeferredSemaphore(jobs)
 
     async def project(name: str, items: list[LockedFile]) -> None:
