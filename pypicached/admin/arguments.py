@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _bundles(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # generic only in typeshed
+def _bundles(sub: argparse._SubParsersAction) -> None:
     """The commands that fill a cache ahead of time and carry it elsewhere: prefetch, export, import."""
     s = sub.add_parser("prefetch", help="fill the cache with the files of lock files or requirements files")
     s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="pylock.toml, uv.lock, poetry.lock, pdm.lock")

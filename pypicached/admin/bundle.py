@@ -39,7 +39,7 @@ class BundleError(Exception):
 def zstandard() -> Any:
     """The ``zstandard`` module, or None: it is optional (gzip otherwise)."""
     try:
-        import zstandard as module  # optional at run time
+        import zstandard as module  # type: ignore[import-not-found]  # optional at run time
     except ImportError:
         return None
     return module
@@ -84,8 +84,8 @@ def _compressed(out: BinaryIO) -> Iterator[tuple[IO[bytes], str]]:
         with module.ZstdCompressor(level=3).stream_writer(out, closefd=False) as writer:
             yield writer, "zstd"
     else:
-        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as writer:
-            yield writer, "gzip"
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as packed:
+            yield packed, "gzip"  # type: ignore[misc]  # a GzipFile is a binary stream
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:

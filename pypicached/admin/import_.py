@@ -26,7 +26,7 @@ import attrs
 from pypicached.admin.bundle import CHUNK, FORMAT, MANIFEST, ZSTD_MAGIC, zstandard
 from pypicached.base.names import projects_for_filename
 from pypicached.cache.housekeeping import scan
-from pypicached.cache.layout import Member, classify
+from pypicached.cache.layout import classify
 from pypicached.cache.pagekind import JSON_API, PROJECT, PageKey
 from pypicached.cache.records import StoredPage, project_records
 from pypicached.simpleapi.links import FileLink, new_hasher
@@ -66,7 +66,7 @@ def opened(path: Path) -> Iterator[tarfile.TarFile]:
             yield tar
 
 
-def read_manifest(tar: tarfile.TarFile) -> dict[str, Member | Any]:
+def read_manifest(tar: tarfile.TarFile) -> dict[str, Any]:
     """The first member, the manifest: each member's classified place, sha256 and size."""
     info = tar.next()
     if info is None or info.name != MANIFEST or not info.isreg() or info.size > MAX_MANIFEST:

@@ -8,6 +8,7 @@ differ from the lock's digest are reported, not counted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -117,9 +118,9 @@ async def prefetch_locked(
             differ = [n for n, v in item.hashes if found.hashes.get(n, v) != v]
             if differ:
                 summary.conflicts.append((item.filename, f"the lock's {differ[0]} differs from the index page's"))
-            await limit.run(
-                lambda item=item, found=found: ensureDeferred(_fetch(http, item, found, summary, headers, on_progress))
-            )
+            # a coroutine wrapped here: Twisted 22.4's semaphore does not take coroutine functions
+            fetch_one = functools.partial(_fetch, http, item, found, summary, headers, on_progress)
+            await limit.run(lambda fetch_one=fetch_one: ensureDeferred(fetch_one()))
 
     await gatherResults([ensureDeferred(project(n, i)) for n, i in wanted.items()], consumeErrors=True)
     return summary
