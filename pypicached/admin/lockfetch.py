@@ -8,7 +8,6 @@ differ from the lock's digest are reported, not counted.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -118,9 +117,11 @@ async def prefetch_locked(
             differ = [n for n, v in item.hashes if found.hashes.get(n, v) != v]
             if differ:
                 summary.conflicts.append((item.filename, f"the lock's {differ[0]} differs from the index page's"))
-            # a coroutine wrapped here: Twisted 22.4's semaphore does not take coroutine functions
-            fetch_one = functools.partial(_fetch, http, item, found, summary, headers, on_progress)
-            await limit.run(lambda fetch_one=fetch_one: ensureDeferred(fetch_one()))
+            await limit.acquire()
+            try:
+                await _fetch(http, item, found, summary, headers, on_progress)
+            finally:
+                limit.release()
 
     await gatherResults([ensureDeferred(project(n, i)) for n, i in wanted.items()], consumeErrors=True)
     return summary
