@@ -78,7 +78,19 @@ def imports_of(module: str) -> set[str]:
                 name = name.rpartition(".")[0]
             if name and name != module:
                 found.add(name)
+                found |= _packages_run_first(name, module)
     return found
+
+
+def _packages_run_first(name: str, importer: str) -> set[str]:
+    """
+    The packages whose ``__init__`` runs when ``name`` is imported: its parents, but for those
+    of ``importer`` itself (already running by then). An ``__init__`` that imports its package's
+    modules makes these real edges: ops.control importing http.acme runs http/__init__.
+    """
+    own = {importer.rsplit(".", n)[0] for n in range(importer.count(".") + 1)}
+    parents = {name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1)}
+    return {p for p in parents if p in MODULES and p not in own}
 
 
 GRAPH = {module: imports_of(module) for module in MODULES}
@@ -135,6 +147,9 @@ def test_the_checks_would_fail() -> None:
     assert layer_of("pypicached.http.web") > layer_of("pypicached.cache.pages") == layer_of("pypicached.cache")
     assert "pypicached.cache.pages" in GRAPH["pypicached.cache.router"]
     assert "pypicached.base.names" in GRAPH["pypicached.simpleapi.simple"]
+    # importing another package's module runs that package's __init__ first; one's own is running already
+    assert _packages_run_first("pypicached.http.acme", "pypicached.ops.control") == {"pypicached.http"}
+    assert _packages_run_first("pypicached.cache.forms", "pypicached.cache.pages") == set()
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

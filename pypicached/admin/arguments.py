@@ -51,16 +51,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("requirement", metavar="NAME[==VERSION]")
     s = sub.add_parser("verify", help="re-hash every cached file against its recorded digest; delete bad ones")
     s.add_argument("--keep", action="store_true", help="report bad files but do not delete them")
-    s = sub.add_parser("prefetch", help="fill the cache with the files of a requirements file")
-    s.add_argument("-r", "--requirement", required=True, type=Path, help="a (pinned) requirements file")
+    _bundles(sub)
+    _token_commands(sub)
+    return p
+
+
+def _bundles(sub: argparse._SubParsersAction) -> None:
+    """The commands that fill a cache ahead of time and carry it elsewhere: prefetch, export, import."""
+    s = sub.add_parser("prefetch", help="fill the cache with the files of lock files or requirements files")
+    s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="pylock.toml, uv.lock, poetry.lock, pdm.lock")
+    s.add_argument("-r", "--requirement", action="append", type=Path, help="a (pinned) requirements file")
+    s.add_argument("--platform", action="append", help="only wheels for this platform tag (repeatable), and sdists")
+    s.add_argument("--python", metavar="X.Y", help="only files this Python version could install")
+    s.add_argument("--json", action="store_true", help="the summary as JSON")
     s.add_argument(
         "--all-files",
         action="store_true",
         help="every file of each chosen version, not only those this machine could install",
     )
     s.add_argument("--jobs", type=int, default=4, help="downloads at once [default: 4]")
-    _token_commands(sub)
-    return p
+    s = sub.add_parser("export", help="write a bundle of the cache's files and pages for these locks (or --all)")
+    s.add_argument("files", nargs="*", type=Path, metavar="FILE", help="lock files or requirements files")
+    s.add_argument("--out", required=True, type=Path, metavar="BUNDLE", help="the bundle to write")
+    s.add_argument("--all", action="store_true", help="the whole cache")
+    s = sub.add_parser("import", help="check a bundle from export, then add it to the cache")
+    s.add_argument("bundle", type=Path, metavar="BUNDLE")
 
 
 def _token_commands(sub: Any) -> None:

@@ -26,7 +26,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionRefusedError as ConnectionRefused
 from twisted.internet.task import react
 
-from pypicached.admin import prefetch, tokens, verify
+from pypicached.admin import carry, lockfetch, prefetching, tokens, verify
 from pypicached.admin.arguments import daemon_url, load, parser
 from pypicached.admin.progress import Progress
 from pypicached.base.names import is_valid_name, is_valid_version, normalize
@@ -199,32 +199,32 @@ class Admin:
 
     # --- prefetch ------------------------------------------------------------------
 
-    async def prefetch(self, requirements: Path, all_files: bool, jobs: int) -> int:
+    async def prefetch(self, args: argparse.Namespace) -> int:
         if self.url is None:
             raise AdminError("cannot tell the daemon's address from its listen setting: give --url")
+        if not args.files and not args.requirement:
+            raise AdminError("prefetch what? give lock files, requirements files or -r FILE")
+        target = prefetching.Target(tuple(args.platform or ()), args.python)
         try:
-            wanted = prefetch.read_requirements(requirements)
-        except OSError as e:
-            raise AdminError(f"cannot read {requirements}: {e.strerror}") from None
-        index = self.url + "/simple/"
-        outcome = await prefetch.plan(self.http, index, wanted, all_files=all_files, jobs=jobs, headers=self._headers())
-        self.out.write(f"{len(wanted)} requirements: {len(outcome.plan)} files to fetch through {index}\n")
-        progress = Progress(sys.stderr, "prefetch", 0, len(outcome.plan))
-        await prefetch.fetch(self.http, outcome, jobs=jobs, headers=self._headers(), on_progress=progress.advance)
-        progress.finish()
-        fetched = sum(n for _, n in outcome.fetched)
-        cached = sum(n for _, n in outcome.cached)
-        self.out.write(
-            f"Fetched {len(outcome.fetched)} files ({human_bytes(fetched)}) from the upstream; "
-            f"{len(outcome.cached)} ({human_bytes(cached)}) were already cached.\n"
+            locked, requirements = prefetching.read_locks(list(args.files), target)
+        except prefetching.PrefetchError as e:
+            raise AdminError(str(e)) from None
+        index, jobs = self.url + "/simple/", max(1, args.jobs)
+        hosts = prefetching.served_hosts(self.url, self.settings, self.root, sorted({f.project for f in locked}))
+        progress = Progress(sys.stderr, "prefetch", 0, len(locked))
+        summary = await lockfetch.prefetch_locked(
+            self.http, index, locked, hosts, jobs=jobs, headers=self._headers(), on_progress=progress.advance
         )
-        for filename, n in outcome.fetched:
-            self.out.write(f"  fetched  {filename} ({human_bytes(n)})\n")
-        for line, reason in outcome.skipped:
-            self.out.write(f"  skipped  {line}: {reason}\n")
-        for line, reason in outcome.missing:
-            self.out.write(f"  MISSING  {line}: {reason}\n")
-        return 1 if outcome.missing else 0
+        progress.finish()
+        for path in [*requirements, *(args.requirement or ())]:
+            try:
+                found = await prefetching.requirements_summary(
+                    self.http, index, path, args.all_files, jobs, self._headers()
+                )
+            except prefetching.PrefetchError as e:
+                raise AdminError(str(e)) from None
+            prefetching.merge(summary, found)
+        return prefetching.write(summary, args.json, self.out)
 
 
 async def run(reactor: Any, args: argparse.Namespace, out: TextIO) -> int:
@@ -243,7 +243,9 @@ COMMANDS: dict[str, Callable[[Admin, argparse.Namespace], Any]] = {
     "purge-file": lambda admin, args: admin.purge_file(args.url_or_name),
     "policy": lambda admin, args: admin.policy_check(args.requirement),
     "verify": lambda admin, args: admin.verify(drop=not args.keep),
-    "prefetch": lambda admin, args: admin.prefetch(args.requirement, args.all_files, max(1, args.jobs)),
+    "prefetch": lambda admin, args: admin.prefetch(args),
+    "export": lambda admin, args: carry.export(admin.root, args, admin.out),
+    "import": lambda admin, args: carry.import_bundle(admin.root, admin.settings.max_size, args.bundle, admin.out),
     "token": lambda admin, args: tokens.command(admin, args, admin.out),
 }
 
@@ -254,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start(reactor: Any) -> None:
         try:
             code = await run(reactor, args, sys.stdout)
-        except (AdminError, ConfigError, tokens.TokenError) as e:
+        except (AdminError, ConfigError, tokens.TokenError, carry.CarryError) as e:
             sys.stderr.write(f"pypicached-admin: {e}\n")
             code = 2
         if code:

@@ -123,13 +123,20 @@ def parse_page(parse: Parse, body: bytes, encoding: str, content_type: str, url:
     return page, hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
-def remove_project_records(root: Path, project: str) -> int:
-    """Delete a project's page records under one upstream's ``root``; how many went."""
-    removed = 0
+def project_records(root: Path, project: str) -> list[Path]:
+    """A project's page records under one index's ``root`` (renderings: ``record.with_suffix(".r")``)."""
     records = [root / "simple" / f"{project}.json", root / "json" / f"{project}.json"]
     versions = root / "json" / project
     if versions.is_dir():
-        records += list(versions.glob("*.json"))
+        records += sorted(versions.glob("*.json"))
+    return [path for path in records if path.is_file()]
+
+
+def remove_project_records(root: Path, project: str) -> int:
+    """Delete a project's page records under one upstream's ``root``; how many went."""
+    removed = 0
+    records = project_records(root, project)
+    versions = root / "json" / project
     for path in records:
         try:
             os.unlink(path)

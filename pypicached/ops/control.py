@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +29,6 @@ from pypicached.base.names import is_valid_name, normalize
 from pypicached.cache.files import FileCache
 from pypicached.cache.housekeeping import Housekeeper
 from pypicached.cache.router import Router
-from pypicached.http.acme import Challenges
 from pypicached.ops.health import Health
 from pypicached.ops.metrics import Metrics
 from pypicached.ops.statuspage import base_url, render
@@ -49,6 +48,12 @@ FORWARDING_HEADERS = (
 )
 #: Sent by browsers with every POST: a web page, never the admin command.
 BROWSER_HEADERS = (b"origin",)
+
+
+class ChallengeAnswers(Protocol):
+    """The ACME challenges under way (``http.acme.Challenges``): what the CA's check of a token gets."""
+
+    def answer(self, token: str) -> str | None: ...
 
 
 @attrs.frozen
@@ -99,7 +104,7 @@ class Control:
         upstream_url: str,
         admin_token: str | None = None,
         access_summary: Callable[[], dict[str, Any]] | None = None,
-        challenges: Challenges | None = None,
+        challenges: ChallengeAnswers | None = None,
         certificate: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._metrics = metrics
