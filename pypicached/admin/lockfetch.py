@@ -18,7 +18,7 @@ import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
 from pypicached.admin.locks import LockedFile
-from pypicached.admin.prefetch import _Missing, _read_page
+from pypicached.admin.prefetch import Missing, read_page
 
 
 @attrs.define
@@ -105,8 +105,8 @@ async def prefetch_locked(
     async def project(name: str, items: list[LockedFile]) -> None:
         page_url = f"{index_url.rstrip('/')}/{name}/"
         try:
-            on_page = _files_on(await _read_page(http, page_url, headers), page_url)
-        except _Missing as e:
+            on_page = _files_on(await read_page(http, page_url, headers), page_url)
+        except Missing as e:
             summary.missing.extend((i.filename, str(e)) for i in items)
             return
         for item in items:

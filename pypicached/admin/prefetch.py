@@ -147,25 +147,25 @@ class Outcome:
     skipped: list[tuple[str, str]] = attrs.field(factory=list)
 
 
-class _Missing(Exception):
+class Missing(Exception):
     """A wanted project's page cannot be had; the message says why."""
 
 
-async def _read_page(http: Any, page_url: str, headers: dict[str, str] | None) -> dict[str, Any]:
-    """A project's PEP 691 page through the proxy, or ``_Missing`` with the reason."""
+async def read_page(http: Any, page_url: str, headers: dict[str, str] | None) -> dict[str, Any]:
+    """A project's PEP 691 page through the proxy, or ``Missing`` with the reason."""
     try:
         response = await http.get(page_url, headers={"Accept": ACCEPT_JSON, **(headers or {})})
         body = await response.content()
     except Exception as e:
-        raise _Missing(f"cannot read its index page: {e}") from None
+        raise Missing(f"cannot read its index page: {e}") from None
     if response.code == 404:
-        raise _Missing("no such project on the index")
+        raise Missing("no such project on the index")
     if response.code != 200:
-        raise _Missing(f"the proxy answered {response.code}: {body[:200].decode('utf-8', 'replace').strip()}")
+        raise Missing(f"the proxy answered {response.code}: {body[:200].decode('utf-8', 'replace').strip()}")
     try:
         return parse_json_object(body)
     except BadPage:
-        raise _Missing("the proxy's page for it is not PEP 691 JSON") from None
+        raise Missing("the proxy's page for it is not PEP 691 JSON") from None
 
 
 async def plan(
@@ -196,8 +196,8 @@ async def plan(
             return
         page_url = f"{index_url.rstrip('/')}/{canonicalize_name(requirement.name)}/"
         try:
-            page = await _read_page(http, page_url, headers)
-        except _Missing as e:
+            page = await read_page(http, page_url, headers)
+        except Missing as e:
             outcome.missing.append((item.line, str(e)))
             return
         chosen = choose(requirement, candidates(page, page_url), all_files, tags)
