@@ -121,24 +121,27 @@ class Access:
         return known
 
     def check(self, request: Any) -> Refusal | None:
-        """None if ``request`` may be answered (its ``grant`` set if it carries a token), else why not."""
+        """
+        None if ``request`` may be answered (its ``grant`` set if it carries a token), else why not.
+        A valid token is let in even from an address the failure limit blocks: behind a load
+        balancer every client shares its address, and one client's stale token must not lock
+        out the rest. Only what fails is throttled.
+        """
         address = request.getClientAddress()
         host = address.host if isinstance(address, (IPv4Address, IPv6Address)) else ""
+        header = request.getHeader(b"authorization")
+        if header is not None:
+            grant = self._memo.get(header) or self._grant(header)
+            if grant is not None:
+                request.grant = grant
+                return None
+        if host and self.is_open(host):
+            return None  # an open client's other credentials (for a server behind it) are its own business
         if host and self.limit.blocked(host):
             return TOO_MANY
-        header = request.getHeader(b"authorization")
-        if header is None:
-            return None if host and self.is_open(host) else NEED_TOKEN
-        grant = self._memo.get(header)
-        if grant is None:
-            grant = self._grant(header)
-            if grant is None:
-                if host and self.is_open(host):
-                    return None  # an open client's other credentials (for a server behind it) are its own business
-                self.limit.failed(host or "-")
-                return NEED_TOKEN
-        request.grant = grant
-        return None
+        if header is not None:
+            self.limit.failed(host or "-")
+        return NEED_TOKEN
 
     def _grant(self, header: bytes) -> Grant | None:
         found = credential(header)
