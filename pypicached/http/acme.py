@@ -46,6 +46,11 @@ class Facts:
     not_after: float
     domains: tuple[str, ...]
     self_signed: bool
+    not_before: float = 0.0
+
+    def renews_at(self, before: float) -> float:
+        """When to renew: ``before`` its expiry, or a third of its lifetime before for a short-lived one."""
+        return self.not_after - min(before, (self.not_after - self.not_before) / 3)
 
 
 @attrs.frozen
@@ -79,11 +84,23 @@ class AcmeFiles:
         except x509.ExtensionNotFound:
             domains = ()
         after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=datetime.UTC)
-        return Facts(after.timestamp(), domains, cert.issuer == cert.subject)
+        before = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(tzinfo=datetime.UTC)
+        return Facts(after.timestamp(), domains, cert.issuer == cert.subject, before.timestamp())
+
+    def _paired(self) -> bool:
+        """Whether the key and certificate on disk belong together (a crash between their writes can part them)."""
+        try:
+            cert = x509.load_pem_x509_certificate(self.tls.certificate.read_bytes())
+            key = serialization.load_pem_private_key(self.tls.key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError):
+            return False
+        public = serialization.PublicFormat.SubjectPublicKeyInfo
+        encoding = serialization.Encoding.DER
+        return cert.public_key().public_bytes(encoding, public) == key.public_key().public_bytes(encoding, public)
 
     def ensure_placeholder(self, domains: tuple[str, ...]) -> bool:
         """Write a self-signed certificate for ``domains`` if there is no certificate yet; whether one was written."""
-        if self.tls.certificate.exists() and self.tls.key.exists():
+        if self.tls.certificate.exists() and self.tls.key.exists() and self._paired():
             return False
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])

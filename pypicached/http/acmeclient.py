@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pypicached.http.acme import private_pem, write_private
 
 #: How long one order may take, from the new order to the certificate.
-ORDER_DEADLINE = 120.0
+#: Within systemd's stop timeout (90 s): a stop waits for an order under way.
+ORDER_DEADLINE = 45.0
 USER_AGENT = "pypicached"
 
 

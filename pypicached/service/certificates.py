@@ -27,6 +27,8 @@ log = Logger()
 DAY = 86400.0
 #: Renew this long before the certificate expires.
 RENEW_BEFORE = 30 * DAY
+#: The least time between a successful order and the next check.
+AFTER_SUCCESS = 3600.0
 #: The first retry after a failed order; each failure doubles it, up to a day.
 RETRY_FIRST = 60.0
 
@@ -76,7 +78,7 @@ class CertificateKeeper(Service):
         """Whether to order a certificate now: none, the placeholder, other names, or expiring within 30 days."""
         if facts is None or facts.self_signed or set(facts.domains) != set(self.domains):
             return True
-        return facts.not_after - RENEW_BEFORE <= self._clock.seconds()
+        return facts.renews_at(RENEW_BEFORE) <= self._clock.seconds()
 
     def check(self) -> Deferred[None]:
         """Order a certificate if one is due (at most one order at a time); fires when done."""
@@ -94,7 +96,10 @@ class CertificateKeeper(Service):
                 await self._renew()
                 facts = self.files.facts()
             self.failures, self.last_error = 0, None
-            self._after(DAY if facts is None else min(DAY, facts.not_after - RENEW_BEFORE - self._clock.seconds()))
+            # at least daily, and never back to back: a certificate that is due at once after an order
+            # (the CA's lifetime too short for the rule) is asked for again an hour later, not in a loop
+            until = DAY if facts is None else facts.renews_at(RENEW_BEFORE) - self._clock.seconds()
+            self._after(max(AFTER_SUCCESS, min(DAY, until)))
         except Exception as e:
             self.failures += 1
             self.last_error, self.last_error_at = f"{type(e).__name__}: {e}", self._clock.seconds()
@@ -144,7 +149,7 @@ class CertificateKeeper(Service):
             "ca": self.directory,
             "not_after": _iso(facts.not_after if facts else None),
             "placeholder": facts is None or facts.self_signed,
-            "renews_at": _iso(facts.not_after - RENEW_BEFORE if facts and not facts.self_signed else None),
+            "renews_at": _iso(facts.renews_at(RENEW_BEFORE) if facts and not facts.self_signed else None),
             "renewed_at": _iso(self.renewed_at),
             "failures": self.failures,
             "last_error": self.last_error,
