@@ -58,6 +58,8 @@ class Pass:
     evicted: int
     evicted_bytes: int
     seconds: float
+    #: The page records evicted: whoever keeps pages in memory forgets them too.
+    evicted_pages: tuple[str, ...] = ()
 
 
 def choose_victims(entries: list[Entry], budget: Budget, now: float, free: int) -> list[Entry]:
@@ -93,6 +95,7 @@ def run_pass(root: Path, budget: Budget, now: float, free: Callable[[Path], int]
         evicted=len(victims),
         evicted_bytes=evicted_bytes,
         seconds=time.monotonic() - started,
+        evicted_pages=tuple(v.path for v in victims if v.page),
     )
 
 
@@ -128,6 +131,8 @@ class Housekeeper:
         #: The cache's size as of the last pass plus what was committed since.
         self.size = 0
         self.files = 0
+        #: Called with the paths of the page records a pass evicted (the page caches forget them).
+        self.pages_evicted: Callable[[tuple[str, ...]], None] = lambda paths: None
         self.evictions = 0
         self.evicted_bytes = 0
 
@@ -165,6 +170,8 @@ class Housekeeper:
         self._running = self._run_in_thread(run_pass, self.root, self.budget, self._clock.seconds(), self._free)
 
         def done(result: Pass) -> Pass:
+            if result.evicted_pages:
+                self.pages_evicted(result.evicted_pages)
             self.size, self.files = result.size, result.files
             self.evictions += result.evicted
             self.evicted_bytes += result.evicted_bytes

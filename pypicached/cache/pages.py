@@ -271,6 +271,10 @@ class PageCache:
         """``page`` in ``form`` as a file, rendered in a disk thread the first time anyone asks."""
         return self._renderer.rendering(page, form, self._records.rendered_root(page.key) / page.version)
 
+    def evicted(self, paths: set[str]) -> None:
+        """The disk budget removed these page records: the next request fetches them anew."""
+        self._records.evicted(paths)
+
     def lost(self, page: StoredPage) -> Deferred[None]:
         """A rendering's file is gone (purged, or pruned under a newer version): see ``PageStore.lost``."""
         return self._records.lost(page)

@@ -80,6 +80,11 @@ class PageStore:
         while len(self._memory) > MEMORY_PAGES:
             self._memory.popitem(last=False)
 
+    def evicted(self, paths: set[str]) -> None:
+        """The disk budget removed these records (and their renderings): forget them in memory too."""
+        for key in [k for k in self._memory if str(self.record(k)) in paths]:
+            del self._memory[key]
+
     def drop(self, key: PageKey) -> Deferred[None]:
         """Forget ``key``'s record, in memory and on disk."""
         self._memory.pop(key, None)

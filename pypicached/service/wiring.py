@@ -105,6 +105,12 @@ class Proxy:
         budget = Budget(settings.max_size, settings.min_free, settings.inactive)
         housekeeper = Housekeeper(root=self._root, budget=budget, clock=clock, run_in_thread=run)
         self.files.on_commit = housekeeper.committed
+
+        def forget(paths: tuple[str, ...]) -> None:
+            for source in self.sources:
+                source.pages.evicted(set(paths))
+
+        housekeeper.pages_evicted = forget
         return housekeeper
 
     def _source(self, settings: IndexSettings, http: Requests, clock: IReactorTime, run: RunInThread) -> Source:
