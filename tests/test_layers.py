@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pypicached"
+import pypicached
+
+#: The package as imported: the checkout's, or the installed one when the Debian package's tests run.
+PACKAGE = Path(pypicached.__file__).resolve().parent
 
 #: From the bottom up; a module may import from its own layer or the ones below.
 LAYERS: tuple[tuple[str, ...], ...] = (
