@@ -11,7 +11,7 @@ endif
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test test-current lint test-bookworm test-trixie tools e2e browser haproxy pebble wrk bench bench-memory \
-	bench-outage bench-cluster bench-rps bench-cold deb deb-deps deb-test apt-repo deb-test-trixie \
+	bench-outage bench-cluster bench-rps bench-cold bench-bundle deb deb-deps deb-test apt-repo deb-test-trixie \
 	image-tools image image-save image-test clean
 
 run: $(VENV)/.installed
@@ -97,6 +97,11 @@ bench-rps: $(VENV)/.installed
 # straight at the upstream, in one run (installs nginx; a few minutes).
 bench-cold: $(VENV)/.installed tools
 	$(VENV)/bin/python bench/cold.py $(BENCH_ARGS)
+
+# Export and import of a 1.1 GB bundle (zstd, then gzip): time and peak RSS of each, against GNU
+# tar writing and reading the same files with the same compression (about 4 GB of scratch disk).
+bench-bundle: $(VENV)/.test-installed
+	$(VENV)/bin/python bench/bundle.py $(BENCH_ARGS)
 
 # pip's wall time with the upstream killed or hanging and every page expired, against warm.
 bench-outage: $(VENV)/.installed tools

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from pytest_twisted import ensureDeferred
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -12,6 +16,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from pypicached.config import Settings
 from pypicached.service.wiring import Proxy
 
+from .bundle_cache import fill, sha256_of
 from .installers import clean_env, run_pip, run_process, run_uv_project
 from .operator_tools import ADMIN
 from .projects import site_packages, uv_project
@@ -119,3 +124,70 @@ async def _connected_then_airgapped(served, connected, tools, tmp_path):  # noqa
         finally:
             await offline.stop()
         os.utime(airgapped)  # nothing else: the restart reads the same directory
+
+
+#: Runs argv and writes its peak RSS (KiB, as Linux's getrusage gives it) to the file argv[1] names.
+PEAK = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)"
+)
+
+
+def run_admin(cache_dir: Path, *args: str, home: Path, env: dict[str, str] | None = None) -> tuple[str, int]:
+    """``pypicached-admin`` in a fresh wrapper process: its output and its peak RSS in bytes."""
+    peak = home / "peak"
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-c", PEAK, str(peak), ADMIN, "--cache-dir", str(cache_dir), "--url", "http://127.0.0.1:9"]
+    done = subprocess.run(
+        [*argv, *args], env=env or clean_env(home), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, int(peak.read_text()) * 1024
+
+
+def test_a_bundle_over_1_gb_streams_both_ways(tmp_path):
+    """Export and import of a 1.1 GB bundle each peak well under its size, and the import is byte for byte."""
+    if shutil.disk_usage(tmp_path).free < 5 << 30:
+        pytest.skip("needs 5 GB of free disk: the cache, its bundle and the imported copy")
+    source, bundle, target = tmp_path / "source", tmp_path / "big.tar", tmp_path / "target"
+    digests = fill(source, 1100 << 20)
+    out, exported = run_admin(source, "export", "--out", str(bundle), "--all", home=tmp_path / "h")
+    assert "4 files" in out and bundle.stat().st_size > 10**9, out
+    out, imported = run_admin(target, "import", str(bundle), home=tmp_path / "h")
+    assert "4 new files" in out and "4 pages" in out, out
+    assert {name: sha256_of(target / name) for name in digests} == digests
+    assert not list((target / "tmp").iterdir())
+    assert exported < 150 << 20 and imported < 150 << 20, (exported, imported)
+
+
+def hidden_zstandard(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python cannot import ``zstandard``: a module of that name first on its path refuses."""
+    shim = tmp_path / "no-zstd" / "zstandard"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    return {**clean_env(tmp_path / "h"), "PYTHONPATH": str(shim.parent)}
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+def test_export_compresses_with_zstd_when_it_can_else_gzip(compression, tmp_path):
+    pytest.importorskip("zstandard", reason="the test extra installs it")
+    source, bundle, target = tmp_path / "source", tmp_path / "small.tar", tmp_path / "target"
+    digests = fill(source, 1 << 20, files=2)
+    env = hidden_zstandard(tmp_path) if compression == "gzip" else None
+    out, _ = run_admin(source, "export", "--out", str(bundle), "--all", home=tmp_path / "h", env=env)
+    assert f"({compression})" in out, out
+    assert bundle.read_bytes()[:4] == {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b\x08\x00"}[compression]
+    out, _ = run_admin(target, "import", str(bundle), home=tmp_path / "h", env=env)
+    assert "2 new files" in out, out
+    assert {name: sha256_of(target / name) for name in digests} == digests
+
+
+def test_a_zstd_bundle_where_zstandard_is_missing_is_refused(tmp_path):
+    pytest.importorskip("zstandard", reason="the test extra installs it")
+    source, bundle, target = tmp_path / "source", tmp_path / "small.tar.zst", tmp_path / "target"
+    fill(source, 1 << 20, files=2)
+    run_admin(source, "export", "--out", str(bundle), "--all", home=tmp_path / "h")
+    argv = [ADMIN, "--cache-dir", str(target), "--url", "http://127.0.0.1:9", "import", str(bundle)]
+    done = subprocess.run(argv, env=hidden_zstandard(tmp_path), capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "zstandard module is not installed" in done.stdout, done.stdout + done.stderr
+    assert not (target / "files" / "packages").exists()
