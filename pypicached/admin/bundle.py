@@ -39,7 +39,7 @@ class BundleError(Exception):
 def zstandard() -> Any:
     """The ``zstandard`` module, or None: it is optional (gzip otherwise)."""
     try:
-        import zstandard as module  # type: ignore[import-not-found]  # optional at run time
+        import zstandard as module  # optional at run time (pyproject: missing imports ignored)
     except ImportError:
         return None
     return module
