@@ -223,7 +223,7 @@ class Admin:
                 )
             except prefetching.PrefetchError as e:
                 raise AdminError(str(e)) from None
-            prefetching.merge(summary, found)
+            summary.extend(found)
         return prefetching.write(summary, args.json, self.out)
 
 

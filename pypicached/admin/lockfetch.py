@@ -18,39 +18,7 @@ import treq
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 
 from pypicached.admin.locks import LockedFile
-from pypicached.admin.prefetch import Missing, read_page
-
-
-@attrs.define
-class Summary:
-    """What a prefetch did, as the command prints it (and as ``--json``)."""
-
-    fetched: list[tuple[str, int]] = attrs.field(factory=list)
-    cached: list[tuple[str, int]] = attrs.field(factory=list)
-    skipped: list[tuple[str, str]] = attrs.field(factory=list)
-    missing: list[tuple[str, str]] = attrs.field(factory=list)
-    #: Files whose bytes differ from the lock's digest: not counted as prefetched.
-    mismatched: list[tuple[str, str]] = attrs.field(factory=list)
-    #: Lock hashes that differ from the index page's (the bytes will then differ from the lock's).
-    conflicts: list[tuple[str, str]] = attrs.field(factory=list)
-
-    @property
-    def bytes(self) -> int:
-        return sum(n for _, n in self.fetched) + sum(n for _, n in self.cached)
-
-    def as_json(self) -> dict[str, Any]:
-        def rows(pairs: list[tuple[str, Any]], what: str) -> list[dict[str, Any]]:
-            return [{"file": f, what: v} for f, v in pairs]
-
-        return {
-            "fetched": rows(self.fetched, "bytes"),
-            "cached": rows(self.cached, "bytes"),
-            "skipped": rows(self.skipped, "reason"),
-            "missing": rows(self.missing, "reason"),
-            "mismatched": rows(self.mismatched, "reason"),
-            "conflicts": rows(self.conflicts, "reason"),
-            "bytes": self.bytes,
-        }
+from pypicached.admin.prefetch import Missing, Summary, read_page
 
 
 def host_of(url: str) -> str:

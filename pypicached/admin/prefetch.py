@@ -136,15 +136,48 @@ def choose(requirement: Requirement, found: list[Candidate], all_files: bool, ta
 
 
 @attrs.define
-class Outcome:
-    """What a prefetch found and did, for its summary."""
+class Summary:
+    """What a prefetch did, as the command prints it (and as ``--json``)."""
+
+    fetched: list[tuple[str, int]] = attrs.field(factory=list)
+    cached: list[tuple[str, int]] = attrs.field(factory=list)
+    skipped: list[tuple[str, str]] = attrs.field(factory=list)
+    missing: list[tuple[str, str]] = attrs.field(factory=list)
+    #: Files whose bytes differ from the lock's digest: not counted as prefetched.
+    mismatched: list[tuple[str, str]] = attrs.field(factory=list)
+    #: Lock hashes that differ from the index page's (the bytes will then differ from the lock's).
+    conflicts: list[tuple[str, str]] = attrs.field(factory=list)
+
+    def extend(self, other: Summary) -> None:
+        """Add ``other``'s files to these (one summary for several lock and requirements files)."""
+        for field in ("fetched", "cached", "skipped", "missing", "mismatched", "conflicts"):
+            getattr(self, field).extend(getattr(other, field))
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.fetched) + sum(n for _, n in self.cached)
+
+    def as_json(self) -> dict[str, Any]:
+        def rows(pairs: list[tuple[str, Any]], what: str) -> list[dict[str, Any]]:
+            return [{"file": f, what: v} for f, v in pairs]
+
+        return {
+            "fetched": rows(self.fetched, "bytes"),
+            "cached": rows(self.cached, "bytes"),
+            "skipped": rows(self.skipped, "reason"),
+            "missing": rows(self.missing, "reason"),
+            "mismatched": rows(self.mismatched, "reason"),
+            "conflicts": rows(self.conflicts, "reason"),
+            "bytes": self.bytes,
+        }
+
+
+@attrs.define
+class Outcome(Summary):
+    """A requirements file's prefetch: its summary, and the files planned from the index pages."""
 
     #: (requirement line, file) pairs to fetch, as planned from the index pages.
     plan: list[tuple[str, Candidate]] = attrs.field(factory=list)
-    fetched: list[tuple[str, int]] = attrs.field(factory=list)
-    cached: list[tuple[str, int]] = attrs.field(factory=list)
-    missing: list[tuple[str, str]] = attrs.field(factory=list)
-    skipped: list[tuple[str, str]] = attrs.field(factory=list)
 
 
 class Missing(Exception):

@@ -43,7 +43,7 @@ def served_hosts(daemon: str, settings: Settings, root: Path, projects: Sequence
 
 async def requirements_summary(
     http: Any, index: str, path: Path, all_files: bool, jobs: int, headers: dict[str, str]
-) -> lockfetch.Summary:
+) -> prefetch.Summary:
     """A requirements file, as prefetch always read them (the newest matching version's files)."""
     try:
         wanted = prefetch.read_requirements(path)
@@ -53,7 +53,7 @@ async def requirements_summary(
     progress = Progress(sys.stderr, "prefetch", 0, len(outcome.plan))
     await prefetch.fetch(http, outcome, jobs=jobs, headers=headers, on_progress=progress.advance)
     progress.finish()
-    return lockfetch.Summary(outcome.fetched, outcome.cached, outcome.skipped, outcome.missing)
+    return outcome
 
 
 def read_locks(paths: Sequence[Path], target: Target) -> tuple[list[LockedFile], list[Path]]:
@@ -72,12 +72,7 @@ def read_locks(paths: Sequence[Path], target: Target) -> tuple[list[LockedFile],
     return locked, requirements
 
 
-def merge(into: lockfetch.Summary, other: lockfetch.Summary) -> None:
-    for field in ("fetched", "cached", "skipped", "missing", "mismatched", "conflicts"):
-        getattr(into, field).extend(getattr(other, field))
-
-
-def write(summary: lockfetch.Summary, as_json: bool, out: TextIO) -> int:
+def write(summary: prefetch.Summary, as_json: bool, out: TextIO) -> int:
     """The summary, and the exit code: 1 if any file is missing or not as the lock says."""
     if as_json:
         out.write(json.dumps(summary.as_json(), indent=1) + "\n")
